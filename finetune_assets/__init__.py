@@ -1,0 +1,1 @@
+"""finetune-assets: fine-tune a retrieval model on an OpenSearch corpus, as Dagster assets."""

@@ -1,0 +1,67 @@
+"""raw_corpus: the partition's documents, validated, deduplicated and sampled reproducibly."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from finetune_assets.assets.metadata import table
+from finetune_assets.config import RawCorpusConfig
+from finetune_assets.core.corpus_io import read_corpus, write_quarantine
+from finetune_assets.core.index_names import validate_index_name
+from finetune_assets.core.jsonl import write_jsonl
+from finetune_assets.core.offline_models import resolve_model
+from finetune_assets.core.sampling import sample_documents
+from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.storage import ArtifactStorage
+
+
+def _count_over_max_length(documents: list[dict], base_model: BaseModelResource) -> int:
+    """Documents the model will truncate: they are kept, but only their start is trained on."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model.base_model))
+    lengths = tokenizer([d["text"] for d in documents], add_special_tokens=True, truncation=False,
+                        return_length=True, verbose=False)["length"]
+    return sum(1 for n in lengths if n > base_model.max_seq_length)
+
+
+@asset(partitions_def=index_partitions, group_name="finetune", kinds={"python"})
+def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage: ArtifactStorage,
+               base_model: BaseModelResource) -> MaterializeResult:
+    """Documents of one index/corpus: JSONL, plain text or parquet; bad records are quarantined with a reason."""
+    index = validate_index_name(context.partition_key)
+    started = time.perf_counter()
+    location = config.source or storage.corpus_location(index)
+    context.log.info(f"reading corpus for index '{index}' from {location}")
+    result = read_corpus(location, id_field=config.id_field or None, text_fields=config.text_fields,
+                         title_field=config.title_field or None, txt_mode=config.txt_mode)
+    sample = sample_documents(result.documents, config.max_documents or None, config.seed)
+    folder = storage.artifact_dir(index, "raw_corpus")
+    write_jsonl(folder / "documents.jsonl", sample)
+    write_quarantine(folder / "quarantine.jsonl", result.quarantined)
+    for entry in result.quarantined[:20]:
+        context.log.warning(f"quarantined {entry.source}:{entry.line} ({entry.record_id}): {entry.reason}")
+    over_length = _count_over_max_length(sample, base_model)
+    if over_length:
+        context.log.warning(f"{over_length} of {len(sample)} sampled documents are longer than "
+                            f"{base_model.max_seq_length} tokens; the model reads only their beginning")
+    reasons = Counter(entry.reason.split(" (")[0].split(" '")[0] for entry in result.quarantined)
+    uri = storage.publish(index, "raw_corpus")
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(uri),
+        "records_read": result.records_read,
+        "documents_valid": len(result.documents),
+        "documents_sampled": len(sample),
+        "quarantined": len(result.quarantined),
+        "duplicate_ids": result.duplicate_ids,
+        "duplicate_texts": result.duplicate_texts,
+        "documents_over_max_length": over_length,
+        "quarantine_reasons": MetadataValue.json(dict(reasons)),
+        "source_files": MetadataValue.json([str(f) for f in result.files[:50]]),
+        "mean_document_chars": round(sum(len(d["text"]) for d in sample) / len(sample), 1),
+        "seconds": round(time.perf_counter() - started, 2),
+        "preview": table(sample[:5], ["id", "title", "text"]),
+    })

@@ -1,0 +1,120 @@
+"""`finetune-assets benchmark`: run the asset graph on a BEIR folder's corpus, score on its real qrels.
+
+Training sees only the corpus (synthetic queries); the folder's human-judged test queries are used for
+evaluation alone, over the whole corpus, for BM25, the base model and the tuned model.
+"""
+from __future__ import annotations
+
+import csv
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from finetune_assets.core.jsonl import read_jsonl, write_json
+
+STAGES = ("raw_corpus", "bedrock_batch_outputs", "training_pairs", "mined_negatives", "trained_model",
+          "evaluation_report", "model_package", "registered_model_id")
+
+
+def read_beir(folder: Path, split: str = "test") -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
+    corpus = list(read_jsonl(folder / "corpus.jsonl"))
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
+    return corpus, queries, qrels
+
+
+def partition_name(folder: Path) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", folder.resolve().name.lower()).strip("-_") or "benchmark"
+
+
+def _stage_seconds(instance, run_id: str) -> dict[str, float]:
+    from dagster import DagsterEventType
+
+    starts, ends = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[entry.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            ends[entry.step_key] = entry.timestamp
+    return {step: round(ends[step] - starts[step], 2) for step in starts if step in ends}
+
+
+def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400, model_type: str = "dense",
+                  work_dir: str | Path | None = None, run_config: dict | None = None) -> dict:
+    from dagster import DagsterInstance, materialize
+
+    from finetune_assets.core.evaluation import compare_systems
+    from finetune_assets.core.pairs import document_text
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.storage import ArtifactStorage
+
+    if model_type != "dense":
+        raise ValueError(f"model type {model_type!r} is not available yet; use 'dense'")
+    beir_dir = Path(beir_dir)
+    corpus, queries, qrels = read_beir(beir_dir)
+    index = partition_name(beir_dir)
+    work = Path(work_dir or tempfile.mkdtemp(prefix=f"finetune-benchmark-{index}-"))
+    storage = ArtifactStorage(root=str(work / "storage"))
+    config = {"ops": {"raw_corpus": {"config": {"source": str(beir_dir / "corpus.jsonl"), "max_documents": max_docs}}}}
+    for op, values in (run_config or {}).get("ops", {}).items():
+        config["ops"].setdefault(op, {"config": {}})["config"].update(values.get("config", {}))
+    resources = {**defs.resources, "storage": storage}
+    started = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", [index])
+        result = materialize(all_assets, partition_key=index, resources=resources, run_config=config,
+                             instance=instance, raise_on_error=False)
+        timings = _stage_seconds(instance, result.run_id)
+    pipeline_seconds = time.perf_counter() - started
+    failed = sorted({e.step_key for e in result.all_events if e.is_step_failure})
+    # A failed quality gate is a result to report (tuned worse than base), not a broken benchmark.
+    broken = [step for step in failed if "tuned_not_worse_than_base" not in step]
+    if broken:
+        raise RuntimeError(f"benchmark pipeline failed at {broken}; see the log above")
+
+    base_model = resources["base_model"]
+    tuned_dir = storage.fetch(index, "trained_model") / "model"
+    started = time.perf_counter()
+    comparison = compare_systems(
+        [str(d["_id"]) for d in corpus], [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus],
+        queries, qrels, {"base": base_model.load(), "tuned": base_model.load(str(tuned_dir))},
+        batch_size=base_model.batch_size,
+    )
+    timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
+    mean, low, high = comparison.gain_interval()
+    report = {
+        "collection": str(beir_dir),
+        "judged_queries": comparison.judged_queries,
+        "documents": comparison.documents,
+        "settings": {"max_docs": max_docs, "model_type": model_type, "base_model": base_model.base_model,
+                     "run_config": config, "query_generator": resources["query_generator"].backend},
+        "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
+                    for name, values in comparison.results.items()},
+        "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},
+        "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
+        "quality_gate_passed": not failed,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "work_dir": str(work),
+    }
+    write_json(out, report)
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['collection']}: {report['judged_queries']} judged queries, {report['documents']} documents",
+             f"{'system':<8} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
+    for name, values in report["results"].items():
+        lines.append(f"{name:<8} {values['ndcg@10']:>8.4f} {values['mrr@10']:>8.4f} {values['recall@100']:>8.4f}")
+    gain = report["tuned_minus_base_ndcg@10"]
+    lines.append(f"tuned - base nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. {gain['ci95'][1]:+.4f})")
+    lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
+    return "\n".join(lines)

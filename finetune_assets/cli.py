@@ -1,0 +1,83 @@
+"""`finetune-assets`: the demo, benchmarks and other tasks that run without the Dagster UI."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEMO_INDEX = "python-docs"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from finetune_assets.core.demo_corpus import describe, write_python_docs_corpus
+    from finetune_assets.instance import add_index_partition, ensure_dagster_home
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    root = Path(os.environ.setdefault("FINETUNE_STORAGE_ROOT", str(Path(args.storage).resolve())))
+    home = ensure_dagster_home(args.dagster_home)
+    corpus_file, count = write_python_docs_corpus(root / "corpora" / DEMO_INDEX / "python_docs.jsonl")
+    print(f"demo corpus: {count} documents ({describe()}) in {corpus_file}")
+    add_index_partition(DEMO_INDEX)
+    config = {"ops": {"raw_corpus": {"config": {"max_documents": args.max_docs}},
+                      "trained_model": {"config": {"epochs": args.epochs}}}}
+    command = ["dagster", "asset", "materialize", "-m", "finetune_assets.definitions", "--select", "*",
+               "--partition", DEMO_INDEX, "--config-json", json.dumps(config)]
+    print(f"DAGSTER_HOME={home}\n$ {' '.join(command[:-1])} '{command[-1]}'", flush=True)
+    started = time.perf_counter()
+    code = subprocess.call([str(Path(sys.executable).with_name("dagster")), *command[1:]])
+    minutes = (time.perf_counter() - started) / 60
+    report = root / "artifacts" / DEMO_INDEX / "evaluation_report"
+    if code != 0:
+        print(f"\nthe demo run failed after {minutes:.1f} min (exit {code}); the log above says which step")
+        return code
+    print(f"\ndone in {minutes:.1f} min")
+    print(f"report: {report / 'report.md'} (and report.json, metrics.png)")
+    print((report / "report.md").read_text())
+    print(f"model:  {root / 'artifacts' / DEMO_INDEX / 'trained_model' / 'model'}")
+    print(f"OpenSearch package: {root / 'artifacts' / DEMO_INDEX / 'model_package'}")
+    print(f"browse the runs: DAGSTER_HOME={home} dagster dev   (then open http://127.0.0.1:3000)")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from finetune_assets.benchmark import format_table, run_benchmark
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_config = json.loads(args.config_json) if args.config_json else None
+    report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
+                           work_dir=args.work_dir, run_config=run_config)
+    print(format_table(report))
+    print(f"figures written to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="finetune-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="fine-tune on the Python docs corpus, offline, with the dagster CLI")
+    demo.add_argument("--max-docs", type=int, default=300)
+    demo.add_argument("--epochs", type=float, default=1.0)
+    demo.add_argument("--storage", default="data", help="artifact folder (default ./data)")
+    demo.add_argument("--dagster-home", default=".dagster_home")
+    demo.set_defaults(handler=_demo)
+
+    bench = commands.add_parser("benchmark", help="train on a BEIR folder's corpus, score on its real qrels")
+    bench.add_argument("beir_dir", help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv")
+    bench.add_argument("--out", required=True, help="JSON file for the figures")
+    bench.add_argument("--max-docs", type=int, default=400, help="documents sampled for query generation")
+    bench.add_argument("--model-type", default="dense", choices=["dense"])
+    bench.add_argument("--work-dir", default=None, help="where artifacts go (default: a temporary folder)")
+    bench.add_argument("--config-json", default=None, help="extra Dagster run config, as for dagster asset materialize")
+    bench.set_defaults(handler=_benchmark)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Fine-tune a dense bi-encoder on (query, positive[, negatives]) rows with sentence-transformers."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, resolve_model
+
+
+@dataclass
+class Hyperparameters:
+    base_model: str = DEFAULT_DENSE_MODEL
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int = 256
+    num_negatives: int = 0  # how many mined negatives per row to train with (0 = in-batch only)
+    seed: int = 0
+    # "auto" = bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU.
+    precision: str = "auto"
+    logging_steps: int = 5
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> Hyperparameters:
+        """Accept SageMaker's hyperparameters.json, where every value arrives as a string."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
+        parsed = {}
+        for name, value in values.items():
+            kind = type(getattr(cls(), name))
+            try:
+                parsed[name] = kind(value) if kind is not int else int(float(value))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"hyperparameter {name}={value!r} is not a valid {kind.__name__}") from exc
+        return cls(**parsed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainingOutcome:
+    model_dir: str
+    steps: int
+    rows: int
+    train_seconds: float
+    samples_per_second: float
+    final_loss: float | None
+    loss_history: list[dict] = field(default_factory=list)
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+def training_columns(rows: Sequence[dict], num_negatives: int) -> list[str]:
+    columns = ["query", "positive"] + [f"negative_{n}" for n in range(1, num_negatives + 1)]
+    for line, row in enumerate(rows, start=1):
+        missing = [c for c in columns if not isinstance(row.get(c), str) or not row[c].strip()]
+        if missing:
+            raise ValueError(f"training row {line} lacks {', '.join(missing)} "
+                             f"(num_negatives={num_negatives}; mine negatives or lower num_negatives)")
+    return columns
+
+
+def _precision(setting: str) -> tuple[str, dict]:
+    import torch
+
+    if not torch.cuda.is_available() or setting == "fp32":
+        return "fp32", {}
+    if setting in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return "bf16", {"bf16": True}
+    return "fp16", {"fp16": True}
+
+
+def train_dense(
+    rows: Sequence[dict],
+    hp: Hyperparameters,
+    model_dir: str | Path,
+    *,
+    on_log: Callable[[dict], None] | None = None,
+    work_dir: str | Path | None = None,
+) -> TrainingOutcome:
+    """Train with MultipleNegativesRankingLoss: in-batch negatives plus the mined ones per row."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import TrainerCallback
+
+    columns = training_columns(rows, hp.num_negatives)
+    if len(rows) < hp.batch_size:
+        raise ValueError(f"only {len(rows)} training pairs, fewer than one batch (batch_size={hp.batch_size}); "
+                         "add documents or queries per document, or lower batch_size")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, precision_args = _precision(hp.precision)
+    model = SentenceTransformer(resolve_model(hp.base_model), device=device)
+    model.max_seq_length = hp.max_seq_length
+    dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    steps_per_epoch = math.ceil(len(rows) / hp.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * hp.epochs))
+    history: list[dict] = []
+
+    class _Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                entry = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
+                         "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0)),
+                         "total_steps": total_steps}
+                history.append(entry)
+                if on_log:
+                    on_log(entry)
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir or Path(model_dir) / "_checkpoints"),
+        num_train_epochs=hp.epochs,
+        per_device_train_batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        warmup_steps=hp.warmup_ratio,
+        # Duplicate texts in a batch would be false in-batch negatives.
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        logging_steps=max(1, min(hp.logging_steps, total_steps // 2 or 1)),
+        save_strategy="no",
+        report_to="none",
+        seed=hp.seed,
+        disable_tqdm=False,
+        dataloader_drop_last=False,
+        **precision_args,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset,
+        loss=MultipleNegativesRankingLoss(model), callbacks=[_Recorder()],
+    )
+    started = time.perf_counter()
+    output = trainer.train()
+    train_seconds = time.perf_counter() - started
+    model.save_pretrained(str(model_dir))
+    return TrainingOutcome(
+        model_dir=str(model_dir),
+        steps=int(output.global_step),
+        rows=len(rows),
+        train_seconds=round(train_seconds, 3),
+        samples_per_second=round(len(rows) * hp.epochs / train_seconds, 3),
+        final_loss=history[-1]["loss"] if history else float(output.training_loss),
+        loss_history=history,
+        device=device,
+        precision=precision,
+    )

@@ -1,0 +1,1 @@
+"""Dagster resources: configuration and clients the assets share."""

@@ -1,0 +1,91 @@
+"""Training entry point shared by the local Pipes subprocess and the SageMaker training container.
+
+It follows SageMaker's conventions so the container needs no wrapper: inputs come from the `train`
+channel (`SM_CHANNEL_TRAIN`), hyperparameters from `/opt/ml/input/config/hyperparameters.json`, and the
+model goes to `SM_MODEL_DIR`. Each has a command-line flag for local runs. When launched by Dagster
+Pipes, progress and the final metrics stream back into the asset; otherwise it runs standalone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from finetune_assets.core.dense_training import Hyperparameters, train_dense
+from finetune_assets.core.jsonl import read_jsonl, write_json
+
+SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m finetune_assets.training", description=__doc__.splitlines()[0])
+    parser.add_argument("--train-dir", default=os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
+                        help="folder holding train.jsonl")
+    parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--hyperparameters", default=None,
+                        help=f"JSON file of hyperparameters (default: {SAGEMAKER_HYPERPARAMETERS} when present)")
+    return parser.parse_args(argv)
+
+
+def _load_hyperparameters(path: str | None) -> Hyperparameters:
+    path = path or (SAGEMAKER_HYPERPARAMETERS if Path(SAGEMAKER_HYPERPARAMETERS).exists() else None)
+    return Hyperparameters.from_mapping(json.loads(Path(path).read_text())) if path else Hyperparameters()
+
+
+def _pipes_context():
+    """A Dagster Pipes context when Dagster launched us, else None (standalone run)."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None
+    if os.environ.get("FINETUNE_PIPES_TRANSPORT") == "s3":
+        # On SageMaker the context and messages travel through S3 (environment entries are too small).
+        import boto3
+        from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter
+
+        client = boto3.client("s3")
+        return open_dagster_pipes(context_loader=PipesS3ContextLoader(client),
+                                  message_writer=PipesS3MessageWriter(client))
+    return open_dagster_pipes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    pipes = _pipes_context()
+    with pipes if pipes is not None else nullcontext():
+        log = pipes.log if pipes is not None else None
+        hp = _load_hyperparameters(args.hyperparameters)
+        train_file = Path(args.train_dir) / "train.jsonl"
+        if not train_file.exists():
+            raise FileNotFoundError(f"no training data: {train_file} does not exist")
+        rows = list(read_jsonl(train_file))
+
+        def on_log(entry: dict) -> None:
+            message = f"step {entry['step']}/{entry['total_steps']} loss {entry['loss']:.4f}"
+            (log.info if log else print)(message)
+
+        if log:
+            log.info(f"training {hp.base_model} on {len(rows)} rows: {json.dumps(hp.to_dict())}")
+        outcome = train_dense(rows, hp, args.model_dir, on_log=on_log)
+        summary = {
+            "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
+            "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,
+            "device": outcome.device, "precision": outcome.precision, "hyperparameters": hp.to_dict(),
+        }
+        write_json(Path(args.model_dir) / "training_log.json", {**summary, "loss_history": outcome.loss_history})
+        if pipes is not None:
+            pipes.report_asset_materialization(metadata={
+                "steps": outcome.steps,
+                "training_rows": outcome.rows,
+                "train_seconds": outcome.train_seconds,
+                "samples_per_second": outcome.samples_per_second,
+                "final_loss": {"raw_value": outcome.final_loss, "type": "float"},
+                "device": outcome.device,
+                "precision": outcome.precision,
+            })
+        else:
+            print(json.dumps(summary), file=sys.stderr)
+    return 0

@@ -1,0 +1,41 @@
+"""Shared fixtures: a small real corpus (Python docs) with bad records mixed in, and a Dagster home."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.instance import INSTANCE_YAML
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BAD_LINES = [
+    b'{"_id": "broken", "text": "no closing brace"\n',   # malformed JSON
+    b'{"_id": "no-text", "title": "only a title"}\n',     # missing text field
+    b'{"_id": "latin1", "text": "caf\xe9 au lait"}\n',    # not UTF-8
+]
+
+
+def write_tiny_corpus(folder: Path, documents: int = 24) -> tuple[Path, list[dict]]:
+    """Real documents plus one of each bad record; returns the file and the valid documents."""
+    docs = [{"_id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:documents]]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "docs.jsonl"
+    with path.open("wb") as out:
+        for number, doc in enumerate(docs):
+            out.write(json.dumps(doc).encode() + b"\n")
+            if number == 2:
+                out.writelines(BAD_LINES)
+        out.write(json.dumps(docs[0]).encode() + b"\n")  # duplicate id (and text)
+    return path, docs
+
+
+@pytest.fixture(scope="session")
+def dagster_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    return home

@@ -1,0 +1,132 @@
+"""The whole graph for one small partition, through the dagster CLI and a real instance on disk."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from finetune_assets.core.jsonl import read_json, read_jsonl
+from finetune_assets_tests.conftest import write_tiny_corpus
+from finetune_assets_tests.test_definitions import STAGES
+
+INDEX = "tiny-docs"
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+RUN_CONFIG = {
+    "execution": {"config": {"in_process": {}}},
+    "ops": {
+        "raw_corpus": {"config": {"max_documents": 0}},
+        "training_pairs": {"config": {"held_out_fraction": 0.3}},
+        "mined_negatives": {"config": {"num_negatives": 1, "range_min": 1}},
+        "trained_model": {"config": {"epochs": 1, "batch_size": 4}},
+    },
+    "resources": {"base_model": {"config": {"max_seq_length": 128}}},
+}
+
+
+def _env(home: Path, storage: Path) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(home), "FINETUNE_STORAGE_ROOT": str(storage)}
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(dagster_home, tmp_path_factory):
+    """Add the partition with the CLI-facing helper, then `dagster asset materialize` every asset."""
+    storage = tmp_path_factory.mktemp("storage")
+    _, valid_docs = write_tiny_corpus(storage / "corpora" / INDEX)
+    env = _env(dagster_home, storage)
+    subprocess.run([sys.executable, "-c", f"from finetune_assets.instance import add_index_partition; "
+                    f"add_index_partition({INDEX!r})"], env=env, check=True)
+    command = [DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions", "--select", "*",
+               "--partition", INDEX, "--config-json", json.dumps(RUN_CONFIG)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    return {"home": dagster_home, "storage": storage, "completed": completed, "valid_docs": valid_docs}
+
+
+@pytest.mark.slow
+def test_cli_validates_definitions(dagster_home, tmp_path):
+    completed = subprocess.run([DAGSTER, "definitions", "validate", "-m", "finetune_assets.definitions"],
+                               env=_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Validation successful" in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_cli_rejects_unknown_partition(dagster_home, tmp_path):
+    completed = subprocess.run([DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions",
+                                "--select", "raw_corpus", "--partition", "never-added"],
+                               env=_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert "never-added" in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_every_asset_materialized_for_the_partition(pipeline_run):
+    completed = pipeline_run["completed"]
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
+    with DagsterInstance.from_config(str(pipeline_run["home"])) as instance:
+        for stage in STAGES:
+            event = instance.get_latest_materialization_event(AssetKey(stage))
+            assert event is not None, f"{stage} was not materialized"
+            assert event.dagster_event.partition == INDEX
+        metadata = {stage: instance.get_latest_materialization_event(AssetKey(stage)).asset_materialization.metadata
+                    for stage in STAGES}
+    corpus = metadata["raw_corpus"]
+    assert corpus["records_read"].value == len(pipeline_run["valid_docs"]) + 4
+    assert corpus["quarantined"].value == 4
+    assert corpus["documents_sampled"].value == len(pipeline_run["valid_docs"])
+    assert metadata["bedrock_batch_outputs"]["records"].value == len(pipeline_run["valid_docs"])
+    assert metadata["training_pairs"]["train_pairs"].value >= 4
+    training = metadata["trained_model"]
+    assert training["steps"].value >= 1 and training["samples_per_second"].value > 0  # reported through Pipes
+    assert "data:image/png;base64," in training["loss_curve"].value
+    assert "| tuned |" in metadata["evaluation_report"]["report"].value
+    assert metadata["registered_model_id"]["registered"].value is False
+
+
+@pytest.mark.slow
+def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline_run):
+    assert pipeline_run["completed"].returncode == 0
+    artifacts = pipeline_run["storage"] / "artifacts" / INDEX
+    quarantine = list(read_jsonl(artifacts / "raw_corpus" / "quarantine.jsonl"))
+    by_line = {q["line"]: q["reason"] for q in quarantine}
+    assert set(by_line) == {4, 5, 6, len(pipeline_run["valid_docs"]) + 4}
+    assert "JSON" in by_line[4] and "text" in by_line[5] and "UTF-8" in by_line[6]
+    assert "duplicate id" in by_line[len(pipeline_run["valid_docs"]) + 4]
+    for record in read_jsonl(artifacts / "bedrock_batch_outputs" / "documents.jsonl.out"):
+        assert {"recordId", "modelInput", "modelOutput"} <= set(record)
+    report = read_json(artifacts / "evaluation_report" / "report.json")
+    assert set(report["results"]) == {"bm25", "base", "tuned"}
+    assert {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@10"} <= set(report["results"]["tuned"])
+    assert (artifacts / "evaluation_report" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (artifacts / "trained_model" / "model" / "model.safetensors").exists()
+    registration = read_json(artifacts / "registered_model_id" / "registration.json")
+    assert registration["model_id"] is None and "nothing was registered" in registration["note"]
+
+
+@pytest.mark.slow
+def test_failed_quality_gate_blocks_registration(pipeline_run):
+    """An impossible tolerance makes the gate fail: registration must not run, and the gate says why."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, checks, defs
+    from finetune_assets.resources.storage import ArtifactStorage
+
+    resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"]))}
+    registration = pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "registration.json"
+    registration.unlink()
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", [INDEX])
+        result = materialize(
+            [*all_assets, checks.tuned_not_worse_than_base], selection=["evaluation_report", "registered_model_id"],
+            partition_key=INDEX, resources=resources, instance=instance, raise_on_error=False,
+            run_config={"ops": {"evaluation_report": {"config": {"tolerance": -1.0}}},
+                        "resources": {"base_model": {"config": {"max_seq_length": 128}}}},
+        )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1 and evaluations[0].passed is False
+    assert "FAILS" in evaluations[0].description
+    assert not registration.exists()
+    assert "registered_model_id" not in {e.step_key for e in result.get_step_success_events()}

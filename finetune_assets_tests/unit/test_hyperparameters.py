@@ -1,0 +1,24 @@
+import pytest
+
+from finetune_assets.core.dense_training import Hyperparameters, training_columns
+
+
+def test_sagemaker_string_values_are_parsed():
+    hp = Hyperparameters.from_mapping({"epochs": "2.5", "batch_size": "32", "learning_rate": "3e-5",
+                                       "base_model": "BAAI/bge-small-en-v1.5", "num_negatives": "1.0"})
+    assert (hp.epochs, hp.batch_size, hp.learning_rate, hp.num_negatives) == (2.5, 32, 3e-5, 1)
+    assert hp.base_model == "BAAI/bge-small-en-v1.5"
+
+
+def test_unknown_and_malformed_hyperparameters_are_named():
+    with pytest.raises(ValueError, match="unknown hyperparameter.*epoch\\b"):
+        Hyperparameters.from_mapping({"epoch": "1"})
+    with pytest.raises(ValueError, match="batch_size='many'"):
+        Hyperparameters.from_mapping({"batch_size": "many"})
+
+
+def test_training_rows_must_have_every_column():
+    rows = [{"query": "q", "positive": "p", "negative_1": "n"}, {"query": "q2", "positive": "p2"}]
+    assert training_columns(rows[:1], 1) == ["query", "positive", "negative_1"]
+    with pytest.raises(ValueError, match="training row 2 lacks negative_1"):
+        training_columns(rows, 1)
