@@ -1,5 +1,4 @@
 """Asset checks: data quality along the way, and the quality gate before registration."""
-from __future__ import annotations
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 

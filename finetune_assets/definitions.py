@@ -1,5 +1,4 @@
 """The code location: assets, checks, jobs and resources. No logic of its own."""
-from __future__ import annotations
 
 import os
 

@@ -1,8 +1,6 @@
 """raw_corpus: the partition's documents, validated, deduplicated and sampled reproducibly."""
-from __future__ import annotations
 
 import time
-from collections import Counter
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
@@ -48,7 +46,6 @@ def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage:
     if over_length:
         context.log.warning(f"{over_length} of {len(sample)} sampled documents are longer than "
                             f"{base_model.max_seq_length} tokens; the model reads only their beginning")
-    reasons = Counter(entry.reason.split(" (")[0].split(" '")[0] for entry in result.quarantined)
     uri = storage.publish(index, "raw_corpus")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
@@ -59,7 +56,7 @@ def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage:
         "duplicate_ids": result.duplicate_ids,
         "duplicate_texts": result.duplicate_texts,
         "documents_over_max_length": over_length,
-        "quarantine_reasons": MetadataValue.json(dict(reasons)),
+        "quarantine_reasons": MetadataValue.json(dict(result.quarantine_counts())),
         "source_files": MetadataValue.json([str(f) for f in result.files[:50]]),
         "mean_document_chars": round(sum(len(d["text"]) for d in sample) / len(sample), 1),
         "seconds": round(time.perf_counter() - started, 2),

@@ -1,5 +1,4 @@
 """evaluation_report: BM25 vs base model vs tuned model on the held-out synthetic queries."""
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 

@@ -1,5 +1,4 @@
 """Helpers that turn results into Dagster metadata values the UI renders well."""
-from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence

@@ -1,5 +1,4 @@
 """mined_negatives: the training pairs plus hard negatives mined with the base model."""
-from __future__ import annotations
 
 import time
 

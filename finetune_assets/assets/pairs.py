@@ -1,5 +1,4 @@
 """training_pairs: cleaned (query, document) pairs, split into train and held-out by document."""
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 

@@ -1,5 +1,4 @@
 """bedrock_batch_outputs: synthetic queries per document, in Bedrock batch inference's output layout."""
-from __future__ import annotations
 
 import time
 

@@ -1,5 +1,4 @@
 """model_package and registered_model_id: the tuned model, exported for OpenSearch and registered there."""
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 

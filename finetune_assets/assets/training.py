@@ -1,5 +1,4 @@
 """trained_model: the fine-tuned model, trained by the shared entry point in a Dagster Pipes subprocess."""
-from __future__ import annotations
 
 import sys
 
