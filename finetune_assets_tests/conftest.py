@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,35 @@ def dagster_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
     return home
+
+
+INDEX = "tiny-docs"
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+RUN_CONFIG = {
+    "execution": {"config": {"in_process": {}}},
+    "ops": {
+        "raw_corpus": {"config": {"max_documents": 0}},
+        "training_pairs": {"config": {"held_out_fraction": 0.3}},
+        "mined_negatives": {"config": {"num_negatives": 1, "range_min": 1}},
+        "trained_model": {"config": {"epochs": 1, "batch_size": 4}},
+    },
+    "resources": {"base_model": {"config": {"max_seq_length": 128}}},
+}
+
+
+def dagster_env(home: Path, storage: Path) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(home), "FINETUNE_STORAGE_ROOT": str(storage)}
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(dagster_home, tmp_path_factory):
+    """Add the partition with the CLI-facing helper, then `dagster asset materialize` every asset."""
+    storage = tmp_path_factory.mktemp("storage")
+    _, valid_docs = write_tiny_corpus(storage / "corpora" / INDEX)
+    env = dagster_env(dagster_home, storage)
+    subprocess.run([sys.executable, "-c", f"from finetune_assets.instance import add_index_partition; "
+                    f"add_index_partition({INDEX!r})"], env=env, check=True)
+    command = [DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions", "--select", "*",
+               "--partition", INDEX, "--config-json", json.dumps(RUN_CONFIG)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    return {"home": dagster_home, "storage": storage, "completed": completed, "valid_docs": valid_docs}

@@ -1,55 +1,20 @@
 """The whole graph for one small partition, through the dagster CLI and a real instance on disk."""
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from finetune_assets.core.jsonl import read_json, read_jsonl
-from finetune_assets_tests.conftest import write_tiny_corpus
+from finetune_assets_tests.conftest import DAGSTER, INDEX, dagster_env
 from finetune_assets_tests.test_definitions import STAGES
-
-INDEX = "tiny-docs"
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
-RUN_CONFIG = {
-    "execution": {"config": {"in_process": {}}},
-    "ops": {
-        "raw_corpus": {"config": {"max_documents": 0}},
-        "training_pairs": {"config": {"held_out_fraction": 0.3}},
-        "mined_negatives": {"config": {"num_negatives": 1, "range_min": 1}},
-        "trained_model": {"config": {"epochs": 1, "batch_size": 4}},
-    },
-    "resources": {"base_model": {"config": {"max_seq_length": 128}}},
-}
-
-
-def _env(home: Path, storage: Path) -> dict:
-    return {**os.environ, "DAGSTER_HOME": str(home), "FINETUNE_STORAGE_ROOT": str(storage)}
-
-
-@pytest.fixture(scope="session")
-def pipeline_run(dagster_home, tmp_path_factory):
-    """Add the partition with the CLI-facing helper, then `dagster asset materialize` every asset."""
-    storage = tmp_path_factory.mktemp("storage")
-    _, valid_docs = write_tiny_corpus(storage / "corpora" / INDEX)
-    env = _env(dagster_home, storage)
-    subprocess.run([sys.executable, "-c", f"from finetune_assets.instance import add_index_partition; "
-                    f"add_index_partition({INDEX!r})"], env=env, check=True)
-    command = [DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions", "--select", "*",
-               "--partition", INDEX, "--config-json", json.dumps(RUN_CONFIG)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    return {"home": dagster_home, "storage": storage, "completed": completed, "valid_docs": valid_docs}
 
 
 @pytest.mark.slow
 def test_cli_validates_definitions(dagster_home, tmp_path):
     completed = subprocess.run([DAGSTER, "definitions", "validate", "-m", "finetune_assets.definitions"],
-                               env=_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+                               env=dagster_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Validation successful" in completed.stdout + completed.stderr
 
@@ -58,7 +23,7 @@ def test_cli_validates_definitions(dagster_home, tmp_path):
 def test_cli_rejects_unknown_partition(dagster_home, tmp_path):
     completed = subprocess.run([DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions",
                                 "--select", "raw_corpus", "--partition", "never-added"],
-                               env=_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+                               env=dagster_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
     assert "never-added" in completed.stdout + completed.stderr
 
