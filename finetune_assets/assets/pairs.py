@@ -16,7 +16,7 @@ def generated_queries(records):
     for record in records:
         parsed = parse_output_record(record)
         for query in parsed.queries:
-            yield parsed.record_id, query.text, query.type
+            yield parsed.record_id, str(query), query.type
 
 
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["raw_corpus", "bedrock_batch_outputs"],

@@ -46,7 +46,7 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
         "outputTokenCount": sum(p.output_tokens or 0 for p in parsed),
     }
     write_json(folder / "manifest.json.out", manifest)
-    examples = [{"recordId": p.record_id, "queries": " / ".join(q.text for q in p.queries)} for p in parsed[:8]]
+    examples = [{"recordId": p.record_id, "queries": " / ".join(str(q) for q in p.queries)} for p in parsed[:8]]
     uri = storage.publish(index, "bedrock_batch_outputs")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),

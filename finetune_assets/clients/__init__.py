@@ -1,1 +1,1 @@
-"""Clients for external services (OpenSearch); no Dagster imports here, so they run and test on their own."""
+"""Clients for external services (OpenSearch, AWS); no Dagster imports here, so they run and test on their own."""
