@@ -75,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--config-json", default=None, help="extra Dagster run config, as for dagster asset materialize")
     bench.set_defaults(handler=_benchmark)
 
+    # These parse their own flags, so they also run on their own (`finetune-assets extract --help`).
+    commands.add_parser("extract", help="dump an OpenSearch index to JSONL (PIT + search_after)", add_help=False)
+    commands.add_parser("register", help="register an exported model package in OpenSearch ml-commons",
+                        add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "extract":
+        from finetune_assets.clients.index_dump import extract_main
+
+        return extract_main(argv[1:])
+    if argv and argv[0] == "register":
+        from finetune_assets.clients.ml_commons import register_main
+
+        return register_main(argv[1:])
     args = parser.parse_args(argv)
     return args.handler(args)
 

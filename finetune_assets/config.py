@@ -13,6 +13,9 @@ class RawCorpusConfig(Config):
     txt_mode: str = Field(default="line", description="Plain text files: 'line' (a document per line) or 'file'")
     max_documents: int = Field(default=2000, description="Reproducible sample size (0 = all documents)")
     seed: int = 0
+    from_opensearch: bool = Field(default=False, description="Dump the OpenSearch index named by the partition")
+    opensearch_query: dict = Field(default={}, description="Optional filter query for the index dump")
+    slices: int = Field(default=1, description="Parallel slices for the index dump")
 
 
 class QueryGenerationConfig(Config):

@@ -12,7 +12,6 @@ from finetune_assets.assets.pairs import training_pairs
 from finetune_assets.assets.queries import bedrock_batch_outputs
 from finetune_assets.assets.registration import model_package, registered_model_id
 from finetune_assets.assets.training import trained_model
-from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
@@ -22,7 +21,7 @@ all_assets = [raw_corpus, bedrock_batch_outputs, training_pairs, mined_negatives
               evaluation_report, model_package, registered_model_id]
 
 finetune_job = define_asset_job(
-    "finetune", selection=AssetSelection.assets(*all_assets), partitions_def=index_partitions,
+    "finetune", selection=AssetSelection.assets(*all_assets),
     description="Corpus to registered model for one index: the whole graph.",
 )
 

@@ -6,13 +6,14 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from finetune_assets.assets.metadata import table
 from finetune_assets.config import RawCorpusConfig
-from finetune_assets.core.corpus_io import read_corpus, write_quarantine
+from finetune_assets.core.corpus_io import CorpusReadResult, QuarantinedRecord, read_corpus, write_quarantine
 from finetune_assets.core.index_names import validate_index_name
 from finetune_assets.core.jsonl import write_jsonl
 from finetune_assets.core.offline_models import resolve_model
 from finetune_assets.core.sampling import sample_documents
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.storage import ArtifactStorage
 
 
@@ -26,16 +27,35 @@ def _count_over_max_length(documents: list[dict], base_model: BaseModelResource)
     return sum(1 for n in lengths if n > base_model.max_seq_length)
 
 
+def _dump_index(context, index: str, config: RawCorpusConfig, opensearch: OpenSearchResource) -> CorpusReadResult:
+    """The index itself as the corpus: PIT + search_after, sampled while streaming."""
+    from finetune_assets.clients.index_dump import dump_index
+
+    context.log.info(f"dumping index '{index}' from {opensearch.url} (fields {config.text_fields})")
+    dump = dump_index(opensearch.client(), index, text_fields=config.text_fields,
+                      title_field=config.title_field or None, query=config.opensearch_query or None,
+                      max_documents=config.max_documents or None, seed=config.seed, slices=config.slices)
+    quarantined = [QuarantinedRecord(source=f"{opensearch.url}/{index}", line=None, record_id=s["id"],
+                                     reason=s["reason"], raw="", kind="missing text") for s in dump.skipped]
+    documents = [{**d, "title": d.get("title") or ""} for d in dump.documents]
+    context.log.info(f"read {dump.seen} documents from '{index}', kept a sample of {len(documents)}")
+    return CorpusReadResult(documents=documents, quarantined=quarantined, files=[f"{opensearch.url}/{index}"],
+                            records_read=dump.seen, duplicate_ids=0, duplicate_texts=0)
+
+
 @asset(partitions_def=index_partitions, group_name="finetune", kinds={"python"})
 def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage: ArtifactStorage,
-               base_model: BaseModelResource) -> MaterializeResult:
+               base_model: BaseModelResource, opensearch: OpenSearchResource) -> MaterializeResult:
     """Documents of one index/corpus: JSONL, plain text or parquet; bad records are quarantined with a reason."""
     index = validate_index_name(context.partition_key)
     started = time.perf_counter()
-    location = config.source or storage.corpus_location(index)
-    context.log.info(f"reading corpus for index '{index}' from {location}")
-    result = read_corpus(location, id_field=config.id_field or None, text_fields=config.text_fields,
-                         title_field=config.title_field or None, txt_mode=config.txt_mode)
+    if config.from_opensearch:
+        result = _dump_index(context, index, config, opensearch)
+    else:
+        location = config.source or storage.corpus_location(index)
+        context.log.info(f"reading corpus for index '{index}' from {location}")
+        result = read_corpus(location, id_field=config.id_field or None, text_fields=config.text_fields,
+                             title_field=config.title_field or None, txt_mode=config.txt_mode)
     sample = sample_documents(result.documents, config.max_documents or None, config.seed)
     folder = storage.artifact_dir(index, "raw_corpus")
     write_jsonl(folder / "documents.jsonl", sample)

