@@ -45,6 +45,7 @@ class TrainedModelConfig(Config):
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
     seed: int = 0
+    backend: str = Field(default="local", description="local (a Pipes subprocess here) or sagemaker (a training job)")
 
 
 class EvaluationReportConfig(Config):

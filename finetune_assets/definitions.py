@@ -15,6 +15,8 @@ from finetune_assets.assets.training import trained_model
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
+from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
+from finetune_assets.sensors import s3_corpus_sensor
 from finetune_assets.resources.storage import ArtifactStorage, default_storage
 
 all_assets = [raw_corpus, bedrock_batch_outputs, training_pairs, mined_negatives, trained_model,
@@ -35,6 +37,7 @@ defs = Definitions(
     assets=all_assets,
     asset_checks=[checks.tuned_not_worse_than_base, checks.few_records_quarantined, checks.held_out_documents_unseen],
     jobs=[finetune_job],
+    sensors=[s3_corpus_sensor],
     resources={
         "storage": default_storage(),
         "base_model": BaseModelResource(),
@@ -50,5 +53,10 @@ defs = Definitions(
             password=_secret("OPENSEARCH_PASSWORD"),
         ),
         "pipes_subprocess_client": PipesSubprocessClient(),
+        "sagemaker_training": SageMakerTrainingResource(
+            region_name=os.environ.get("AWS_REGION", ""),
+            bucket=os.environ.get("FINETUNE_SAGEMAKER_BUCKET", ""),
+            role_arn=os.environ.get("FINETUNE_SAGEMAKER_ROLE_ARN", ""),
+        ),
     },
 )

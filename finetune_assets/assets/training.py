@@ -11,6 +11,7 @@ from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
 from finetune_assets.resources.storage import ArtifactStorage
 
 TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
@@ -23,8 +24,12 @@ def mined_negative_count(train_file) -> int:
 
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["mined_negatives"], kinds={"pytorch"})
 def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, storage: ArtifactStorage,
-                  base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient) -> MaterializeResult:
-    """A sentence-transformers model folder; loss and throughput stream back through Dagster Pipes."""
+                  base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient,
+                  sagemaker_training: SageMakerTrainingResource) -> MaterializeResult:
+    """A sentence-transformers model folder; loss and throughput stream back through Dagster Pipes.
+
+    The same entry point runs in a local subprocess (GPU when there is one) or as a SageMaker training job.
+    """
     index = context.partition_key
     train_dir = storage.fetch(index, "mined_negatives")
     available = mined_negative_count(train_dir / "train.jsonl")
@@ -41,9 +46,19 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     model_dir = folder / "model"
     command = [*TRAINING_COMMAND, "--train-dir", str(train_dir), "--model-dir", str(model_dir),
                "--hyperparameters", str(folder / "hyperparameters.json")]
-    pipes_result = pipes_subprocess_client.run(
-        command=command, context=context, env={"TOKENIZERS_PARALLELISM": "false"},
-    ).get_materialize_result()
+    environment = {"TOKENIZERS_PARALLELISM": "false"}
+    if config.backend == "local":
+        pipes_result = pipes_subprocess_client.run(command=command, context=context, env=environment)
+    elif config.backend == "sagemaker":
+        if not storage.is_s3:
+            raise ValueError("training on SageMaker reads its data from S3: set the storage root to s3://bucket/prefix")
+        # Same entry point and hyperparameters; the data is the published mined_negatives prefix.
+        pipes_result = sagemaker_training.run(context=context, input_s3_uri=storage.uri(index, "mined_negatives") + "/",
+                                              hyperparameters=hp.to_dict(), model_dir=model_dir,
+                                              environment=environment)
+    else:
+        raise ValueError(f"unknown training backend {config.backend!r}; use 'local' or 'sagemaker'")
+    pipes_result = pipes_result.get_materialize_result()
     log = read_json(model_dir / "training_log.json")
     uri = storage.publish(index, "trained_model")
     return MaterializeResult(metadata={

@@ -28,6 +28,8 @@ class Hyperparameters:
     def from_mapping(cls, values: dict) -> Hyperparameters:
         """Accept SageMaker's hyperparameters.json, where every value arrives as a string."""
         known = {f.name: f for f in fields(cls)}
+        # SageMaker's toolkit adds its own `sagemaker_*` keys (program, submit dir, distribution).
+        values = {k: v for k, v in values.items() if not k.startswith("sagemaker_")}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
@@ -140,7 +142,8 @@ def train_dense(
     started = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - started
-    model.save_pretrained(str(model_dir))
+    if trainer.is_world_process_zero():  # under torchrun, one process writes the model
+        model.save_pretrained(str(model_dir))
     return TrainingOutcome(
         model_dir=str(model_dir),
         steps=int(output.global_step),

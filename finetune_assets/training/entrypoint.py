@@ -39,8 +39,8 @@ def _pipes_context():
     """A Dagster Pipes context when Dagster launched us, else None (standalone run)."""
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        return None
+    if os.environ.get("RANK", "0") != "0" or not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None  # data-parallel workers other than rank 0 stay silent
     if os.environ.get("FINETUNE_PIPES_TRANSPORT") == "s3":
         # On SageMaker the context and messages travel through S3 (environment entries are too small).
         import boto3
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,
             "device": outcome.device, "precision": outcome.precision, "hyperparameters": hp.to_dict(),
         }
+        if os.environ.get("RANK", "0") != "0":
+            return 0
         write_json(Path(args.model_dir) / "training_log.json", {**summary, "loss_history": outcome.loss_history})
         if pipes is not None:
             pipes.report_asset_materialization(metadata={

@@ -11,6 +11,7 @@ def test_sagemaker_string_values_are_parsed():
 
 
 def test_unknown_and_malformed_hyperparameters_are_named():
+    assert Hyperparameters.from_mapping({"sagemaker_program": "train.py"}) == Hyperparameters()
     with pytest.raises(ValueError, match="unknown hyperparameter.*epoch\\b"):
         Hyperparameters.from_mapping({"epoch": "1"})
     with pytest.raises(ValueError, match="batch_size='many'"):
