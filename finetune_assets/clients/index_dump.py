@@ -46,6 +46,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from opensearchpy import OpenSearch, RequestsHttpConnection
 from opensearchpy import exceptions as os_errors
 
+from finetune_assets.clients.retry import RetryPolicy as BaseRetryPolicy
+from finetune_assets.clients.retry import http_status
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -255,24 +258,18 @@ class DumpResult:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff: ``initial * 2**attempt`` capped at ``max_backoff``, with 50-100 % jitter."""
+class RetryPolicy(BaseRetryPolicy):
+    """Backoff for dumps: more patience than single calls, and a bound on PIT reopens."""
 
     max_retries: int = 6
-    initial_backoff: float = 0.5
     max_backoff: float = 30.0
     max_pit_reopens: int = 10
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return min(self.max_backoff, self.initial_backoff * (2 ** attempt)) * (0.5 + 0.5 * rng.random())
 
 
 # ------------------------------------------------------------------------------------- error inspection
 
 
-def _status(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None) if isinstance(exc, os_errors.TransportError) else None
-    return code if isinstance(code, int) else None
+_status = http_status
 
 
 def _error_text(exc: BaseException) -> str:

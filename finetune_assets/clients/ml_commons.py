@@ -75,6 +75,8 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
+from finetune_assets.clients.retry import RetryPolicy, http_status
+
 from finetune_assets.core.export import (
     MANIFEST_FILE,
     MODEL_CHUNK_SIZE_BYTES,
@@ -192,24 +194,12 @@ class ModelPackage:
         return config.get("embedding_dimension") or self.manifest.get("embedding_dimension")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff: ``initial * 2**attempt`` capped at ``max_backoff``, 50-100 % jitter."""
-
-    max_retries: int = 5
-    initial_backoff: float = 0.5
-    max_backoff: float = 15.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return min(self.max_backoff, self.initial_backoff * (2 ** attempt)) * (0.5 + 0.5 * rng.random())
 
 
 # ------------------------------------------------------------------------------------------------ transport
 
 
-def _status(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None) if isinstance(exc, os_errors.TransportError) else None
-    return code if isinstance(code, int) else None
+_status = http_status
 
 
 def _error_text(exc: BaseException) -> str:

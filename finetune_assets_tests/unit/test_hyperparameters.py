@@ -23,3 +23,11 @@ def test_training_rows_must_have_every_column():
     assert training_columns(rows[:1], 1) == ["query", "positive", "negative_1"]
     with pytest.raises(ValueError, match="training row 2 lacks negative_1"):
         training_columns(rows, 1)
+
+
+def test_fewer_pairs_than_one_batch_is_a_clear_error(tmp_path):
+    from finetune_assets.core.dense_training import train_dense
+
+    rows = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(3)]
+    with pytest.raises(ValueError, match="only 3 training pairs, fewer than one batch \\(batch_size=16\\)"):
+        train_dense(rows, Hyperparameters(batch_size=16), tmp_path / "model")

@@ -80,18 +80,26 @@ LABELS = {"factoid": "Query (factoid):", "conceptual": "Query (conceptual):"}
 
 
 def few_shot_prefix(examples: Iterable[dict] = FEW_SHOT_EXAMPLES, instruction: str = INSTRUCTION,
-                    query_types: Iterable[str] = QUERY_TYPES) -> str:
+                    query_types: Iterable[str] = QUERY_TYPES, labels: dict[str, str] = LABELS) -> str:
     """The part of the prompt shared by every document (it ends where the document's passage starts)."""
     blocks = [instruction]
     for example in examples:
         lines = [f"Passage: {example['passage']}"]
-        lines += [f"{LABELS[t]} {example[t]}" for t in query_types if example.get(t)]
+        lines += [f"{labels[t]} {example[t]}" for t in query_types if example.get(t)]
         blocks.append("\n".join(lines) + "\n\n")
     return "".join(blocks)
 
 
 def passage_block(document: dict, max_chars: int | None) -> str:
-    return f"Passage: {document_text(document, max_chars).replace(chr(10), ' ')}\n"
+    """`Passage: ...` on one line; a long text is cut after its last full sentence that fits (no "..."
+    marker: the small model treats an unfinished passage as a cue to drift off topic)."""
+    text = document_text(document, None).replace("\n", " ")
+    if max_chars and len(text) > max_chars:
+        cut = text[:max_chars]
+        end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
+        cut = cut[:end + 1] if end >= max_chars // 2 else cut[:max(cut.rfind(" "), max_chars // 2)]
+        text = cut.rstrip()
+    return f"Passage: {text}\n"
 
 
 def default_cache_dir() -> Path:
@@ -151,7 +159,7 @@ class SmolLM2QueryGenerator(QueryGenerator):
                  num_threads: int | None = None, cache_dir: str | Path | bool | None = None,
                  max_document_tokens: int = 512, show_progress: bool = True, device: str = "cpu",
                  examples: Iterable[dict] = FEW_SHOT_EXAMPLES, instruction: str | None = None,
-                 separate_prompts: bool = True):
+                 separate_prompts: bool = True, labels: dict[str, str] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_new_tokens < 1:
@@ -169,12 +177,14 @@ class SmolLM2QueryGenerator(QueryGenerator):
         self.show_progress = show_progress
         self.device = device
         self.separate_prompts = bool(separate_prompts)
+        self.labels = dict(labels or LABELS)
         examples = tuple(examples)
         if self.separate_prompts:  # each query type sees examples of its own type only
             self.prefixes = {t: few_shot_prefix(examples, TYPE_INSTRUCTIONS[t] if instruction is None else instruction,
-                                                (t,)) for t in QUERY_TYPES}
+                                                (t,), self.labels) for t in QUERY_TYPES}
         else:
-            shared = few_shot_prefix(examples, INSTRUCTION if instruction is None else instruction)
+            shared = few_shot_prefix(examples, INSTRUCTION if instruction is None else instruction,
+                                     QUERY_TYPES, self.labels)
             self.prefixes = {t: shared for t in QUERY_TYPES}
         self.model_name = MODEL_NAME if self.model_path is None else self.model_path.stem
         self.stats: collections.Counter = collections.Counter()
@@ -232,7 +242,8 @@ class SmolLM2QueryGenerator(QueryGenerator):
             tokenizer.pad_token = tokenizer.eos_token
         self._model, self._tokenizer = model, tokenizer
         self._stop_ids = torch.tensor(sorted(_stop_token_ids(tokenizer)), device=self.device)
-        self._label_ids = {t: tokenizer(label, add_special_tokens=False)["input_ids"] for t, label in LABELS.items()}
+        self._label_ids = {t: tokenizer(label, add_special_tokens=False)["input_ids"]
+                           for t, label in self.labels.items()}
         for prefix in dict.fromkeys(self.prefixes.values()):
             ids = tokenizer(prefix, add_special_tokens=True)["input_ids"]
             with torch.inference_mode():
