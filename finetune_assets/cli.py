@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="fine-tune on the Python docs corpus, offline, with the dagster CLI")
-    demo.add_argument("--max-docs", type=int, default=300)
+    demo.add_argument("--max-docs", type=int, default=150)
     demo.add_argument("--epochs", type=float, default=1.0)
     demo.add_argument("--storage", default="data", help="artifact folder (default ./data)")
     demo.add_argument("--dagster-home", default=".dagster_home")
