@@ -14,10 +14,6 @@ from pathlib import Path
 
 from finetune_assets.core.jsonl import read_jsonl, write_json
 
-STAGES = ("raw_corpus", "bedrock_batch_outputs", "training_pairs", "mined_negatives", "trained_model",
-          "evaluation_report", "model_package", "registered_model_id")
-
-
 def read_beir(folder: Path, split: str = "test") -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
     corpus = list(read_jsonl(folder / "corpus.jsonl"))
     queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}

@@ -19,7 +19,7 @@ def model_package(context: AssetExecutionContext, config: ModelPackageConfig,
     folder = storage.artifact_dir(index, "model_package")
     package = export_dense_model(model_dir, folder, model_format=config.model_format,
                                  name=f"finetune-assets/{index}", version="1",
-                                 description=f"all-MiniLM-style dense model fine-tuned on index '{index}'")
+                                 description=f"dense retrieval model fine-tuned on index '{index}' by finetune-assets")
     uri = storage.publish(index, "model_package")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),

@@ -269,7 +269,6 @@ class RetryPolicy(BaseRetryPolicy):
 # ------------------------------------------------------------------------------------- error inspection
 
 
-_status = http_status
 
 
 def _error_text(exc: BaseException) -> str:
@@ -290,11 +289,11 @@ def _is_retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, os_errors.ConnectionError):
         return True
-    return _status(exc) in RETRY_STATUSES
+    return http_status(exc) in RETRY_STATUSES
 
 
 def _is_index_missing(exc: BaseException) -> bool:
-    return _status(exc) == 404 and "index_not_found_exception" in _error_text(exc)
+    return http_status(exc) == 404 and "index_not_found_exception" in _error_text(exc)
 
 
 def _describe(exc: BaseException) -> str:
@@ -314,7 +313,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _auth_error(exc: BaseException, url: str) -> AuthenticationError:
-    status = _status(exc)
+    status = http_status(exc)
     what = "authentication failed (HTTP 401)" if status == 401 else "access denied (HTTP 403)"
     return AuthenticationError(
         f"OpenSearch at {url}: {what}: check the username/password (password from {PASSWORD_ENV}) or, with "
@@ -554,7 +553,7 @@ class _Dumper:
             try:
                 return fn()
             except os_errors.TransportError as exc:
-                if _status(exc) in (401, 403):
+                if http_status(exc) in (401, 403):
                     raise _auth_error(exc, self.url) from exc
                 if _is_context_missing(exc) or not _is_retryable(exc):
                     raise
@@ -842,7 +841,7 @@ class _Dumper:
             try:
                 response = self.scroll_open(slice_id, slices, self.page_size)
             except os_errors.TransportError as exc:
-                if _status(exc) in (401, 403):
+                if http_status(exc) in (401, 403):
                     raise _auth_error(exc, self.url) from exc
                 if _is_retryable(exc) or _is_context_missing(exc):
                     raise _ScrollRestart(consumed, last_id) from exc
@@ -883,7 +882,7 @@ class _Dumper:
                 try:
                     response = self.client.scroll(body={"scroll_id": scroll_id, "scroll": self.keep_alive})
                 except os_errors.TransportError as exc:
-                    if _status(exc) in (401, 403):
+                    if http_status(exc) in (401, 403):
                         raise _auth_error(exc, self.url) from exc
                     if _is_retryable(exc) or _is_context_missing(exc):
                         raise _ScrollRestart(consumed, last_id) from exc
@@ -936,7 +935,7 @@ class _Dumper:
                 try:
                     self.pit_probe()
                 except os_errors.TransportError as exc:
-                    if _status(exc) == 400:   # e.g. _shard_doc not supported by this version
+                    if http_status(exc) == 400:   # e.g. _shard_doc not supported by this version
                         self.warnings.append(f"point-in-time search unusable ({_describe(exc)}); "
                                              f"reading with scroll")
                         self.close_pits()

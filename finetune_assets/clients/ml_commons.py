@@ -199,7 +199,6 @@ class ModelPackage:
 # ------------------------------------------------------------------------------------------------ transport
 
 
-_status = http_status
 
 
 def _error_text(exc: BaseException) -> str:
@@ -236,19 +235,19 @@ def _retryable(exc: BaseException, *, creates: bool) -> bool:
     if isinstance(exc, os_errors.SSLError):
         return False
     if creates:
-        return _status(exc) == 429 or _not_sent(exc)
-    return isinstance(exc, os_errors.ConnectionError) or _status(exc) in RETRY_STATUSES
+        return http_status(exc) == 429 or _not_sent(exc)
+    return isinstance(exc, os_errors.ConnectionError) or http_status(exc) in RETRY_STATUSES
 
 
 def _ambiguous(exc: BaseException) -> bool:
     """The request may have been processed although it failed (5xx gateway errors, timeouts, broken sockets)."""
     if isinstance(exc, os_errors.SSLError) or _not_sent(exc):
         return False
-    return isinstance(exc, os_errors.ConnectionError) or _status(exc) in (502, 503, 504)
+    return isinstance(exc, os_errors.ConnectionError) or http_status(exc) in (502, 503, 504)
 
 
 def _no_handler(exc: BaseException) -> bool:
-    status = _status(exc)
+    status = http_status(exc)
     if status not in (400, 404, 405):
         return False
     text = _error_text(exc)
@@ -259,7 +258,7 @@ def _no_handler(exc: BaseException) -> bool:
 
 
 def _index_missing(exc: BaseException) -> bool:
-    return _status(exc) == 404 and "index_not_found_exception" in _error_text(exc)
+    return http_status(exc) == 404 and "index_not_found_exception" in _error_text(exc)
 
 
 # Server error texts that name a cluster setting, and the value that lifts them.
@@ -428,7 +427,7 @@ def check_cluster_settings(client: OpenSearch, path: str = "local", *, connector
     try:
         answer = api.call("GET", "/_cluster/settings", params={"include_defaults": "true", "flat_settings": "true"})
     except os_errors.TransportError as exc:
-        if _status(exc) in (401, 403):
+        if http_status(exc) in (401, 403):
             check.warnings.append(f"cannot read cluster settings ({_reason(exc)}); settings not checked")
             return check
         raise api.fail(exc, "GET /_cluster/settings") from exc
@@ -691,7 +690,7 @@ def _cleanup_model(api: _Api, model_id: str, *, undeploy: bool) -> str | None:
             log.info("deleted model %s (created by this failed attempt)", model_id)
             return None
         except os_errors.TransportError as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return None
             if "deploying or deployed state" in _error_text(exc) and attempt < 3:
                 api.backoff(attempt)         # undeploy still spreading over the nodes

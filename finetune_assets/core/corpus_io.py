@@ -351,19 +351,7 @@ class _Reader:
                     continue
                 doc_id = f"{stem}:{number}"
                 raw_fn = lambda data=data: _raw_from_bytes(data)  # noqa: E731
-                line, problem = _decode_utf8(data)
-                if problem:
-                    self.quarantine(path, number, doc_id, "not utf-8", problem, raw_fn())
-                    continue
-                text = clean_text(line).strip()
-                try:
-                    if not text:
-                        raise _Problem("empty text", "text line is empty", doc_id)
-                    self._check_length(text, doc_id)
-                except _Problem as problem:
-                    self.quarantine(path, number, doc_id, problem.kind, problem.reason, raw_fn())
-                    continue
-                self.accept(path, number, doc_id, text, "", raw_fn)
+                self._accept_text(path, number, doc_id, data, raw_fn, "text line is empty")
 
     def _read_text_file(self, path: Path) -> None:
         doc_id = self.display_name(path)
@@ -375,19 +363,23 @@ class _Reader:
         if data.startswith(_UTF8_BOM):
             data = data[len(_UTF8_BOM):]
         raw_fn = lambda: _truncate(data.decode("utf-8", errors="replace"))  # noqa: E731
+        self._accept_text(path, None, doc_id, data, raw_fn, "text file is empty")
+
+    def _accept_text(self, path: Path, number: int | None, doc_id: str, data: bytes, raw_fn, empty_reason: str) -> None:
+        """One plain-text document (a line or a whole file): decode, clean, check, then accept or quarantine."""
         content, problem = _decode_utf8(data)
         if problem:
-            self.quarantine(path, None, doc_id, "not utf-8", problem, raw_fn())
+            self.quarantine(path, number, doc_id, "not utf-8", problem, raw_fn())
             return
         text = clean_text(content).strip()
         try:
             if not text:
-                raise _Problem("empty text", "text file is empty", doc_id)
+                raise _Problem("empty text", empty_reason, doc_id)
             self._check_length(text, doc_id)
         except _Problem as problem:
-            self.quarantine(path, None, doc_id, problem.kind, problem.reason, raw_fn())
+            self.quarantine(path, number, doc_id, problem.kind, problem.reason, raw_fn())
             return
-        self.accept(path, None, doc_id, text, "", raw_fn)
+        self.accept(path, number, doc_id, text, "", raw_fn)
 
     def read_parquet(self, path: Path) -> None:
         import pyarrow.parquet as pq
