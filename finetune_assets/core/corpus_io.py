@@ -180,6 +180,9 @@ class _Problem(Exception):
 # ------------------------------------------------------------------------------------------ the reader
 
 
+_NO_BODY_KINDS = frozenset({"missing text", "null text", "empty text"})
+
+
 @dataclass
 class _Reader:
     root: Path
@@ -297,13 +300,21 @@ class _Reader:
                             f"JSON value is {_type_name(record)}, not an object", raw_fn())
             return
         doc_id: str | None = None
+        title = self._record_title(record)
         try:
             doc_id = self._record_id(record, path, line)
-            text = self._record_text(record, doc_id)
+            try:
+                text = self._record_text(record, doc_id)
+            except _Problem as problem:
+                # A record with a title but no body is still a document (half of CACM is titles only):
+                # its title becomes its text rather than the record being lost.
+                if not title or problem.kind not in _NO_BODY_KINDS:
+                    raise
+                text, title = self._check_length(title, doc_id), ""
         except _Problem as problem:
             self.quarantine(path, line, problem.record_id or doc_id, problem.kind, problem.reason, raw_fn())
             return
-        self.accept(path, line, doc_id, text, self._record_title(record), raw_fn)
+        self.accept(path, line, doc_id, text, title, raw_fn)
 
     # -- formats
 

@@ -117,7 +117,7 @@ def test_bad_lines_among_good_ones_are_quarantined_with_line_numbers(tmp_path):
         doc(1),                                                   # 1
         b'{"_id": "broken", "text": "no closing brace"',          # 2 malformed
         doc(2),                                                   # 3
-        {"_id": "no-text", "title": "only a title"},              # 4 missing text
+        {"_id": "no-text", "other": "no title either"},           # 4 missing text
         {"_id": "int-text", "text": 42},                          # 5 not a string
         {"_id": "blank", "text": "  \n\t "},                      # 6 empty
         b'{"_id": "latin1", "text": "caf\xe9 au lait"}',          # 7 not UTF-8
@@ -143,6 +143,22 @@ def test_bad_lines_among_good_ones_are_quarantined_with_line_numbers(tmp_path):
     assert by_line[4].record_id == "no-text" and by_line[2].record_id is None
     assert by_line[7].raw == '{"_id": "latin1", "text": "caf\ufffd au lait"}'
     assert by_line[2].raw == '{"_id": "broken", "text": "no closing brace"'
+
+
+def test_title_only_records_are_documents(tmp_path):
+    path = write_lines(tmp_path / "docs.jsonl", [
+        {"_id": "t1", "title": "Extraction of Roots by Repeated Subtractions", "text": ""},
+        {"_id": "t2", "title": "Matrix Program Schemes"},
+        {"_id": "t3", "title": "  ", "text": ""},
+        {"_id": "t4", "title": "Matrix program   schemes", "text": None},
+    ])
+    result = read_corpus(path)
+    check_accounting(result)
+    assert result.documents == [
+        {"id": "t1", "text": "Extraction of Roots by Repeated Subtractions", "title": ""},
+        {"id": "t2", "text": "Matrix Program Schemes", "title": ""},
+    ]
+    assert quarantined_at(result) == {3: "text field 'text' is empty", 4: "duplicate text of document 't2'"}
 
 
 def test_raw_is_truncated(tmp_path):
@@ -337,7 +353,7 @@ def test_parquet_with_null_text_and_int_ids(tmp_path):
     table = pa.table({
         "doc_id": [1, 2, 3, 4, 2],
         "text": ["one text", None, "three text", "", "two again"],
-        "title": ["One", "Two", None, "Four", "Two"],
+        "title": ["One", None, None, "", "Two"],
         "extra": [1.0, 2.0, 3.0, 4.0, 5.0],
     })
     pq.write_table(table, path, row_group_size=2)
@@ -348,11 +364,16 @@ def test_parquet_with_null_text_and_int_ids(tmp_path):
                                 {"id": "3", "text": "three text", "title": ""},
                                 {"id": "2", "text": "two again", "title": "Two"}]
     assert quarantined_at(result) == {2: "text field 'text' is null", 4: "text field 'text' is empty"}
+    # with a title, a row without body text is kept under its title
+    pq.write_table(pa.table({"_id": ["a", "b"], "text": [None, "y"], "title": ["Alpha", "Beta"]}),
+                   tmp_path / "titled.parquet")
+    assert read_corpus(tmp_path / "titled.parquet").documents == [{"id": "a", "text": "Alpha", "title": ""},
+                                                                  {"id": "b", "text": "y", "title": "Beta"}]
     pq.write_table(pa.table({"_id": ["a", "b", "a"], "text": ["x", "y", "z"]}), tmp_path / "dup.parquet")
     dup = read_corpus(tmp_path / "dup.parquet")
     assert quarantined_at(dup) == {3: "duplicate id 'a' (first seen at dup.parquet:1)"}
     by_row = {e.line: e for e in result.quarantined}
-    assert json.loads(by_row[2].raw) == {"doc_id": 2, "text": None, "title": "Two"}
+    assert json.loads(by_row[2].raw) == {"doc_id": 2, "text": None, "title": None}
 
 
 def test_parquet_nested_text_and_missing_column(tmp_path):

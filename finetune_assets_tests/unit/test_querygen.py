@@ -178,7 +178,9 @@ def test_factory_knows_its_backends():
 
 
 def test_smollm_line_checks_without_a_model():
-    from finetune_assets.core.querygen.smollm import FEW_SHOT_EXAMPLES, broken_reason, few_shot_prefix, tidy_line
+    from finetune_assets.core.querygen.smollm import (
+        FEW_SHOT_EXAMPLES, broken_reason, few_shot_prefix, passage_block, tidy_line,
+    )
 
     assert broken_reason("", False) == "empty"
     assert broken_reason("flow flow flow flow", False) == "repeated_word"
@@ -186,9 +188,16 @@ def test_smollm_line_checks_without_a_model():
     assert broken_reason("what lift does a wing in a slipstream produce", True) is None
     assert broken_reason("what is the span loading of a wing", False) is None
     assert tidy_line('  "what is drag? it is a force"  ') == "what is drag?"
-    prefix = few_shot_prefix(FEW_SHOT_EXAMPLES, "", ("factoid",))
+    prefix = few_shot_prefix(FEW_SHOT_EXAMPLES, "", ("factoid",), {"factoid": "Query (factoid):"})
     assert prefix.count("Passage: ") == len(FEW_SHOT_EXAMPLES) == prefix.count("Query (factoid): ")
-    assert "Query (conceptual)" not in prefix
+    assert "conceptual" not in prefix
+    both = few_shot_prefix()
+    assert both.count("Specific question: ") == both.count("Broad question: ") == len(FEW_SHOT_EXAMPLES)
+    assert both.endswith("\n\n")  # the document's `Passage:` line follows
+    long_text = "First sentence here. " * 20 + "Tail without end"
+    block = passage_block({"id": "x", "title": "T", "text": long_text}, 200)
+    assert block.startswith("Passage: T First sentence here.") and block.endswith("here.\n")
+    assert len(block) <= len("Passage: ") + 201 and "\n" not in block[:-1]
 
 
 # ----------------------------------------------------------------------------- OpenAI-compatible server
@@ -197,8 +206,8 @@ def test_smollm_line_checks_without_a_model():
 class FakeChatServer:
     """A /v1/chat/completions endpoint on 127.0.0.1 that plays back a list of (status, body) answers."""
 
-    def __init__(self, answers: list[tuple[int, dict]]):
-        self.answers = list(answers)
+    def __init__(self, answers):
+        self.answers = answers if callable(answers) else list(answers)
         self.requests: list[dict] = []
         outer = self
 
@@ -206,7 +215,10 @@ class FakeChatServer:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status, answer = outer.answers.pop(0) if outer.answers else (500, {"error": "no more answers"})
+                if callable(outer.answers):
+                    status, answer = outer.answers(body)
+                else:
+                    status, answer = outer.answers.pop(0) if outer.answers else (500, {"error": "no more answers"})
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -290,6 +302,20 @@ def test_openai_backend_turns_bad_requests_into_error_records_and_stops_on_auth_
     assert "wrong" not in str(caught.value)
 
 
+def test_openai_backend_keeps_document_order_with_concurrent_requests():
+    def echo(body):
+        prompt = body["messages"][-1]["content"]
+        text = prompt.split("<document>\n", 1)[1].split("\n</document>", 1)[0]
+        return 200, chat_answer(json.dumps({"queries": [{"type": "factoid", "text": f"about {text}"}]}))
+
+    documents = [{"id": f"d{i}", "text": f"topic number {i}"} for i in range(7)]
+    with FakeChatServer(echo) as server:
+        generator = make_generator("openai", base_url=server.base_url, model="m", concurrency=3)
+        records = list(generator.generate(documents))
+    assert [r["recordId"] for r in records] == [d["id"] for d in documents]
+    assert [parse_output_record(r).queries[0].text for r in records] == [f"about topic number {i}" for i in range(7)]
+
+
 # ------------------------------------------------------------------------------------ the real model
 
 SHORT_DOCUMENTS = [
@@ -309,11 +335,17 @@ SHORT_DOCUMENTS = [
 
 @pytest.mark.slow
 def test_smollm2_writes_queries_for_real_documents():
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     progress: list[tuple[int, int]] = []
-    generator = make_generator("smollm2", batch_size=3, show_progress=False, seed=0)
-    records = list(generator.generate(SHORT_DOCUMENTS, queries_per_type=1,
-                                      progress_callback=lambda done, total: progress.append((done, total))))
+    threads = torch.get_num_threads()
+    # One thread: on a 2-core machine shared with other busy processes, two threads spin-wait on each other
+    # and run several times slower.
+    generator = make_generator("smollm2", batch_size=3, show_progress=False, seed=0, num_threads=1)
+    try:
+        records = list(generator.generate(SHORT_DOCUMENTS, queries_per_type=1,
+                                          progress_callback=lambda done, total: progress.append((done, total))))
+    finally:
+        torch.set_num_threads(threads)
     assert [r["recordId"] for r in records] == [d["id"] for d in SHORT_DOCUMENTS]
     assert progress[-1] == (3, 3)
     for document, record in zip(SHORT_DOCUMENTS, records):
