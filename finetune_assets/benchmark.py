@@ -48,12 +48,13 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.evaluation import compare_systems
+    from finetune_assets.core.model_types import check_model_type
     from finetune_assets.core.pairs import document_text
     from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
 
-    if model_type != "dense":
-        raise ValueError(f"model type {model_type!r} is not available yet; use 'dense'")
+    check_model_type(model_type)
     beir_dir = Path(beir_dir)
     corpus, queries, qrels = read_beir(beir_dir)
     index = partition_name(beir_dir)
@@ -62,7 +63,11 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     config = {"ops": {"raw_corpus": {"config": {"source": str(beir_dir / "corpus.jsonl"), "max_documents": max_docs}}}}
     for op, values in (run_config or {}).get("ops", {}).items():
         config["ops"].setdefault(op, {"config": {}})["config"].update(values.get("config", {}))
-    resources = {**defs.resources, "storage": storage}
+    configured = defs.resources["base_model"]
+    base = BaseModelResource(model_type=model_type, max_seq_length=configured.max_seq_length,
+                             batch_size=configured.batch_size,
+                             base_model=configured.base_model if configured.model_type == model_type else "")
+    resources = {**defs.resources, "storage": storage, "base_model": base}
     started = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [index])
@@ -79,9 +84,10 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     base_model = resources["base_model"]
     tuned_dir = storage.fetch(index, "trained_model") / "model"
     started = time.perf_counter()
+    texts = [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus]
     comparison = compare_systems(
-        [str(d["_id"]) for d in corpus], [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus],
-        queries, qrels, {"base": base_model.load(), "tuned": base_model.load(str(tuned_dir))},
+        [str(d["_id"]) for d in corpus], texts,
+        queries, qrels, {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
         batch_size=base_model.batch_size,
     )
     timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
@@ -90,11 +96,12 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
         "collection": str(beir_dir),
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
-        "settings": {"max_docs": max_docs, "model_type": model_type, "base_model": base_model.base_model,
+        "settings": {"max_docs": max_docs, "model_type": model_type, "base_model": base_model.model_name,
                      "run_config": config, "query_generator": resources["query_generator"].backend},
         "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
                     for name, values in comparison.results.items()},
         "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},
+        **({"sparsity": comparison.sparsity} if comparison.sparsity else {}),
         "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
         "quality_gate_passed": not failed,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -112,5 +119,8 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<8} {values['ndcg@10']:>8.4f} {values['mrr@10']:>8.4f} {values['recall@100']:>8.4f}")
     gain = report["tuned_minus_base_ndcg@10"]
     lines.append(f"tuned - base nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. {gain['ci95'][1]:+.4f})")
+    for name, figures in report.get("sparsity", {}).items():
+        lines.append(f"{name} sparsity: {figures['avg_active_dims_query']:.1f} active dims per query, "
+                     f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}")
     lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
     return "\n".join(lines)

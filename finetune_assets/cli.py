@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_assets.core.model_types import MODEL_TYPES
+
 DEMO_INDEX = "python-docs"
 
 
@@ -55,6 +57,39 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from finetune_assets.assets.cost import estimate_with_batch_plan, plan_summary, train_settings
+    from finetune_assets.config import CostEstimateConfig, RawCorpusConfig
+    from finetune_assets.core.corpus_io import CorpusError, read_corpus
+    from finetune_assets.core.jsonl import write_json
+    from finetune_assets.core.prices import PriceTableError
+    from finetune_assets.core.sampling import sample_documents
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.resources.query_generator import DEFAULT_BEDROCK_MODEL_ID
+
+    defaults = CostEstimateConfig()  # the asset's defaults, so both price the same run
+    max_docs = RawCorpusConfig().max_documents if args.max_docs is None else args.max_docs
+    try:
+        corpus = read_corpus(args.corpus)
+        documents = sample_documents(corpus.documents, max_docs or None, seed=0)  # as raw_corpus samples
+        estimate, plan = estimate_with_batch_plan(
+            documents, queries_per_type=defaults.queries_per_type, max_document_chars=defaults.max_document_chars,
+            bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID,
+            train=train_settings(defaults, BaseModelResource().max_seq_length),
+            training_instance_type=args.instance_type or defaults.training_instance_type,
+            training_rows_per_second=args.rows_per_second)
+    except (CorpusError, PriceTableError) as exc:
+        print(f"finetune-assets estimate: {exc}", file=sys.stderr)
+        return 2
+    notes = [f"{len(corpus.documents):,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
+             plan_summary(plan)]
+    print(estimate.to_markdown("What the AWS path would cost", notes))
+    if args.json:
+        write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan})
+        print(f"written to {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="finetune-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,10 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("beir_dir", help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv")
     bench.add_argument("--out", required=True, help="JSON file for the figures")
     bench.add_argument("--max-docs", type=int, default=400, help="documents sampled for query generation")
-    bench.add_argument("--model-type", default="dense", choices=["dense"])
+    bench.add_argument("--model-type", default="dense", choices=MODEL_TYPES,
+                       help="dense bi-encoder, SPLADE, or inference-free SPLADE (IDF query weights)")
     bench.add_argument("--work-dir", default=None, help="where artifacts go (default: a temporary folder)")
     bench.add_argument("--config-json", default=None, help="extra Dagster run config, as for dagster asset materialize")
     bench.set_defaults(handler=_benchmark)
+
+    # Defaults resolve in _estimate (the asset's config defaults) so building the parser stays cheap.
+    estimate = commands.add_parser("estimate", help="what a corpus would cost on AWS (Bedrock, SageMaker); runs nothing")
+    estimate.add_argument("corpus", help="corpus file or folder (JSONL, text or parquet), as raw_corpus reads it")
+    estimate.add_argument("--max-docs", type=int, default=None,
+                          help="documents sampled, as raw_corpus max_documents (default: its default; 0 = all)")
+    estimate.add_argument("--bedrock-model", default=None, help="Bedrock model id (default: the query generator's)")
+    estimate.add_argument("--instance-type", default=None, help="SageMaker training instance (default ml.g5.xlarge)")
+    estimate.add_argument("--rows-per-second", type=float, default=None,
+                          help="measured training throughput (default: the price table's rate for the GPU)")
+    estimate.add_argument("--json", default=None, help="also write the estimate to this JSON file")
+    estimate.set_defaults(handler=_estimate)
 
     # These parse their own flags, so they also run on their own (`finetune-assets extract --help`).
     commands.add_parser("extract", help="dump an OpenSearch index to JSONL (PIT + search_after)", add_help=False)

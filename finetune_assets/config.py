@@ -4,6 +4,8 @@ from __future__ import annotations
 from dagster import Config
 from pydantic import Field
 
+from finetune_assets.core import cost
+
 
 class RawCorpusConfig(Config):
     source: str = Field(default="", description="File or folder with the corpus; default <storage>/corpora/<index>/")
@@ -45,7 +47,8 @@ class TrainedModelConfig(Config):
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
     seed: int = 0
-    backend: str = Field(default="local", description="local (a Pipes subprocess here) or sagemaker (a training job)")
+    backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
+                         "or auto: sagemaker when FINETUNE_MODE=aws, else local")
 
 
 class EvaluationReportConfig(Config):
@@ -54,3 +57,46 @@ class EvaluationReportConfig(Config):
 
 class ModelPackageConfig(Config):
     model_format: str = Field(default="TORCH_SCRIPT", description="TORCH_SCRIPT or ONNX")
+
+
+def _default(config: type[Config], name: str):
+    return config.model_fields[name].default
+
+
+class CostEstimateConfig(Config):
+    """What the AWS path would cost, checked before any spend. Mirror fields default to the other assets' defaults:
+    set them to the values those assets run with."""
+
+    max_cost_usd: float = Field(default=0.0, description="Fail before any spend when the enforced estimate exceeds "
+                                                         "this many USD (0 = no limit)")
+    enforce_for: list[str] = Field(default=["auto"], description="Cost groups checked against max_cost_usd: "
+                                   "'bedrock', 'training'. 'auto' = 'bedrock' when the query generator's backend is "
+                                   "bedrock, plus 'training' when training defaults to SageMaker (FINETUNE_MODE=aws); "
+                                   "list 'training' yourself when you pick backend: sagemaker per run")
+    bedrock_model_id: str = Field(default="", description="Model to price ('' = the query generator's model_id)")
+    batch: bool = Field(default=True, description="Bedrock batch prices (on-demand below the batch minimum)")
+    training_instance_type: str = Field(default=cost.DEFAULT_TRAINING_INSTANCE, description="SageMaker training instance")
+    training_instance_count: int = 1
+    training_rows_per_second: float = Field(default=0.0, description="Measured training throughput (a trained_model "
+                                            "run's samples_per_second on that instance); 0 = the price table's default")
+    endpoint_instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time endpoint instance")
+    serverless_memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB,
+                                      description="Serverless endpoint memory: 1024-6144 in 1024 steps")
+    requests_per_month: int = Field(default=cost.DEFAULT_REQUESTS_PER_MONTH, description="Expected endpoint requests per month")
+    queries_per_type: int = _default(QueryGenerationConfig, "queries_per_type")
+    max_document_chars: int = _default(QueryGenerationConfig, "max_document_chars")
+    held_out_fraction: float = _default(TrainingPairsConfig, "held_out_fraction")
+    num_negatives: int = _default(MinedNegativesConfig, "num_negatives")
+    epochs: float = _default(TrainedModelConfig, "epochs")
+    batch_size: int = _default(TrainedModelConfig, "batch_size")
+
+
+class ModelEndpointConfig(Config):
+    deployment: str = Field(default="auto", description="none (deploy nothing), realtime (instances), serverless, "
+                            "or auto: serverless when FINETUNE_MODE=aws, else none")
+    instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time instance type "
+                               "(ml.g*/ml.p* get the GPU image)")
+    instance_count: int = Field(default=1, description="Real-time instances")
+    memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB, description="Serverless memory: 1024-6144 in 1024 steps")
+    max_concurrency: int = Field(default=5, description="Serverless concurrent invocations (1-200)")
+    image_uri: str = Field(default="", description="Serving image ('' = the AWS PyTorch inference DLC of the region)")

@@ -1,4 +1,5 @@
-"""New corpora in S3 become partitions and runs: `s3://$FINETUNE_S3_BUCKET/<prefix><index>/...`."""
+"""New corpora become partitions and runs: files in S3 (`s3://$FINETUNE_S3_BUCKET/<prefix><index>/...`), or
+indices in the OpenSearch cluster that match `$FINETUNE_OPENSEARCH_INDEX_PATTERN`."""
 import hashlib
 import json
 import os
@@ -7,6 +8,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from finetune_assets.core.index_names import index_name_problem
 from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.opensearch import OpenSearchResource
 
 DEFAULT_CORPUS_PREFIX = "corpora/"
 
@@ -66,6 +68,58 @@ def s3_corpus_sensor(context: SensorEvaluationContext):
     return SensorResult(
         run_requests=[RunRequest(run_key=key, partition_key=index,
                                  tags={"finetune/source": f"s3://{bucket}/{prefix}{index}/"})
+                      for index, key in runs.items()],
+        dynamic_partitions_requests=[index_partitions.build_add_request(new_partitions)] if new_partitions else [],
+        cursor=json.dumps(cursor, sort_keys=True),
+    )
+
+
+def list_indices(client, pattern: str) -> dict[str, dict[str, str]]:
+    """Name -> {uuid, creation date, status} of the indices matching the pattern (comma-separated allowed)."""
+    rows = client.cat.indices(index=pattern, format="json", h="index,uuid,creation.date,status")
+    return {row["index"]: {"uuid": row.get("uuid") or "", "created": row.get("creation.date") or "",
+                           "status": row.get("status") or ""} for row in rows}
+
+
+def plan_index_runs(indices: dict[str, dict[str, str]], seen: dict[str, str]):
+    """Which indices need a run: open ones not seen with the same identity. Returns (runs, skipped, new cursor).
+
+    The identity is the index uuid (its creation date when the cluster gives no uuid), so an index deleted and
+    created again under the same name runs again, while re-listing the same indices never does.
+    """
+    runs, skipped, cursor = {}, {}, {}
+    for index, info in sorted(indices.items()):
+        if index.startswith("."):
+            continue  # system and hidden indices are never corpora
+        problem = index_name_problem(index) or (None if info["status"] in ("", "open") else "it is closed")
+        if problem:
+            skipped[index] = problem
+            continue
+        identity = info["uuid"] or info["created"]
+        cursor[index] = identity
+        if seen.get(index) != identity:
+            runs[index] = f"{index}:{identity}"
+    return runs, skipped, cursor
+
+
+@sensor(job_name="finetune", minimum_interval_seconds=60, default_status=DefaultSensorStatus.STOPPED,
+        description="Adds a partition and starts the finetune job (corpus read from the index) for each new "
+                    "OpenSearch index matching FINETUNE_OPENSEARCH_INDEX_PATTERN.")
+def opensearch_index_sensor(context: SensorEvaluationContext, opensearch: OpenSearchResource):
+    if not opensearch.configured:
+        return SkipReason("OPENSEARCH_URL is not set: no OpenSearch cluster to watch")
+    pattern = os.environ.get("FINETUNE_OPENSEARCH_INDEX_PATTERN", "").strip()
+    if not pattern:
+        return SkipReason("FINETUNE_OPENSEARCH_INDEX_PATTERN is not set (for example docs-*): no indices to watch")
+    seen = json.loads(context.cursor) if context.cursor else {}
+    runs, skipped, cursor = plan_index_runs(list_indices(opensearch.client(), pattern), seen)
+    for index, problem in sorted(skipped.items()):
+        context.log.warning(f"skipping index '{index}': {problem}")
+    new_partitions = [i for i in runs if not context.instance.has_dynamic_partition(index_partitions.name, i)]
+    run_config = {"ops": {"raw_corpus": {"config": {"from_opensearch": True}}}}
+    return SensorResult(
+        run_requests=[RunRequest(run_key=key, partition_key=index, run_config=run_config,
+                                 tags={"finetune/source": f"opensearch index {index}"})
                       for index, key in runs.items()],
         dynamic_partitions_requests=[index_partitions.build_add_request(new_partitions)] if new_partitions else [],
         cursor=json.dumps(cursor, sort_keys=True),

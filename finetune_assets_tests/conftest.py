@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BAD_LINES = [
     b'{"_id": "broken", "text": "no closing brace"\n',   # malformed JSON
-    b'{"_id": "no-text", "title": "only a title"}\n',     # missing text field
+    b'{"_id": "no-text", "body": "a text under another field"}\n',  # missing text field (and no title)
     b'{"_id": "latin1", "text": "caf\xe9 au lait"}\n',    # not UTF-8
 ]
 

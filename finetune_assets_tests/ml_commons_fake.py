@@ -20,6 +20,9 @@ Sources of the bodies (documentation-website, ``_ml-commons-plugin/...``; ml-com
     connectors                    api/connector-apis/create-connector.md, search-connector.md
     cluster settings              cluster-settings.md, MLCommonsSettings (defaults, trusted endpoint regexes)
     "No eligible node found ..."  MLTaskDispatcher; "no handler found for uri [...]" OpenSearch RestController
+    "model config is null"        MLRegisterModelMetaInput (model_config optional for SPARSE_ENCODING/_TOKENIZE)
+    SPARSE_TOKENIZE models        SparseTokenizerModel: deploy loads tokenizer.json (+ optional idf.json) from the
+                                  zip root; a neural_sparse query weights each distinct token by idf (default 1.0)
 
 Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``settings={...}``            persistent cluster settings (flat names), on top of ml-commons' defaults
@@ -36,12 +39,14 @@ Scripting (attributes and methods of :class:`FakeMLCommons`):
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import random
 import re
 import socket
 import threading
+import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +103,7 @@ UNTRUSTED_URL = "Connector URL is not matching the trusted connector endpoint re
 DELETE_DEPLOYED = "Model cannot be deleted in deploying or deployed state. Try undeploy model first then delete"
 
 DROP = object()   # dispatch result: close the connection without answering
+SPARSE_FUNCTIONS = ("SPARSE_ENCODING", "SPARSE_TOKENIZE")   # may be registered without model_config
 
 
 def error_body(status: int, kind: str, reason: str) -> tuple[int, dict]:
@@ -480,6 +486,8 @@ class FakeMLCommons:
                                "function_name") if k not in body]
         if missing:
             return error_body(400, "illegal_argument_exception", f"{missing[0]} is required")
+        if not body.get("model_config") and body["function_name"] not in SPARSE_FUNCTIONS:
+            return error_body(400, "illegal_argument_exception", "model config is null")  # MLRegisterModelMetaInput
         if body.get("model_group_id") not in self.groups:
             return error_body(404, "status_exception", "Failed to find model group")
         model_id = self._new_model(
@@ -509,6 +517,32 @@ class FakeMLCommons:
         """The uploaded zip of a local model: its chunks joined in chunk-number order."""
         chunks = self.chunks[model_id]
         return b"".join(chunks[n] for n in sorted(chunks))
+
+    def _zip_files(self, model_id: str) -> dict[str, bytes]:
+        with zipfile.ZipFile(io.BytesIO(self.assembled(model_id))) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+
+    def _tokenizer_problem(self, model_id: str) -> str | None:
+        """SparseTokenizerModel loads tokenizer.json (required) and idf.json (optional) from the zip root."""
+        try:
+            files = self._zip_files(model_id)
+            from tokenizers import Tokenizer
+
+            Tokenizer.from_str(files["tokenizer.json"].decode())
+            json.loads(files.get("idf.json", b"{}"))
+        except Exception as exc:  # noqa: BLE001 - any load failure fails the deploy
+            return f"Failed to deploy model {model_id}: {type(exc).__name__}: {exc}"
+        return None
+
+    def sparse_tokenize(self, model_id: str, text: str) -> dict[str, float]:
+        """SparseTokenizerModel.predict: distinct token ids, decoded alone (special tokens skipped), idf or 1.0."""
+        from tokenizers import Tokenizer
+
+        files = self._zip_files(model_id)
+        tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode())
+        idf = json.loads(files.get("idf.json", b"{}"))
+        tokens = (tokenizer.decode([i], skip_special_tokens=True) for i in dict.fromkeys(tokenizer.encode(text).ids))
+        return {token: float(idf.get(token, 1.0)) for token in tokens if token}
 
     def _register(self, _params, body):
         body = body or {}
@@ -549,6 +583,8 @@ class FakeMLCommons:
             digest = hashlib.sha256(self.assembled(model_id)).hexdigest()
             if digest != model["model_content_hash_value"]:
                 failure = "model content changed"
+            elif model["algorithm"] == "SPARSE_TOKENIZE":
+                failure = self._tokenizer_problem(model_id)
         task_id = self._new_id()
         now = next(self._clock)
         self.tasks[task_id] = {"model_id": model_id, "task_type": "DEPLOY_MODEL", "function_name": model["algorithm"],
@@ -734,7 +770,8 @@ class FakeMLCommons:
                 vector = fake_embedding(query["query_text"], len(doc[field_name]))
                 score = _cosine(vector, doc[field_name])
             else:
-                tokens = fake_sparse(query["query_text"])
+                tokens = (self.sparse_tokenize(query["model_id"], query["query_text"])
+                          if model["algorithm"] == "SPARSE_TOKENIZE" else fake_sparse(query["query_text"]))
                 score = sum(weight * doc[field_name].get(token, 0.0) for token, weight in tokens.items())
             if score > 0:
                 scored.append((score, doc_id, doc))

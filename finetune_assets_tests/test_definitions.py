@@ -4,18 +4,20 @@ from dagster import AssetKey
 from finetune_assets.definitions import defs
 from finetune_assets.partitions import index_partitions
 
-STAGES = ["raw_corpus", "bedrock_batch_outputs", "training_pairs", "mined_negatives", "trained_model",
-          "evaluation_report", "model_package", "registered_model_id"]
+STAGES = ["raw_corpus", "cost_estimate", "bedrock_batch_outputs", "training_pairs", "mined_negatives", "trained_model",
+          "evaluation_report", "model_package", "model_endpoint", "registered_model_id"]
 
 LINEAGE = {
     "raw_corpus": [],
-    "bedrock_batch_outputs": ["raw_corpus"],
+    "cost_estimate": ["raw_corpus"],
+    "bedrock_batch_outputs": ["raw_corpus", "cost_estimate"],
     "training_pairs": ["raw_corpus", "bedrock_batch_outputs"],
     "mined_negatives": ["raw_corpus", "training_pairs"],
     "trained_model": ["mined_negatives"],
     "evaluation_report": ["raw_corpus", "training_pairs", "trained_model"],
     "model_package": ["trained_model"],
-    "registered_model_id": ["model_package", "evaluation_report"],
+    "model_endpoint": ["trained_model", "evaluation_report"],
+    "registered_model_id": ["model_package", "model_endpoint", "evaluation_report"],
 }
 
 
@@ -35,3 +37,22 @@ def test_quality_gate_is_blocking_and_job_exists():
     gate = next(c for c in defs.asset_checks if "tuned_not_worse_than_base" in {k.name for k in c.check_keys})
     assert all(spec.blocking for spec in gate.check_specs)
     assert defs.resolve_job_def("finetune").partitions_def == index_partitions
+
+
+def _load_in_subprocess(mode: str):
+    import subprocess
+    import sys
+
+    probe = ("from finetune_assets.definitions import defs; r = defs.resources; "
+             "print(r['query_generator'].backend, r['sagemaker_training'].default_backend, "
+             "r['sagemaker_endpoint'].default_deployment)")
+    env = {**__import__("os").environ, "FINETUNE_MODE": mode}
+    env.pop("FINETUNE_QUERY_GENERATOR", None)
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_finetune_mode_switches_every_backend_default():
+    assert _load_in_subprocess("aws").stdout.split() == ["bedrock", "sagemaker", "serverless"]
+    assert _load_in_subprocess("local").stdout.split() == ["smollm2", "local", "none"]
+    wrong = _load_in_subprocess("cloud")
+    assert wrong.returncode != 0 and "FINETUNE_MODE must be 'local' or 'aws', not 'cloud'" in wrong.stderr

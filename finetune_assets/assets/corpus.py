@@ -21,7 +21,7 @@ def _count_over_max_length(documents: list[dict], base_model: BaseModelResource)
     """Documents the model will truncate: they are kept, but only their start is trained on."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model.base_model))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model.model_name))
     lengths = tokenizer([d["text"] for d in documents], add_special_tokens=True, truncation=False,
                         return_length=True, verbose=False)["length"]
     return sum(1 for n in lengths if n > base_model.max_seq_length)

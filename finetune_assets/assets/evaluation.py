@@ -29,19 +29,25 @@ def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, di
        kinds={"python"})
 def evaluation_report(context: AssetExecutionContext, config: EvaluationReportConfig, storage: ArtifactStorage,
                       base_model: BaseModelResource) -> MaterializeResult:
-    """nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100 and Precision@1/5/10 for each system, as JSON, table and chart."""
+    """nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100 and Precision@1/5/10 for each system, as JSON, table and chart.
+
+    Sparse model types also get active dimensions per query / document and FLOPS. The inference-free baseline
+    is the base SPLADE with IDF query weights from this corpus, untrained.
+    """
     index = context.partition_key
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
     tuned_dir = storage.fetch(index, "trained_model") / "model"
     queries, qrels = held_out_judgements(pairs)
+    texts = [document_text(d) for d in documents]
     comparison = compare_systems(
-        [d["id"] for d in documents], [document_text(d) for d in documents], queries, qrels,
-        {"base": base_model.load(), "tuned": base_model.load(str(tuned_dir))},
+        [d["id"] for d in documents], texts, queries, qrels,
+        {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
         batch_size=base_model.batch_size,
     )
     gain = comparison.gain()
-    report = {**comparison.to_dict(), "index": index, "base_model": base_model.base_model,
+    report = {**comparison.to_dict(), "index": index, "model_type": base_model.model_type,
+              "base_model": base_model.model_name,
               "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
               "evaluated_on": "held-out synthetic queries (documents never seen in training)"}
     folder = storage.artifact_dir(index, "evaluation_report")
@@ -53,7 +59,9 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     context.log.info(f"nDCG@10 base {comparison.results['base']['ndcg@10']:.4f} -> tuned "
                      f"{comparison.results['tuned']['ndcg@10']:.4f} ({gain:+.4f}) on {comparison.judged_queries} queries")
     ci = report.get("tuned_minus_base_ndcg@10", {})
+    sparsity = {f"{key}_tuned": value for key, value in comparison.sparsity.get("tuned", {}).items()}
     return MaterializeResult(metadata={
+        **sparsity,
         "path": MetadataValue.path(uri),
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,

@@ -2,63 +2,102 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from finetune_assets.assets.endpoint import deployed_endpoint
 from finetune_assets.config import ModelPackageConfig
-from finetune_assets.core.export import export_dense_model
+from finetune_assets.core.export import export_dense_model, export_sparse_model
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
+from finetune_assets.core.model_types import detect_model_type
+from finetune_assets.core.tokenizer_export import QUERY_PACKAGE_DIR, export_inference_free_model
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.opensearch import OpenSearchResource
+from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
 
 
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["trained_model"], kinds={"opensearch"})
 def model_package(context: AssetExecutionContext, config: ModelPackageConfig,
                   storage: ArtifactStorage) -> MaterializeResult:
-    """A zip OpenSearch ml-commons can register: traced model, tokenizer.json, model_config and SHA-256."""
+    """A zip OpenSearch ml-commons can register: traced model, tokenizer.json, model_config and SHA-256.
+
+    By model type: dense -> TEXT_EMBEDDING; sparse -> SPARSE_ENCODING; inference_free -> document/ (SPARSE_ENCODING)
+    plus query/ (SPARSE_TOKENIZE: tokenizer.json + idf.json).
+    """
     index = context.partition_key
     model_dir = storage.fetch(index, "trained_model") / "model"
     folder = storage.artifact_dir(index, "model_package")
-    package = export_dense_model(model_dir, folder, model_format=config.model_format,
-                                 name=f"finetune-assets/{index}", version="1",
-                                 description=f"dense retrieval model fine-tuned on index '{index}' by finetune-assets")
+    model_type = detect_model_type(model_dir)
+    name, about = f"finetune-assets/{index}", f"fine-tuned on index '{index}' by finetune-assets"
+    extra = {}
+    if model_type == "dense":
+        package = export_dense_model(model_dir, folder, model_format=config.model_format, name=name, version="1",
+                                     description=f"dense retrieval model {about}")
+    elif model_type == "sparse":
+        package = export_sparse_model(model_dir, folder, name=name, version="1", description=f"SPLADE model {about}")
+    else:
+        pair = export_inference_free_model(model_dir, folder, name=name, version="1",
+                                           description=f"inference-free sparse model {about}")
+        package = pair.document
+        extra = {"query_zip": MetadataValue.path(str(pair.query.zip_path)), "query_sha256": pair.query.sha256,
+                 "idf_tokens": pair.query.manifest["idf_tokens"]}
     uri = storage.publish(index, "model_package")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
+        "model_type": model_type,
+        "function_name": package.function_name,
         "zip": MetadataValue.path(str(package.zip_path)),
         "sha256": package.sha256,
         "size_mb": round(package.size_bytes / 2**20, 2),
-        "model_format": config.model_format,
+        "model_format": package.model_format,
         "embedding_dimension": package.embedding_dimension,
         "export_cosine_vs_original": package.cosine,
+        **extra,
     })
 
 
-@asset(partitions_def=index_partitions, group_name="finetune", deps=["model_package", "evaluation_report"],
-       kinds={"opensearch"})
-def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage,
-                        opensearch: OpenSearchResource) -> MaterializeResult:
-    """The ml-commons model id to use in `neural` queries; runs only when the quality gate passed."""
+@asset(partitions_def=index_partitions, group_name="finetune",
+       deps=["model_package", "model_endpoint", "evaluation_report"], kinds={"opensearch"})
+def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage, opensearch: OpenSearchResource,
+                        sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
+    """The ml-commons model id to use in `neural` (dense) or `neural_sparse` queries; runs only when the quality
+    gate passed. An inference-free sparse model also gets a query_model_id: its SPARSE_TOKENIZE query side.
+
+    A model that model_endpoint deployed is registered as a remote model (connector to the endpoint); otherwise the
+    exported package is uploaded to the cluster.
+    """
     index = context.partition_key
-    package_dir = storage.fetch(index, "model_package")
+    endpoint = deployed_endpoint(storage, index)
+    package_dir = None if endpoint else storage.fetch(index, "model_package")
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     folder = storage.artifact_dir(index, "registered_model_id")
+    source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
     if not opensearch.configured:
-        message = (f"No OpenSearch cluster is configured, so nothing was registered. The package to register "
-                   f"is in {package_dir} (set the opensearch resource's url to register it).")
+        message = (f"No OpenSearch cluster is configured, so nothing was registered. The model to register is the "
+                   f"{source} (set the opensearch resource's url to register it).")
         context.log.info(message)
-        write_json(folder / "registration.json", {"model_id": None, "package": str(package_dir), "note": message})
+        write_json(folder / "registration.json", {"model_id": None, "source": source, "note": message})
         uri = storage.publish(index, "registered_model_id")
         return MaterializeResult(metadata={
             "model_id": MetadataValue.text("none (no cluster configured)"),
             "registered": False,
-            "package": MetadataValue.path(str(package_dir)),
+            "source": source,
             "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
             "note": message,
             "path": MetadataValue.path(uri),
         })
-    from finetune_assets.clients.ml_commons import register_local_package, verify_neural_search
+    from finetune_assets.clients.ml_commons import (
+        register_inference_free_package,
+        register_local_package,
+        verify_neural_search,
+    )
 
     client = opensearch.client()
-    result = register_local_package(client, package_dir, index=index)
+    query_model = None  # the SPARSE_TOKENIZE model of an inference-free package
+    if endpoint:
+        result = register_sagemaker_endpoint(client, endpoint, sagemaker_endpoint.connector_role_arn, index)
+    elif (package_dir / QUERY_PACKAGE_DIR).is_dir():
+        result, query_model = register_inference_free_package(client, package_dir, index=index)
+    else:
+        result = register_local_package(client, package_dir, index=index)
     context.log.info(f"registered model {result.model_id} in group {result.model_group_id} "
                      f"({'reused' if result.reused else 'new version'})")
     # One `neural` query on a scratch index proves the id works for search, not just that it exists.
@@ -66,18 +105,36 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
                    if d["id"] != held_out["doc_id"]][:4]
     top_hit = verify_neural_search(client, result.model_id, result.function_name,
-                                   [held_out["positive"], *distractors], held_out["query"])
-    write_json(folder / "registration.json", {"model_id": result.model_id, "model_group_id": result.model_group_id,
-                                              "reused": result.reused, "package": str(package_dir),
-                                              "verification_top_hit": top_hit})
+                                   [held_out["positive"], *distractors], held_out["query"],
+                                   query_model_id=query_model.model_id if query_model else None)
+    query_ids = {"query_model_id": query_model.model_id} if query_model else {}
+    write_json(folder / "registration.json", {"model_id": result.model_id, **query_ids,
+                                              "model_group_id": result.model_group_id,
+                                              "connector_id": result.connector_id, "reused": result.reused,
+                                              "source": source, "verification_top_hit": top_hit})
     uri = storage.publish(index, "registered_model_id")
     return MaterializeResult(metadata={
         "model_id": MetadataValue.text(result.model_id),
+        **{key: MetadataValue.text(value) for key, value in query_ids.items()},
         "registered": True,
         "model_group_id": result.model_group_id,
         "reused_existing_model": result.reused,
+        "source": source,
         "verification_query": held_out["query"],
         "verification_top_hit_is_source_document": top_hit == "doc-0",
         "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
         "path": MetadataValue.path(uri),
     })
+
+
+def register_sagemaker_endpoint(client, endpoint: dict, connector_role_arn: str, index: str):
+    """Register what model_endpoint deployed as an ml-commons remote model (a connector to the endpoint)."""
+    from finetune_assets.clients.ml_commons import DENSE, SPARSE, SageMakerEndpoint, register_sagemaker_model
+
+    if not connector_role_arn:
+        raise ValueError(f"SageMaker endpoint {endpoint['endpoint_name']} is deployed, but no IAM role for the "
+                         "OpenSearch connector is set: set FINETUNE_OPENSEARCH_CONNECTOR_ROLE_ARN (a role the "
+                         "cluster may assume, allowed sagemaker:InvokeEndpoint on the endpoint)")
+    remote = SageMakerEndpoint(endpoint["endpoint_name"], endpoint["region"], role_arn=connector_role_arn,
+                               function_name=SPARSE if endpoint["kind"] == "sparse" else DENSE)
+    return register_sagemaker_model(client, remote, index=index)

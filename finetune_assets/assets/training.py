@@ -26,7 +26,8 @@ def mined_negative_count(train_file) -> int:
 def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, storage: ArtifactStorage,
                   base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient,
                   sagemaker_training: SageMakerTrainingResource) -> MaterializeResult:
-    """A sentence-transformers model folder; loss and throughput stream back through Dagster Pipes.
+    """A sentence-transformers model folder (a SparseEncoder for sparse model types); loss and throughput
+    stream back through Dagster Pipes.
 
     The same entry point runs in a local subprocess (GPU when there is one) or as a SageMaker training job.
     """
@@ -37,7 +38,8 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     if num_negatives > available:
         raise ValueError(f"num_negatives={num_negatives} but mined_negatives holds {available} per row; "
                          "re-materialize mined_negatives with more negatives")
-    hp = Hyperparameters(base_model=base_model.base_model, epochs=config.epochs, batch_size=config.batch_size,
+    hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
+                         epochs=config.epochs, batch_size=config.batch_size,
                          learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio,
                          max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
                          precision=config.precision, seed=config.seed)
@@ -47,9 +49,10 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     command = [*TRAINING_COMMAND, "--train-dir", str(train_dir), "--model-dir", str(model_dir),
                "--hyperparameters", str(folder / "hyperparameters.json")]
     environment = {"TOKENIZERS_PARALLELISM": "false"}
-    if config.backend == "local":
+    backend = sagemaker_training.default_backend if config.backend == "auto" else config.backend
+    if backend == "local":
         pipes_result = pipes_subprocess_client.run(command=command, context=context, env=environment)
-    elif config.backend == "sagemaker":
+    elif backend == "sagemaker":
         if not storage.is_s3:
             raise ValueError("training on SageMaker reads its data from S3: set the storage root to s3://bucket/prefix")
         # Same entry point and hyperparameters; the data is the published mined_negatives prefix.
@@ -57,14 +60,15 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                                               hyperparameters=hp.to_dict(), model_dir=model_dir,
                                               environment=environment)
     else:
-        raise ValueError(f"unknown training backend {config.backend!r}; use 'local' or 'sagemaker'")
+        raise ValueError(f"unknown training backend {backend!r}; use 'local', 'sagemaker' or 'auto'")
     pipes_result = pipes_result.get_materialize_result()
     log = read_json(model_dir / "training_log.json")
     uri = storage.publish(index, "trained_model")
     return MaterializeResult(metadata={
         **pipes_result.metadata,
         "path": MetadataValue.path(uri + "/model"),
-        "base_model": base_model.base_model,
+        "base_model": base_model.model_name,
+        "model_type": base_model.model_type,
         "hyperparameters": MetadataValue.json(hp.to_dict()),
         "loss_curve": image(loss_curve_png(log["loss_history"]), "training loss"),
     })

@@ -28,13 +28,16 @@ Every call this module makes (``ML`` = ``/_plugins/_ml``)
         POST   ML/models/_register          {"function_name": "remote", "connector_id": ...} -> model_id
         GET    ML/tasks/<task_id>           only when the register answer has no model_id (older clusters)
         POST   ML/models/<model_id>/_deploy, GET ML/tasks/<task_id>, cleanup as for the local path
+    Inference-free sparse package (:func:`register_inference_free_package`): the local-package calls twice,
+        document/ (SPARSE_ENCODING) then query/ (SPARSE_TOKENIZE), same model group
     Verification (:func:`verify_neural_search`)
         GET    ML/models/<model_id>         dense dimension from model_config, when not given
         POST   ML/models/<model_id>/_predict  {"text_docs": [...]}: dense dimension of a remote model
         PUT    /_ingest/pipeline/<id>       text_embedding or sparse_encoding processor
         PUT    /<test index>                knn_vector (index.knn) or rank_features mapping, default_pipeline
         POST   /_bulk?refresh=true          the sample texts
-        POST   /<test index>/_search        one neural / neural_sparse query -> top hit id
+        POST   /<test index>/_search        one neural / neural_sparse query -> top hit id (neural_sparse with
+                                            the SPARSE_TOKENIZE model for inference-free search)
         DELETE /<test index>, DELETE /_ingest/pipeline/<id>   always, also on errors
 
 Faults
@@ -91,8 +94,8 @@ __all__ = [
     "ClusterCheck", "ClusterSettingsError", "MLCommonsError", "MLCommonsNotInstalledError", "ModelPackage",
     "PackageError", "RegistrationResult", "RetryPolicy", "SageMakerEndpoint", "SettingIssue", "TaskFailedError",
     "VerificationError", "check_cluster_settings", "ensure_connector", "ensure_model_group", "load_package",
-    "model_group_name", "register_local_package", "register_main", "register_sagemaker_model",
-    "sagemaker_connector_body", "verify_neural_search",
+    "model_group_name", "register_inference_free_package", "register_local_package", "register_main",
+    "register_sagemaker_model", "sagemaker_connector_body", "verify_neural_search",
 ]
 
 ML = "/_plugins/_ml"
@@ -100,6 +103,7 @@ PASSWORD_ENV = "OPENSEARCH_PASSWORD"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DENSE = "TEXT_EMBEDDING"
 SPARSE = "SPARSE_ENCODING"
+TOKENIZE = "SPARSE_TOKENIZE"  # query side of an inference-free sparse model (idf.json + tokenizer.json)
 USABLE_STATES = ("DEPLOYED", "PARTIALLY_DEPLOYED")
 DEPLOYABLE_STATES = ("REGISTERED", "UNDEPLOYED", "DEPLOY_FAILED")
 PRE_PROCESS_DEFAULT = "connector.pre_process.default.embedding"
@@ -167,7 +171,7 @@ class ClusterSettingsError(MLCommonsError):
 class RegistrationResult:
     model_id: str
     model_group_id: str
-    function_name: str               # TEXT_EMBEDDING / SPARSE_ENCODING (what the model does)
+    function_name: str               # TEXT_EMBEDDING / SPARSE_ENCODING / SPARSE_TOKENIZE (what the model does)
     reused: bool                     # an existing model was used (no new version registered)
     state: str                       # DEPLOYED, PARTIALLY_DEPLOYED, or REGISTERED when deploy=False
     connector_id: str | None = None
@@ -747,7 +751,9 @@ def load_package(package_dir: str | Path, chunk_size: int = MODEL_CHUNK_SIZE_BYT
     body_path = directory / REGISTER_BODY_FILE
     if not body_path.is_file():
         found = sorted(p.name for p in directory.iterdir())
-        raise PackageError(f"no {REGISTER_BODY_FILE} in {directory}; found {found}")
+        pair = " (an inference-free model: register its document/ and query/ packages)" \
+            if {"document", "query"} <= set(found) else ""
+        raise PackageError(f"no {REGISTER_BODY_FILE} in {directory}; found {found}{pair}")
     try:
         body = json.loads(body_path.read_text(encoding="utf-8"))
         manifest_path = directory / MANIFEST_FILE
@@ -847,6 +853,21 @@ def register_local_package(client: OpenSearch, package_dir: str | Path, *, index
     log.info("model %s deployed (%s)", model_id, state)
     return RegistrationResult(model_id, group_id, package.function_name, False, state, deploy_task_id=task_id,
                               warnings=tuple(notes + warnings))
+
+
+def register_inference_free_package(client: OpenSearch, package_dir: str | Path,
+                                    **kwargs: Any) -> tuple[RegistrationResult, RegistrationResult]:
+    """Both halves of an inference-free sparse model, each as a local model in the index's model group:
+    ``document/`` (SPARSE_ENCODING, for ingest) and ``query/`` (SPARSE_TOKENIZE, for ``neural_sparse`` queries).
+    Keyword arguments go to :func:`register_local_package`; re-runs reuse both models."""
+    directory = Path(package_dir).expanduser()
+    for part, expected in (("document", SPARSE), ("query", TOKENIZE)):
+        found = load_package(directory / part, kwargs.get("chunk_size", MODEL_CHUNK_SIZE_BYTES)).function_name
+        if found != expected:
+            raise PackageError(f"{directory / part} holds a {found} package; an inference-free model's {part}/ "
+                               f"package must be {expected}")
+    return (register_local_package(client, directory / "document", **kwargs),
+            register_local_package(client, directory / "query", **kwargs))
 
 
 # ------------------------------------------------------------------------------------------------ remote (SageMaker)
@@ -1039,15 +1060,19 @@ def _dense_dimension(api: _Api, model_id: str, probe_text: str) -> int:
 
 
 def verify_neural_search(client: OpenSearch, model_id: str, function_name: str, texts: Sequence[str], query: str,
-                         *, dimension: int | None = None, retry: RetryPolicy | None = None,
-                         sleep: Callable[[float], None] = time.sleep) -> str:
+                         *, dimension: int | None = None, query_model_id: str | None = None,
+                         retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> str:
     """Index ``texts`` through an ingest pipeline that uses the model, run one ``neural`` (TEXT_EMBEDDING) or
     ``neural_sparse`` (SPARSE_ENCODING) query, and return the top hit's id (``doc-<i>`` for ``texts[i]``).
 
+    ``query_model_id``: a SPARSE_TOKENIZE model that encodes the query instead (inference-free sparse search:
+    documents through ``model_id``, queries through the tokenizer's IDF weights).
     The test index and pipeline have unique names and are deleted afterwards, also when something fails.
     """
     if function_name not in (DENSE, SPARSE):
         raise ValueError(f"function_name must be {DENSE} or {SPARSE}, got {function_name!r}")
+    if query_model_id and function_name != SPARSE:
+        raise ValueError(f"query_model_id (a {TOKENIZE} model) goes with a {SPARSE} document model only")
     if not texts:
         raise ValueError("give at least one text to index")
     api = _Api(client, retry, sleep)
@@ -1066,7 +1091,7 @@ def verify_neural_search(client: OpenSearch, model_id: str, function_name: str, 
         processor = {"sparse_encoding": {"model_id": model_id, "field_map": {"text": "sparse"}}}
         vector_field = {"type": "rank_features"}
         settings = {}
-        search = {"neural_sparse": {"sparse": {"query_text": query, "model_id": model_id}}}
+        search = {"neural_sparse": {"sparse": {"query_text": query, "model_id": query_model_id or model_id}}}
         field_name = "sparse"
     made_pipeline = made_index = False
     try:

@@ -54,6 +54,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from finetune_assets.core.export import sha256_file
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------
@@ -381,19 +383,31 @@ def build_source_tarball(destination: str | Path, *, sources: Sequence[str] = SO
             relative = path.relative_to(base)
             if not any(_excluded(part) for part in relative.parts):
                 entries.append((relative.as_posix(), path.read_bytes()))
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(entries):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
-    compressed = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+    return write_tar_gz(destination, entries)
+
+
+def write_tar_gz(destination: str | Path, entries: Iterable[tuple[str, bytes | Path]], *,
+                 compresslevel: int = 6) -> tuple[Path, str]:
+    """A reproducible tar.gz (sorted names, zeroed times and owners), streamed to disk; returns (path, sha256).
+
+    An entry's content is bytes or a file path (read in chunks, so a large model never sits in memory).
+    """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(compressed)
-    return destination, hashlib.sha256(compressed).hexdigest()
+    with destination.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                                                       compresslevel=compresslevel) as zipped, \
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in sorted(entries, key=lambda entry: entry[0]):
+            info = tarfile.TarInfo(name)
+            info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+            if isinstance(content, Path):
+                info.size = content.stat().st_size
+                with content.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return destination, sha256_file(destination)
 
 
 def upload_source_tarball(s3, tarball: Path, digest: str, code_s3_uri: str) -> str:
@@ -782,6 +796,6 @@ __all__ = [
     "describe_job", "distribution_hyperparameters", "download_model", "fingerprint_s3_prefix", "gpus_per_instance",
     "hf_training_image_uri", "inputs_digest", "job_summary", "make_client", "resolve_distribution", "resolve_job",
     "source_tarball_for_run", "stop_job", "tag_value", "training_job_base_name", "upload_source_tarball",
-    "validate_environment", "validate_hyperparameters", "wait_for_job",
+    "validate_environment", "validate_hyperparameters", "wait_for_job", "write_tar_gz",
 ]
 

@@ -1,4 +1,7 @@
-"""Fine-tune a dense bi-encoder on (query, positive[, negatives]) rows with sentence-transformers."""
+"""Fine-tune a dense bi-encoder on (query, positive[, negatives]) rows with sentence-transformers.
+
+The hyperparameters and the trainer plumbing here are shared with sparse_training.py.
+"""
 from __future__ import annotations
 
 import math
@@ -7,12 +10,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, resolve_model
+from finetune_assets.core.model_types import check_model_type, default_base_model
+from finetune_assets.core.offline_models import resolve_model
+
+
+# SPLADE recipe defaults (sentence-transformers' SPLADE and inference-free SPLADE training examples).
+SPARSE_REGULARIZERS = {"sparse": (5e-5, 3e-5), "inference_free": (0.0, 3e-4)}  # (query, document) FLOPS weights
 
 
 @dataclass
 class Hyperparameters:
-    base_model: str = DEFAULT_DENSE_MODEL
+    model_type: str = "dense"  # dense | sparse | inference_free (see core/model_types.py)
+    base_model: str = ""  # "" = the default base model of model_type
     epochs: float = 1.0
     batch_size: int = 16
     learning_rate: float = 2e-5
@@ -23,6 +32,19 @@ class Hyperparameters:
     # "auto" = bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU.
     precision: str = "auto"
     logging_steps: int = 5
+    # Sparse only; < 0 = the recipe default for model_type. inference_free has no query regulariser.
+    query_regularizer_weight: float = -1.0
+    document_regularizer_weight: float = -1.0
+    idf_learning_rate: float = 1e-3  # inference_free: learning rate of the query-side token weights
+
+    def __post_init__(self) -> None:
+        check_model_type(self.model_type)
+        self.base_model = self.base_model or default_base_model(self.model_type)
+        query, document = SPARSE_REGULARIZERS.get(self.model_type, (0.0, 0.0))
+        if self.query_regularizer_weight < 0:
+            self.query_regularizer_weight = query
+        if self.document_regularizer_weight < 0:
+            self.document_regularizer_weight = document
 
     @classmethod
     def from_mapping(cls, values: dict) -> Hyperparameters:
@@ -79,66 +101,60 @@ def _precision(setting: str) -> tuple[str, dict]:
     return "fp16", {"fp16": True}
 
 
-def train_dense(
-    rows: Sequence[dict],
-    hp: Hyperparameters,
-    model_dir: str | Path,
-    *,
-    on_log: Callable[[dict], None] | None = None,
-    work_dir: str | Path | None = None,
-) -> TrainingOutcome:
-    """Train with MultipleNegativesRankingLoss: in-batch negatives plus the mined ones per row."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from transformers import TrainerCallback
-
+def check_rows(rows: Sequence[dict], hp: Hyperparameters) -> list[str]:
+    """The training columns, after checking every row has them and there is at least one batch."""
     columns = training_columns(rows, hp.num_negatives)
     if len(rows) < hp.batch_size:
         raise ValueError(f"only {len(rows)} training pairs, fewer than one batch (batch_size={hp.batch_size}); "
                          "add documents or queries per document, or lower batch_size")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision, precision_args = _precision(hp.precision)
-    model = SentenceTransformer(resolve_model(hp.base_model), device=device)
-    model.max_seq_length = hp.max_seq_length
-    dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
-    steps_per_epoch = math.ceil(len(rows) / hp.batch_size)
-    total_steps = max(1, math.ceil(steps_per_epoch * hp.epochs))
-    history: list[dict] = []
+    return columns
+
+
+def total_steps(rows: Sequence[dict], hp: Hyperparameters) -> int:
+    return max(1, math.ceil(math.ceil(len(rows) / hp.batch_size) * hp.epochs))
+
+
+def loss_recorder(history: list[dict], steps: int, on_log: Callable[[dict], None] | None):
+    """A Trainer callback that keeps each logged loss (and passes it on, e.g. to Dagster Pipes)."""
+    from transformers import TrainerCallback
 
     class _Recorder(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 entry = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
                          "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0)),
-                         "total_steps": total_steps}
+                         "total_steps": steps}
                 history.append(entry)
                 if on_log:
                     on_log(entry)
 
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(work_dir or Path(model_dir) / "_checkpoints"),
+    return _Recorder()
+
+
+def trainer_arguments(hp: Hyperparameters, steps: int, output_dir: str) -> dict:
+    """Arguments shared by the dense and sparse trainers."""
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    return dict(
+        output_dir=output_dir,
         num_train_epochs=hp.epochs,
         per_device_train_batch_size=hp.batch_size,
         learning_rate=hp.learning_rate,
         warmup_steps=hp.warmup_ratio,
         # Duplicate texts in a batch would be false in-batch negatives.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        logging_steps=max(1, min(hp.logging_steps, total_steps // 2 or 1)),
+        logging_steps=max(1, min(hp.logging_steps, steps // 2 or 1)),
         save_strategy="no",
         report_to="none",
         seed=hp.seed,
         disable_tqdm=False,
         dataloader_drop_last=False,
-        **precision_args,
+        **_precision(hp.precision)[1],
     )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model), callbacks=[_Recorder()],
-    )
+
+
+def run_training(trainer, model, rows: Sequence[dict], hp: Hyperparameters, model_dir: str | Path,
+                 history: list[dict], device: str) -> TrainingOutcome:
     started = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - started
@@ -153,5 +169,36 @@ def train_dense(
         final_loss=history[-1]["loss"] if history else float(output.training_loss),
         loss_history=history,
         device=device,
-        precision=precision,
+        precision=_precision(hp.precision)[0],
     )
+
+
+def train_dense(
+    rows: Sequence[dict],
+    hp: Hyperparameters,
+    model_dir: str | Path,
+    *,
+    on_log: Callable[[dict], None] | None = None,
+    work_dir: str | Path | None = None,
+) -> TrainingOutcome:
+    """Train with MultipleNegativesRankingLoss: in-batch negatives plus the mined ones per row."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    columns = check_rows(rows, hp)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SentenceTransformer(resolve_model(hp.base_model), device=device)
+    model.max_seq_length = hp.max_seq_length
+    dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    steps = total_steps(rows, hp)
+    history: list[dict] = []
+    output_dir = str(work_dir or Path(model_dir) / "_checkpoints")
+    args = SentenceTransformerTrainingArguments(**trainer_arguments(hp, steps, output_dir))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset,
+        loss=MultipleNegativesRankingLoss(model), callbacks=[loss_recorder(history, steps, on_log)],
+    )
+    return run_training(trainer, model, rows, hp, model_dir, history, device)

@@ -1,4 +1,5 @@
-"""Compare BM25, the base model and the tuned model on one set of judged queries."""
+"""Compare BM25, the base model and the tuned model on one set of judged queries (dense or sparse models;
+sparse ones also report how sparse their vectors are)."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from finetune_assets.core.metrics import DEFAULT_METRICS, Qrels, evaluate_run, per_query
 from finetune_assets.core.retrieval import bm25_search, dense_search, paired_bootstrap
+from finetune_assets.core.sparse_retrieval import is_sparse_model, sparse_search
 
 TABLE_METRICS = ("ndcg@10", "mrr@10", "map@100", "recall@1", "recall@5", "recall@10", "recall@100",
                  "precision@1", "precision@5", "precision@10")
@@ -19,6 +21,7 @@ class Comparison:
     documents: int
     seconds: dict[str, float] = field(default_factory=dict)
     ndcg_per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    sparsity: dict[str, dict[str, float]] = field(default_factory=dict)  # sparse systems only
 
     def gain(self, system: str = "tuned", baseline: str = "base", metric: str = "ndcg@10") -> float:
         return self.results[system][metric] - self.results[baseline][metric]
@@ -33,13 +36,18 @@ class Comparison:
         if {"tuned", "base"} <= set(self.results):
             mean, low, high = self.gain_interval()
             low_high = {"tuned_minus_base_ndcg@10": {"mean": mean, "ci95_low": low, "ci95_high": high}}
+        sparse = {"sparsity": self.sparsity} if self.sparsity else {}
         return {"judged_queries": self.judged_queries, "documents": self.documents,
-                "results": self.results, "seconds": self.seconds, **low_high}
+                "results": self.results, "seconds": self.seconds, **sparse, **low_high}
 
     def markdown(self, metrics: Sequence[str] = TABLE_METRICS) -> str:
         lines = ["| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
         for system, values in self.results.items():
             lines.append(f"| {system} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+        if self.sparsity:
+            lines += ["", "| system | active dims per query | active dims per document | FLOPS |", "|---|---|---|---|"]
+            lines += [f"| {system} | {s['avg_active_dims_query']:.1f} | {s['avg_active_dims_document']:.1f} | "
+                      f"{s['flops']:.4f} |" for system, s in self.sparsity.items()]
         return "\n".join(lines)
 
 
@@ -62,12 +70,17 @@ def compare_systems(
         started = time.perf_counter()
         runs["bm25"] = bm25_search(doc_ids, doc_texts, judged, k=100)
         seconds["bm25"] = round(time.perf_counter() - started, 2)
+    sparsity: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         started = time.perf_counter()
-        runs[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
+        if is_sparse_model(model):
+            runs[name], figures = sparse_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
+            sparsity[name] = figures.to_dict()
+        else:
+            runs[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
         seconds[name] = round(time.perf_counter() - started, 2)
     results = {name: evaluate_run(run, qrels, metrics) for name, run in runs.items()}
     per = {name: per_query(run, qrels, "ndcg@10") for name, run in runs.items()}
     judged_count = sum(1 for docs in qrels.values() if any(g > 0 for g in docs.values()))
     return Comparison(results=results, judged_queries=judged_count, documents=len(doc_ids),
-                      seconds=seconds, ndcg_per_query=per)
+                      seconds=seconds, ndcg_per_query=per, sparsity=sparsity)

@@ -222,8 +222,9 @@ def export_sparse_model(
 
     The traced model takes `{"input_ids", "attention_mask"}` and returns `{"output": [batch, vocab]}`,
     the format of OpenSearch's own neural-sparse models (opensearch-py-ml `NeuralSparseModel`), with the
-    special tokens' weights set to 0. Only the plain MLM-transformer + SpladePooling layout is supported
-    (not the inference-free Router layout, whose query side is a SPARSE_TOKENIZE model).
+    special tokens' weights set to 0. The plain MLM-transformer + SpladePooling layout is supported, and an
+    inference-free Router model's document route (its query side is a SPARSE_TOKENIZE package, see
+    tokenizer_export.py).
     """
     started = time.perf_counter()
     model_dir = _check_model_dir(model_dir)
@@ -231,7 +232,7 @@ def export_sparse_model(
 
     import torch
 
-    model = _load(model_dir, sparse=True)
+    model = document_side(_load(model_dir, sparse=True))
     info = _describe_sparse(model, model_dir)
     tokenizer_json = _package_tokenizer_json(model, model_dir, info["max_seq_length"])
     special_ids = sorted(set(int(i) for i in model.tokenizer.all_special_ids))
@@ -332,17 +333,33 @@ def _check_model_dir(model_dir: str | Path) -> Path:
 
 
 def _transformer_dir(model_dir: Path) -> Path:
-    """The folder of the Transformer module (modules.json entry), where config.json / tokenizer.json live."""
+    """The folder of the Transformer module (modules.json entry), where config.json / tokenizer.json live.
+
+    For an inference-free Router model that is the document route's Transformer (router_config.json)."""
     modules_file = model_dir / "modules.json"
     if modules_file.is_file():
-        try:
-            modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{modules_file} is not valid JSON: {exc.msg}") from exc
+        modules = _read_json(modules_file)
         for entry in modules:
-            if str(entry.get("type", "")).rsplit(".", 1)[-1] in ("Transformer", "MLMTransformer"):
+            kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+            if kind in ("Transformer", "MLMTransformer"):
                 return model_dir / entry.get("path", "")
+            if kind == "Router":
+                router_dir = model_dir / entry.get("path", "")
+                router = _read_json(router_dir / "router_config.json")
+                types = router.get("types", {})
+                for name in router.get("structure", {}).get("document", []):
+                    if str(types.get(name, "")).rsplit(".", 1)[-1] in ("Transformer", "MLMTransformer"):
+                        return router_dir / name
     return model_dir
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ExportError(f"{path} is missing") from exc
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not valid JSON: {exc.msg}") from exc
 
 
 def _load(model_dir: Path, sparse: bool):
@@ -456,6 +473,18 @@ def _dense_dimension(model) -> int:
     return int(dimension)
 
 
+def document_side(model):
+    """An inference-free (Router) SparseEncoder's document route as a SparseEncoder of its own; other models as is."""
+    modules = list(model)
+    if len(modules) != 1 or type(modules[0]).__name__ != "Router":
+        return model
+    from sentence_transformers import SparseEncoder
+
+    side = SparseEncoder(modules=list(modules[0].sub_modules["document"]), device="cpu")
+    side.eval()
+    return side
+
+
 def _describe_sparse(model, model_dir: Path) -> dict:
     from sentence_transformers.sparse_encoder.modules import SpladePooling, Transformer
 
@@ -463,7 +492,7 @@ def _describe_sparse(model, model_dir: Path) -> dict:
     if len(names) != 2 or not isinstance(model[0], Transformer) or not isinstance(model[1], SpladePooling):
         raise ExportError(
             f"unsupported sparse layout {names}: only Transformer(fill-mask) -> SpladePooling can be exported "
-            "(an inference-free Router model needs a SPARSE_TOKENIZE query model, not implemented)"
+            "(for an inference-free Router model, its document route)"
         )
     config, _ = _hf_config(model, model_dir)
     vocab_size = int(getattr(config, "vocab_size", 0) or len(model.tokenizer))

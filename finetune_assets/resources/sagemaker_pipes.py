@@ -241,6 +241,8 @@ class PipesSageMakerTrainingClient(PipesClient, TreatAsResourceParam):
 class SageMakerTrainingResource(ConfigurableResource):
     """Configuration for training on SageMaker; ``run`` hands over to ``PipesSageMakerTrainingClient``."""
 
+    default_backend: str = Field(default="local", description="What trained_model's backend 'auto' means: local "
+                                 "or sagemaker (FINETUNE_MODE=aws)")
     region_name: str = Field(default="", description="AWS region ('' = from the environment)")
     bucket: str = Field(default="", description="S3 bucket for Pipes context/messages, source tarballs, outputs")
     key_prefix: str = Field(default="dagster-pipes", description="Key prefix under the bucket")

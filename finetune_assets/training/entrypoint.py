@@ -69,11 +69,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if log:
             log.info(f"training {hp.base_model} on {len(rows)} rows: {json.dumps(hp.to_dict())}")
-        outcome = train_dense(rows, hp, args.model_dir, on_log=on_log)
+        if hp.model_type == "dense":
+            outcome = train_dense(rows, hp, args.model_dir, on_log=on_log)
+        else:
+            from finetune_assets.core.sparse_training import flops_weight_note, train_sparse
+
+            (log.info if log else print)(f"{hp.model_type} model; {flops_weight_note(hp)}")
+            outcome = train_sparse(rows, hp, args.model_dir, on_log=on_log)
         summary = {
             "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,
-            "device": outcome.device, "precision": outcome.precision, "hyperparameters": hp.to_dict(),
+            "device": outcome.device, "precision": outcome.precision, "model_type": hp.model_type,
+            "hyperparameters": hp.to_dict(),
         }
         if os.environ.get("RANK", "0") != "0":
             return 0

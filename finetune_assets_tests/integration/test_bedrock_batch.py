@@ -8,7 +8,6 @@ manifest) runs over HTTP against ``moto_server``.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import subprocess
@@ -16,30 +15,21 @@ import sys
 
 import botocore.session
 import pytest
-from botocore.stub import Stubber
 
 from finetune_assets.clients.bedrock_batch import (
     BatchJobOptions, BatchQuotas, BedrockBatchClient, BedrockBatchJobFailed, BedrockBatchTimeout, ConverseRetry,
     GenerationSettings, PollSettings, UnsupportedModelError, build_model_input, estimate_batch_plan, make_client,
     model_family, plan_parts,
 )
+from finetune_assets_tests.bedrock_stubs import (
+    BASE_URI, BUCKET, CLAUDE, INDEX, NOVA, REGION, ROLE, claude_output, converse_answer, job_arn, job_description,
+    stubbed, write_bedrock_outputs,
+)
 from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
 
-REGION = "us-east-1"
-BUCKET = "finetune-bucket"
-BASE_URI = f"s3://{BUCKET}/runs"
-INDEX = "product-docs"
-CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
-NOVA = "us.amazon.nova-lite-v1:0"
-ROLE = "arn:aws:iam::123456789012:role/BedrockBatchRole"
 OPTIONS = BatchJobOptions(role_arn=ROLE)
-SUBMIT_TIME = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
 SYSTEM = "You write search queries that a user would type to find the given passage."
 BEDROCK_MODEL = botocore.session.get_session().get_service_model("bedrock")
-
-
-def job_arn(job_id: str = "abcdef123456") -> str:
-    return f"arn:aws:bedrock:{REGION}:123456789012:model-invocation-job/{job_id}"
 
 
 def documents(count: int, *, start: int = 0) -> list[dict]:
@@ -67,40 +57,10 @@ class Recorder:
         return self.now
 
 
-def stubbed(service: str):
-    client = make_client(service, region_name=REGION)
-    return client, Stubber(client)
-
-
-def job_description(arn: str, status: str, *, name: str = "ftq-job", output_uri: str | None = None,
-                    message: str | None = None, **counts) -> dict:
-    description = {
-        "jobArn": arn, "jobName": name, "modelId": CLAUDE, "roleArn": ROLE, "status": status,
-        "submitTime": SUBMIT_TIME, "lastModifiedTime": SUBMIT_TIME,
-        "inputDataConfig": {"s3InputDataConfig": {"s3InputFormat": "JSONL",
-                                                  "s3Uri": f"{BASE_URI}/{INDEX}/bedrock_batch_outputs/input/"
-                                                           f"part-00000.jsonl"}},
-        "outputDataConfig": {"s3OutputDataConfig": {
-            "s3Uri": output_uri or f"{BASE_URI}/{INDEX}/bedrock_batch_outputs/output/"}},
-        **counts,
-    }
-    if message is not None:
-        description["message"] = message
-    return description
-
-
 def matches_service_model(shape: str, value: str) -> bool:
     metadata = BEDROCK_MODEL.shape_for(shape).metadata
     return (metadata.get("min", 0) <= len(value) <= metadata.get("max", 10**9)
             and re.fullmatch(metadata["pattern"], value) is not None)
-
-
-def claude_output(record_id: str, n: int) -> dict:
-    return {"recordId": record_id,
-            "modelInput": {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 512, "messages": []},
-            "modelOutput": {"id": f"msg_{n}", "type": "message", "role": "assistant",
-                            "content": [{"type": "text", "text": f"query one {n}\nquery two {n}"}],
-                            "stop_reason": "end_turn", "usage": {"input_tokens": 40, "output_tokens": 12}}}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -378,22 +338,9 @@ def test_generate_reads_every_good_record_and_counts_errors(moto_aws, caplog):
 
     def bedrock_writes_outputs(sleep_number: int) -> None:
         """What Bedrock does while the job runs: <output uri>/<job id>/<input file>.out plus the manifest."""
-        if sleep_number != 1:
-            return
-        input_key = f"runs/{INDEX}/bedrock_batch_outputs/input/part-00000.jsonl"
-        lines = []
-        for n, line in enumerate(s3.get_object(Bucket=BUCKET, Key=input_key)["Body"].iter_lines()):
-            record = json.loads(line)
-            if record["recordId"] in errors:
-                lines.append({"recordId": record["recordId"], "modelInput": record["modelInput"],
-                              "error": errors[record["recordId"]]})
-            else:
-                lines.append({**claude_output(record["recordId"], n), "modelInput": record["modelInput"]})
-        body = "\n".join(json.dumps(r) for r in reversed(lines)) + "\n\n"  # order is not guaranteed
-        s3.put_object(Bucket=BUCKET, Key=output_prefix + "part-00000.jsonl.out", Body=body.encode())
-        manifest = {"totalRecordCount": 120, "processedRecordCount": 120, "successRecordCount": 118,
-                    "errorRecordCount": 2, "inputTokenCount": 4_900, "outputTokenCount": 1_500}
-        s3.put_object(Bucket=BUCKET, Key=output_prefix + "manifest.json.out", Body=json.dumps(manifest).encode())
+        if sleep_number == 1:
+            write_bedrock_outputs(s3, BUCKET, f"runs/{INDEX}/bedrock_batch_outputs/input/part-00000.jsonl",
+                                  output_prefix, errors=errors, manifest_tokens=(4_900, 1_500))
 
     timer = Recorder(hook=bedrock_writes_outputs)
     client = BedrockBatchClient(bedrock=bedrock, s3=s3, sleep=timer.sleep, clock=timer.clock)
@@ -498,12 +445,6 @@ def test_reattach_creates_only_the_missing_parts(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 # below the batch minimum: Converse with throttling retries
 # --------------------------------------------------------------------------------------------------------------
-def converse_answer(text: str, tokens_in: int = 30, tokens_out: int = 9) -> dict:
-    return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
-            "usage": {"inputTokens": tokens_in, "outputTokens": tokens_out, "totalTokens": tokens_in + tokens_out},
-            "metrics": {"latencyMs": 120}}
-
-
 def test_small_corpus_uses_converse_and_retries_throttling(monkeypatch, caplog):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-SECRET-VALUE")

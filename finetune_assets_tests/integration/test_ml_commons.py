@@ -6,11 +6,9 @@ and the retries. The last test runs the local-package path against a real cluste
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +31,7 @@ from finetune_assets.clients.ml_commons import (
     register_sagemaker_model,
     verify_neural_search,
 )
-from finetune_assets.core.export import MODEL_CHUNK_SIZE_BYTES, total_chunks
+from finetune_assets.core.export import MODEL_CHUNK_SIZE_BYTES
 from finetune_assets_tests.ml_commons_fake import (
     DEV_SETTINGS,
     LOCAL_FILE_DISABLED,
@@ -42,39 +40,24 @@ from finetune_assets_tests.ml_commons_fake import (
     error_body,
     running_fake,
 )
+from finetune_assets_tests.ml_commons_packages import (
+    CHUNK,
+    GROUP,
+    SYNTHETIC_IDF,
+    export_dense_package,
+    write_inference_free_pair,
+    write_package,
+    write_tokenizer_package,
+)
 
 ML = "/_plugins/_ml"
-CHUNK = 4096                      # small chunks, so a 10 kB fake zip is uploaded in 3 pieces
 FAST = RetryPolicy(max_retries=3, initial_backoff=0.001, max_backoff=0.005)
-GROUP = "finetune-assets/tiny"
 ROLE_ARN = "arn:aws:iam::123456789012:role/opensearch-sagemaker"
 TEXTS = ["The cat sat on the mat.", "OpenSearch registers fine-tuned embedding models.",
          "Bananas are yellow and sweet."]
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def write_package(folder: Path, *, seed: int = 0, size: int = 10_000, function_name: str = "TEXT_EMBEDDING",
-                  chunk_size: int = CHUNK, dimension: int = 32, name: str = GROUP) -> Path:
-    """A package folder shaped like export.py's output, with random bytes as the 'model'."""
-    folder.mkdir(parents=True, exist_ok=True)
-    payload = hashlib.shake_256(f"model-{seed}".encode()).digest(size)
-    zip_name = "tiny-1-torch_script.zip"
-    with zipfile.ZipFile(folder / zip_name, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("tiny.pt", payload)
-        archive.writestr("tokenizer.json", "{}")
-    data = (folder / zip_name).read_bytes()
-    body = {"name": name, "version": "1", "description": "test package", "model_format": "TORCH_SCRIPT",
-            "function_name": function_name, "model_content_hash_value": hashlib.sha256(data).hexdigest(),
-            "model_content_size_in_bytes": len(data), "total_chunks": total_chunks(len(data), chunk_size)}
-    if function_name == "TEXT_EMBEDDING":
-        body["model_config"] = {"model_type": "bert", "embedding_dimension": dimension,
-                                "framework_type": "sentence_transformers", "pooling_mode": "MEAN",
-                                "normalize_result": True, "all_config": "{}"}
-    (folder / "ml_commons_register.json").write_text(json.dumps(body))
-    (folder / "package.json").write_text(json.dumps({"files": {"zip": zip_name}, "embedding_dimension": dimension}))
-    return folder
 
 
 def register(client, package: Path, **kwargs):
@@ -489,6 +472,61 @@ def test_verify_neural_search_sparse_remote_model(fake, client):
     assert fake.indices == {} and fake.pipelines == {}
 
 
+def test_inference_free_pair_ingests_with_the_encoder_and_queries_with_the_tokenizer(fake, client, tmp_path):
+    from finetune_assets.clients.ml_commons import register_inference_free_package
+
+    write_inference_free_pair(tmp_path / "pair", SYNTHETIC_IDF)      # "bananas" weighs 4.0, "the" 0.0
+    document, query = register_inference_free_package(client, tmp_path / "pair", index="tiny", chunk_size=CHUNK,
+                                                      poll_interval=0.001, retry=FAST)
+    assert (document.function_name, query.function_name) == ("SPARSE_ENCODING", "SPARSE_TOKENIZE")
+    assert document.model_group_id == query.model_group_id and document.model_id != query.model_id
+    assert {fake.models[m]["algorithm"] for m in (document.model_id, query.model_id)} == {
+        "SPARSE_ENCODING", "SPARSE_TOKENIZE"}
+    assert all(fake.models[m]["model_state"] == "DEPLOYED" for m in (document.model_id, query.model_id))
+    assert "model_config" not in bodies(fake, "/models/_register_meta")[1]
+    fake.clear_requests()
+    # Word counts alone would rank "The cat sat on the mat." first; the idf.json weights rank the bananas first.
+    top = verify_neural_search(client, document.model_id, "SPARSE_ENCODING", TEXTS, "the cat likes bananas",
+                               query_model_id=query.model_id, retry=FAST)
+    assert top == "doc-2"
+    processor = next(r.json for r in fake.requests if r.path.startswith("/_ingest/pipeline/"))["processors"][0]
+    assert processor["sparse_encoding"]["model_id"] == document.model_id
+    search = [r.json for r in fake.requests if r.path.endswith("/_search") and "verify" in r.path][0]
+    assert search["query"]["neural_sparse"]["sparse"]["model_id"] == query.model_id
+    again = register_inference_free_package(client, tmp_path / "pair", index="tiny", chunk_size=CHUNK, retry=FAST)
+    assert [r.reused for r in again] == [True, True]
+
+
+def test_inference_free_pair_with_a_wrong_half_is_refused_before_any_call(fake, client, tmp_path):
+    from finetune_assets.clients.ml_commons import register_inference_free_package
+
+    write_package(tmp_path / "pair" / "document", function_name="SPARSE_ENCODING")
+    write_tokenizer_package(tmp_path / "pair" / "query", {}, function_name="SPARSE_ENCODING")
+    with pytest.raises(PackageError, match="query/ package must be SPARSE_TOKENIZE"):
+        register_inference_free_package(client, tmp_path / "pair", index="tiny", chunk_size=CHUNK, retry=FAST)
+    assert fake.calls() == []
+    with pytest.raises(PackageError, match="register its document/ and query/ packages"):
+        load_package(tmp_path / "pair")
+    with pytest.raises(ValueError, match="query_model_id"):
+        verify_neural_search(client, "m", "TEXT_EMBEDDING", TEXTS, "cat", query_model_id="q")
+
+
+def test_tokenizer_package_without_a_tokenizer_fails_to_deploy_and_is_removed(fake, client, tmp_path):
+    package = write_package(tmp_path / "query", function_name="SPARSE_TOKENIZE")   # tokenizer.json is "{}"
+    with pytest.raises(TaskFailedError, match="FAILED"):
+        register(client, package)
+    assert fake.models == {}
+
+
+def test_register_meta_needs_model_config_except_for_sparse_functions(fake, client, tmp_path):
+    package = write_package(tmp_path / "dense")
+    body = json.loads((package / "ml_commons_register.json").read_text())
+    del body["model_config"]
+    (package / "ml_commons_register.json").write_text(json.dumps(body))
+    with pytest.raises(MLCommonsError, match="model config is null"):
+        register(client, package)
+
+
 def test_verify_dense_remote_model_asks_the_model_for_its_dimension(fake, client):
     result = register_remote(client, SageMakerEndpoint("tiny-embedder", "us-east-1", role_arn=ROLE_ARN))
     assert verify_neural_search(client, result.model_id, "TEXT_EMBEDDING", TEXTS, "a cat on a mat",
@@ -527,6 +565,31 @@ def test_register_main_prints_the_model_id(tmp_path, monkeypatch, capsys):
     assert register_main(["--help"]) == 0
 
 
+# --------------------------------------------------------------------------------------------- call listing
+
+
+def test_call_listing_of_a_local_package_has_every_registration_step_in_order(tmp_path):
+    from finetune_assets_tests.ml_commons_calls import list_path
+    from finetune_assets_tests.ml_commons_packages import synthetic_packages
+
+    listing = list_path(1, synthetic_packages(tmp_path))
+
+    calls = [step.call for step in listing.steps]
+    steps = [f"POST {ML}/model_groups/_search", f"POST {ML}/model_groups/_register", f"POST {ML}/models/_search",
+             f"POST {ML}/models/_register_meta", f"POST {ML}/models/{{model_id}}/upload_chunk/{{n}}",
+             f"POST {ML}/models/{{model_id}}/_deploy", f"GET {ML}/tasks/{{task_id}}", "POST /{index}/_search"]
+    missing = [step for step in steps if step not in calls]
+    assert not missing, f"registration skipped {missing}; listed {calls}"
+    positions = [calls.index(step) for step in steps]
+    assert positions == sorted(positions), calls
+    notes = {step.call: step.note for step in listing.steps}
+    assert notes[steps[4]] == "(n = 0..2)"          # the 10 kB synthetic zip, in 4 kB chunks, folded into one line
+    assert notes[steps[6]] == "(polled)"
+    assert len(calls) == len(set(calls))            # folded: each call once
+    assert all(not any(len(part) == 20 and part.isalnum() for part in call.split("/")) for call in calls), calls
+    assert listing.outcome.startswith("DEPLOYED, reused=False")
+
+
 # --------------------------------------------------------------------------------------------- real cluster
 
 
@@ -539,10 +602,7 @@ def test_real_cluster_local_package_end_to_end(tmp_path):
     only_run_on_ml_node=false)."""
     package = os.environ.get("OPENSEARCH_TEST_PACKAGE")
     if not package:
-        from finetune_assets.core.export import export_dense_model
-        from finetune_assets.core.offline_models import minilm_path
-
-        package = export_dense_model(minilm_path(), tmp_path / "package", name="finetune-assets/it-minilm").out_dir
+        package = export_dense_package(tmp_path / "package", name="finetune-assets/it-minilm")
     username = os.environ.get("OPENSEARCH_USERNAME")
     client = make_client(os.environ["OPENSEARCH_URL"], username=username,
                          password=os.environ.get("OPENSEARCH_PASSWORD") if username else None,

@@ -31,3 +31,16 @@ def test_fewer_pairs_than_one_batch_is_a_clear_error(tmp_path):
     rows = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(3)]
     with pytest.raises(ValueError, match="only 3 training pairs, fewer than one batch \\(batch_size=16\\)"):
         train_dense(rows, Hyperparameters(batch_size=16), tmp_path / "model")
+
+
+def test_model_type_picks_base_model_and_regularisers():
+    assert (Hyperparameters().model_type, Hyperparameters().base_model) == ("dense", "local:all-MiniLM-L6-v2")
+    sparse = Hyperparameters.from_mapping({"model_type": "sparse"})
+    assert (sparse.base_model, sparse.query_regularizer_weight, sparse.document_regularizer_weight) == (
+        "local:splade-tiny", 5e-5, 3e-5)
+    free = Hyperparameters.from_mapping({"model_type": "inference_free", "document_regularizer_weight": "1e-3"})
+    assert (free.base_model, free.query_regularizer_weight, free.document_regularizer_weight) == (
+        "local:splade-tiny", 0.0, 1e-3)
+    assert Hyperparameters.from_mapping(free.to_dict()) == free   # what SageMaker passes back round-trips
+    with pytest.raises(ValueError, match="unknown model_type 'colbert'"):
+        Hyperparameters(model_type="colbert")

@@ -1,0 +1,83 @@
+"""Sparse ranking and sparsity figures: a 3-document toy worked by hand, and the fast SPLADE encoder vs the stock one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.core.evaluation import compare_systems
+from finetune_assets.core.sparse_retrieval import encode_sparse, sparse_top_k, sparsity
+from finetune_assets.core.sparse_training import inference_free_model, load_splade
+
+
+def sparse(rows: list[dict[int, float]], width: int = 5):
+    dense = torch.zeros(len(rows), width)
+    for row, weights in enumerate(rows):
+        for column, value in weights.items():
+            dense[row, column] = value
+    return dense.to_sparse()
+
+
+# Dimension 4 of document 0 is stored as an explicit zero below: it must not count as active.
+QUERIES = [{0: 1.0, 1: 2.0}, {1: 0.5}]
+DOCUMENTS = [{0: 3.0, 2: 1.0}, {1: 1.0}, {1: 2.0, 2: 1.0, 3: 4.0}]
+
+
+def test_sparsity_of_a_toy_collection_by_hand():
+    docs = sparse(DOCUMENTS)
+    docs = torch.sparse_coo_tensor(torch.cat([docs.indices(), torch.tensor([[0], [4]])], dim=1),
+                                   torch.cat([docs.values(), torch.tensor([0.0])]), docs.shape, check_invariants=True)
+    figures = sparsity(sparse(QUERIES), docs)
+    # Active dims: queries 2 and 1 -> 1.5; documents 2, 1, 3 -> 2.
+    assert figures.query_active_dims == 1.5 and figures.document_active_dims == 2.0
+    # p_q = (1/2, 2/2, 0, 0, 0), p_d = (1/3, 2/3, 2/3, 1/3, 0): FLOPS = 1/6 + 2/3 = 5/6.
+    assert figures.flops == pytest.approx(5 / 6)
+    assert figures.to_dict() == {"avg_active_dims_query": 1.5, "avg_active_dims_document": 2.0, "flops": 0.8333}
+
+
+def test_sparse_top_k_is_a_dot_product_ranking():
+    indices, scores = sparse_top_k(sparse(QUERIES), sparse(DOCUMENTS), k=3)
+    # Query 0 scores 3, 2, 4 against documents 0, 1, 2; query 1 scores 0, 0.5, 1.
+    assert indices.tolist()[0] == [2, 0, 1] and scores.tolist()[0] == [4.0, 3.0, 2.0]
+    assert indices.tolist()[1][:2] == [2, 1] and scores.tolist()[1] == [1.0, 0.5, 0.0]
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    docs = python_docs_documents()[:6]
+    return [d["text"] for d in docs] + ["a", "ok"]   # mixed lengths, so batches carry padding
+
+
+def test_fast_encoder_gives_the_stock_splade_vectors(texts):
+    model = load_splade("local:splade-tiny", 128, "cpu")
+    fast = encode_sparse(model, texts, role="document", batch_size=3).to_dense()
+    stock = model.encode_document(texts, batch_size=3, convert_to_tensor=True).to_dense()
+    assert fast.shape == stock.shape and (fast > 0).sum() > 100
+    assert torch.allclose(fast, stock, atol=1e-5)
+
+
+def test_inference_free_routes_queries_and_documents(texts):
+    splade = load_splade("local:splade-tiny", 128, "cpu")
+    model = inference_free_model(splade, texts)
+    queries = ["how do I sort a list", "read a file"]
+    assert torch.equal(encode_sparse(model, queries, role="query").to_dense(),
+                       model.encode_query(queries, convert_to_tensor=True).to_dense())
+    assert torch.allclose(encode_sparse(model, texts[:3], role="document").to_dense(),
+                          splade.encode_document(texts[:3], convert_to_tensor=True).to_dense(), atol=1e-5)
+    with pytest.raises(ValueError, match="role"):
+        encode_sparse(model, queries, role="passage")
+
+
+def test_compare_systems_reports_sparsity_for_sparse_models(texts):
+    docs = python_docs_documents()[:6]
+    queries = {"q1": docs[0]["title"], "q2": docs[3]["title"]}
+    qrels = {"q1": {docs[0]["id"]: 1}, "q2": {docs[3]["id"]: 1}}
+    model = load_splade("local:splade-tiny", 128, "cpu")
+    comparison = compare_systems([d["id"] for d in docs], [d["text"] for d in docs], queries, qrels,
+                                 {"base": model}, include_bm25=True, batch_size=4)
+    assert set(comparison.results) == {"bm25", "base"} and set(comparison.sparsity) == {"base"}
+    figures = comparison.sparsity["base"]
+    assert 0 < figures["avg_active_dims_query"] < figures["avg_active_dims_document"]
+    assert 0 < figures["flops"] <= figures["avg_active_dims_query"]
+    assert comparison.to_dict()["sparsity"] == comparison.sparsity
+    assert "| base | " in comparison.markdown().split("FLOPS |")[1]
