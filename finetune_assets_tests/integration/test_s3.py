@@ -2,6 +2,7 @@
 import json
 
 import boto3
+import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from finetune_assets.definitions import defs
@@ -72,3 +73,44 @@ def test_storage_round_trips_artifacts_through_s3_with_encryption(moto_aws, tmp_
         assert "materialize 'trained_model'" in str(error)
     else:
         raise AssertionError("a missing artifact must raise")
+
+
+@pytest.mark.slow
+def test_local_generator_writes_bedrock_layout_to_s3_and_pairs_read_it(moto_aws, tmp_path):
+    """The embedded generator's output lands in S3 exactly where and how Bedrock batch writes it, so the same
+    downstream code (training_pairs) reads it back from S3."""
+    from dagster import materialize
+
+    from finetune_assets.definitions import all_assets
+    from finetune_assets_tests.conftest import write_tiny_corpus
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    corpus_file, docs = write_tiny_corpus(tmp_path / "corpus", documents=8)
+    s3.upload_file(str(corpus_file), BUCKET, "runs/corpora/tiny/docs.jsonl")
+    storage = ArtifactStorage(root=f"s3://{BUCKET}/runs", cache_dir=str(tmp_path / "cache"))
+    selected = [a for a in all_assets if a.key.path[-1] in {"raw_corpus", "cost_estimate", "bedrock_batch_outputs",
+                                                              "training_pairs"}]
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", ["tiny"])
+        result = materialize(selected, partition_key="tiny", instance=instance,
+                             resources={**defs.resources, "storage": storage},
+                             run_config={"ops": {"raw_corpus": {"config": {"max_documents": 6}},
+                                                 "training_pairs": {"config": {"held_out_fraction": 0.34}}}})
+    assert result.success
+    prefix = "runs/artifacts/tiny/bedrock_batch_outputs/"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert {prefix + "documents.jsonl.out", prefix + "manifest.json.out"} <= keys
+    assert s3.head_object(Bucket=BUCKET, Key=prefix + "documents.jsonl.out")["ServerSideEncryption"] == "AES256"
+    body = s3.get_object(Bucket=BUCKET, Key=prefix + "documents.jsonl.out")["Body"].read().decode()
+    records = [json.loads(line) for line in body.splitlines()]
+    sampled = {json.loads(line)["id"] for line in s3.get_object(
+        Bucket=BUCKET, Key="runs/artifacts/tiny/raw_corpus/documents.jsonl")["Body"].read().decode().splitlines()}
+    assert len(records) == 6 and {r["recordId"] for r in records} == sampled
+    assert all({"recordId", "modelInput", "modelOutput"} <= set(r) for r in records)
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.json.out")["Body"].read())
+    assert manifest["totalRecordCount"] == 6
+    pairs_body = s3.get_object(Bucket=BUCKET, Key="runs/artifacts/tiny/training_pairs/train.jsonl")["Body"].read()
+    pairs = [json.loads(line) for line in pairs_body.decode().splitlines()]
+    assert pairs and {p["doc_id"] for p in pairs} <= sampled
+    assert all(p["query"].strip() for p in pairs)
