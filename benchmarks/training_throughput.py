@@ -28,7 +28,7 @@ from sentence_transformers.base.sampler import BatchSamplers
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 rows_file, model_path, out_dir, batch_size, max_len = sys.argv[1:6]
 rows = [json.loads(l) for l in open(rows_file)]
-cols = ["query", "positive"] + sorted(k for k in rows[0] if k.startswith("negative_") and not k.endswith(("_id", "_score")))
+cols = ["query", "positive"] + sorted((k for k in rows[0] if k.startswith("negative_") and k[9:].isdigit()), key=lambda k: int(k[9:]))
 model = SentenceTransformer(model_path)
 model.max_seq_length = int(max_len)
 args = SentenceTransformerTrainingArguments(output_dir=out_dir, num_train_epochs=1, per_device_train_batch_size=int(batch_size),

@@ -43,8 +43,24 @@ def _stage_seconds(instance, run_id: str) -> dict[str, float]:
     return {step: round(ends[step] - starts[step], 2) for step in starts if step in ends}
 
 
+# Query generation dominates a CPU run; comparing training techniques can reuse an earlier run's queries.
+REUSABLE_ASSETS = ("raw_corpus", "cost_estimate", "bedrock_batch_outputs")
+
+
+def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
+    import shutil
+
+    for asset in REUSABLE_ASSETS:
+        source = earlier_work_dir / "storage" / "artifacts" / index / asset
+        if not source.is_dir():
+            raise FileNotFoundError(f"--reuse-queries: {source} is missing; pass the work dir of an earlier "
+                                    f"benchmark run of the same collection (its JSON's 'work_dir')")
+        shutil.copytree(source, storage.artifact_dir(index, asset), dirs_exist_ok=True)
+
+
 def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400, model_type: str = "dense",
-                  work_dir: str | Path | None = None, run_config: dict | None = None) -> dict:
+                  work_dir: str | Path | None = None, run_config: dict | None = None,
+                  reuse_queries: str | Path | None = None) -> dict:
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.evaluation import compare_systems
@@ -68,11 +84,16 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
                              batch_size=configured.batch_size,
                              base_model=configured.base_model if configured.model_type == model_type else "")
     resources = {**defs.resources, "storage": storage, "base_model": base}
+    selection = all_assets
+    if reuse_queries:
+        _reuse_queries(Path(reuse_queries), storage, index)
+        selection = [a for a in all_assets if a.key.path[-1] not in REUSABLE_ASSETS]
+        config["ops"] = {op: values for op, values in config["ops"].items() if op not in REUSABLE_ASSETS}
     started = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [index])
-        result = materialize(all_assets, partition_key=index, resources=resources, run_config=config,
-                             instance=instance, raise_on_error=False)
+        result = materialize(all_assets, selection=selection, partition_key=index, resources=resources,
+                             run_config=config, instance=instance, raise_on_error=False)
         timings = _stage_seconds(instance, result.run_id)
     pipeline_seconds = time.perf_counter() - started
     failed = sorted({e.step_key for e in result.all_events if e.is_step_failure})
@@ -97,6 +118,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
         "settings": {"max_docs": max_docs, "model_type": model_type, "base_model": base_model.model_name,
+                     "reused_queries_from": str(reuse_queries) if reuse_queries else None,
                      "run_config": config, "query_generator": resources["query_generator"].backend},
         "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
                     for name, values in comparison.results.items()},

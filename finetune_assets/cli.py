@@ -51,7 +51,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_config = json.loads(args.config_json) if args.config_json else None
     report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
-                           work_dir=args.work_dir, run_config=run_config)
+                           work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries)
     print(format_table(report))
     print(f"figures written to {args.out}")
     return 0
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="dense bi-encoder, SPLADE, or inference-free SPLADE (IDF query weights)")
     bench.add_argument("--work-dir", default=None, help="where artifacts go (default: a temporary folder)")
     bench.add_argument("--config-json", default=None, help="extra Dagster run config, as for dagster asset materialize")
+    bench.add_argument("--reuse-queries", default=None, metavar="EARLIER_WORK_DIR",
+                       help="take the sampled corpus and generated queries from an earlier run's work dir and "
+                            "run only the stages after them (to compare training settings on the same queries)")
     bench.set_defaults(handler=_benchmark)
 
     # Defaults resolve in _estimate (the asset's config defaults) so building the parser stays cheap.

@@ -27,9 +27,14 @@ class QueryGenerationConfig(Config):
 
 class TrainingPairsConfig(Config):
     held_out_fraction: float = Field(default=0.2, description="Share of documents whose queries are held out for evaluation")
-    min_words: int = 2
-    max_words: int = 32
+    min_words: int = Field(default=2, description="Shortest query kept, in words (Korean, Chinese, Japanese: "
+                           "2 characters count as a word)")
+    max_words: int = Field(default=32, description="Longest query kept, in words (counted as for min_words)")
     seed: int = 0
+    synonyms_path: str = Field(default="", description="Bilingual synonym dictionary (TSV term<TAB>synonym, or "
+                               "JSON {term: [synonyms]}): adds training query variants with one term swapped, "
+                               "e.g. 검색 <-> search ('' = off)")
+    max_variants_per_query: int = Field(default=1, description="Most synonym variants added per training query")
 
 
 class MinedNegativesConfig(Config):
@@ -37,6 +42,19 @@ class MinedNegativesConfig(Config):
     range_min: int = Field(default=3, description="Skip this many top-ranked candidates (likely unjudged positives)")
     range_max: int = Field(default=50, description="Consider candidates up to this rank")
     relative_margin: float = Field(default=0.05, description="A negative must score below positive x (1 - margin)")
+    negative_sources: list[str] = Field(default=["dense", "bm25"], description="Candidate sources merged by rank: "
+                                        "the base model ('dense') and BM25 ('bm25'); each gets range_min/range_max")
+    roundtrip_top_k: int = Field(default=5, description="Keep a training query only if the base model (or the "
+                                 "teacher) ranks its source document within this many (0 = keep all)")
+    roundtrip_rerank_depth: int = Field(default=10, description="With a teacher: rerank this many of the base "
+                                        "model's top documents for the round trip (0 = base model ranks only)")
+    teacher_margin: float = Field(default=1.0, description="With a teacher: drop a candidate the teacher scores "
+                                  "above the positive's score minus this (logits; likely false negative)")
+    teacher: str = Field(default="", description="Cross-encoder that scores positive and negatives for distillation "
+                         "losses: 'default' (ms-marco-MiniLM-L-12-v2, int8 ONNX, offline), a CrossEncoder path "
+                         "or hub id, or '' for none")
+    teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
+    teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
 
 
 class TrainedModelConfig(Config):
@@ -47,6 +65,8 @@ class TrainedModelConfig(Config):
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
     seed: int = 0
+    loss: str = Field(default="mnrl", description="mnrl (in-batch + mined negatives), margin_mse or distill_kl "
+                      "(distil the mined_negatives teacher scores), or mnrl+margin_mse (their sum)")
     backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
                          "or auto: sagemaker when FINETUNE_MODE=aws, else local")
 

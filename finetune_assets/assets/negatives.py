@@ -9,6 +9,7 @@ from finetune_assets.config import MinedNegativesConfig
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
 from finetune_assets.core.pairs import document_text
+from finetune_assets.core.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -26,12 +27,18 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     documents = [d for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
                  if d["id"] in train_doc_ids]
     settings = MiningSettings(num_negatives=config.num_negatives, range_min=config.range_min,
-                              range_max=config.range_max, relative_margin=config.relative_margin)
+                              range_max=config.range_max, relative_margin=config.relative_margin,
+                              sources=tuple(config.negative_sources), roundtrip_top_k=config.roundtrip_top_k,
+                              roundtrip_rerank_depth=config.roundtrip_rerank_depth,
+                              teacher_margin=config.teacher_margin)
     started = time.perf_counter()
-    model = base_model.load() if config.num_negatives > 0 else None
+    model = base_model.load() if config.num_negatives > 0 or config.roundtrip_top_k > 0 else None
+    # The teacher, when configured, also judges the round trip and guards against false negatives.
+    teacher = load_teacher(config.teacher, max_length=config.teacher_max_length, threads=config.teacher_threads)
     result = mine_hard_negatives(model, pairs, [d["id"] for d in documents],
                                  [document_text(d) for d in documents], settings,
-                                 batch_size=base_model.batch_size)
+                                 batch_size=base_model.batch_size, teacher=teacher)
+    teacher_metadata = score_with_teacher(context, teacher, result.rows)
     folder = storage.artifact_dir(index, "mined_negatives")
     write_jsonl(folder / "train.jsonl", result.rows)
     uri = storage.publish(index, "mined_negatives")
@@ -39,6 +46,11 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                 for r in result.rows[:5]]
     context.log.info(f"mined {config.num_negatives} negative(s) for {len(result.rows)} pairs; "
                      f"guard removed {dict(result.removed)}")
+    roundtrip = {}
+    if result.roundtrip:
+        roundtrip = {**result.roundtrip.metadata(), "roundtrip_dropped_examples": table(
+            result.roundtrip.dropped_examples, ["query", "doc_id", "rank"])}
+        context.log.info(f"round trip kept {len(result.roundtrip.kept)} of {len(pairs)} queries")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
         "rows": len(result.rows),
@@ -46,7 +58,39 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
         "candidate_documents": len(documents),
         "candidates_seen": result.candidates_seen,
         "removed_by_guard": MetadataValue.json(dict(result.removed)),
+        "negatives_by_source": MetadataValue.json(dict(result.chosen_sources)),
+        "teacher_pairs_scored_in_mining": result.teacher_pairs_scored,
+        **roundtrip,
         "rows_filled_with_random_negatives": result.pairs_without_negative,
         "seconds": round(time.perf_counter() - started, 2),
         "examples": table(examples, ["query", "positive", "negative_1"]),
+        **teacher_metadata,
     })
+
+
+def score_with_teacher(context: AssetExecutionContext, teacher: CrossEncoderTeacher | None, rows: list) -> dict:
+    """Teacher scores for distillation losses, computed once here so every training run reuses them."""
+    if teacher is None:
+        return {}
+    logged = [0]
+
+    def on_progress(done: int, total: int) -> None:
+        if done == total or done - logged[0] >= total / 10:
+            logged[0] = done
+            context.log.info(f"teacher scored {done}/{total} pairs")
+
+    scoring = add_teacher_scores(rows, teacher, on_progress=on_progress)
+    context.log.info(f"{teacher.name}: {scoring.pairs} pairs in {scoring.seconds} s "
+                     f"({scoring.pairs_per_second} pairs/s), mean margin {scoring.mean_margin}")
+    metadata = {
+        "teacher": teacher.name,
+        "teacher_pairs_scored": scoring.pairs,
+        "teacher_scores_reused": scoring.reused,
+        "teacher_pairs_per_second": scoring.pairs_per_second,
+        "teacher_seconds": scoring.seconds,
+        # Negatives the teacher prefers to the positive are likely false negatives.
+        "teacher_negatives_above_positive": scoring.negatives_above_positive,
+    }
+    if scoring.mean_margin is not None:  # mean teacher logit of the positive minus each negative
+        metadata["teacher_mean_margin"] = scoring.mean_margin
+    return metadata

@@ -1,11 +1,14 @@
 """training_pairs: cleaned (query, document) pairs, split into train and held-out by document."""
 
+from collections import Counter
+
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from finetune_assets.assets.metadata import table
 from finetune_assets.config import TrainingPairsConfig
+from finetune_assets.core.augment import augment_pairs, load_synonyms
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.pairs import QueryFilter, build_pairs
+from finetune_assets.core.pairs import QueryFilter, build_pairs, normalize
 from finetune_assets.core.querygen.bedrock_records import parse_output_record
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.storage import ArtifactStorage
@@ -25,6 +28,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
                    storage: ArtifactStorage) -> MaterializeResult:
     """Queries that pass the filters (not empty, duplicate, over-long or copied from the document)."""
     index = context.partition_key
+    dictionary = load_synonyms(config.synonyms_path) if config.synonyms_path else None  # bad file: fail first
     documents = {d["id"]: d for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")}
     records = read_jsonl(storage.fetch(index, "bedrock_batch_outputs") / OUTPUT_FILE)
     result = build_pairs(generated_queries(records), documents, held_out_fraction=config.held_out_fraction,
@@ -36,10 +40,17 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
     if not result.held_out:
         raise ValueError(f"no held-out pairs for '{index}' ({len(result.train)} train pairs): "
                          "raise held_out_fraction or add documents")
+    generated_train = len(result.train)
+    augmented = None
+    if dictionary is not None:  # held-out pairs stay as generated: evaluation measures real queries only
+        augmented = augment_pairs(result.train, dictionary, max_variants=config.max_variants_per_query,
+                                  seed=config.seed, reserved_queries={normalize(p["query"]) for p in result.held_out})
+        result.train = augmented.pairs
+        context.log.info(f"{augmented.added} synonym variants added ({dictionary.terms} dictionary terms)")
     folder = storage.artifact_dir(index, "training_pairs")
     write_jsonl(folder / "train.jsonl", result.train)
     write_jsonl(folder / "held_out.jsonl", result.held_out)
-    kept = len(result.train) + len(result.held_out)
+    kept = generated_train + len(result.held_out)
     context.log.info(f"{kept} of {result.queries_in} queries kept; dropped: {dict(result.dropped)}")
     uri = storage.publish(index, "training_pairs")
     return MaterializeResult(metadata={
@@ -51,7 +62,21 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
         "held_out_pairs": len(result.held_out),
         "train_documents": len({p["doc_id"] for p in result.train}),
         "held_out_documents": len({p["doc_id"] for p in result.held_out}),
+        # documents per dominant script (latin, hangul, han, kana, ...): a mixed corpus shows its mix here
+        "document_scripts": MetadataValue.json(dict(Counter(dict((p["doc_id"], p["script"])
+                                                                 for p in result.train + result.held_out).values()))),
         "dropped": MetadataValue.json(dict(result.dropped)),
         "dropped_examples": table(result.dropped_examples[:10], ["doc_id", "reason", "query"]),
         "train_examples": table(result.train[:8], ["query_type", "query", "positive"]),
+        **(_synonym_metadata(augmented, dictionary) if dictionary is not None else {}),
     })
+
+
+def _synonym_metadata(augmented, dictionary) -> dict:
+    return {
+        "synonym_variants_added": augmented.added,
+        "synonym_dictionary_entries": dictionary.entries,
+        "synonym_dictionary_terms": dictionary.terms,
+        "pairs_with_dictionary_terms": augmented.pairs_with_terms,
+        "synonym_examples": table(augmented.examples, ["source_query", "query", "swapped"]),
+    }

@@ -8,7 +8,9 @@ from finetune_assets.assets.metadata import image
 from finetune_assets.config import TrainedModelConfig
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
+from finetune_assets.core.losses import teacher_labels
 from finetune_assets.core.plots import loss_curve_png
+from finetune_assets.core.teacher import negative_columns
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
@@ -18,8 +20,8 @@ TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
 
 
 def mined_negative_count(train_file) -> int:
-    first = next(read_jsonl(train_file), {})
-    return sum(1 for key in first if key.startswith("negative_") and not key.endswith(("_id", "_score")))
+    # Only the text columns count: rows also carry negative_<i>_id, _score and _source.
+    return len(negative_columns(next(read_jsonl(train_file), {})))
 
 
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["mined_negatives"], kinds={"pytorch"})
@@ -38,11 +40,13 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     if num_negatives > available:
         raise ValueError(f"num_negatives={num_negatives} but mined_negatives holds {available} per row; "
                          "re-materialize mined_negatives with more negatives")
+    # Fail here rather than in the training job when the loss needs teacher scores that the rows lack.
+    teacher_labels([next(read_jsonl(train_dir / "train.jsonl"), {})], num_negatives, config.loss)
     hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
                          epochs=config.epochs, batch_size=config.batch_size,
                          learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio,
                          max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
-                         precision=config.precision, seed=config.seed)
+                         precision=config.precision, seed=config.seed, loss=config.loss)
     folder = storage.artifact_dir(index, "trained_model")
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from finetune_assets.core.losses import check_loss, ranking_loss, teacher_labels, training_dataset
 from finetune_assets.core.model_types import check_model_type, default_base_model
 from finetune_assets.core.offline_models import resolve_model
 
@@ -36,9 +37,12 @@ class Hyperparameters:
     query_regularizer_weight: float = -1.0
     document_regularizer_weight: float = -1.0
     idf_learning_rate: float = 1e-3  # inference_free: learning rate of the query-side token weights
+    loss: str = "mnrl"  # mnrl | margin_mse | distill_kl | mnrl+margin_mse (see core/losses.py)
+    cosine_scale: float = 20.0  # distillation losses: multiplies a cosine student's scores (teacher logit range)
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)
+        check_loss(self.loss)
         self.base_model = self.base_model or default_base_model(self.model_type)
         query, document = SPARSE_REGULARIZERS.get(self.model_type, (0.0, 0.0))
         if self.query_regularizer_weight < 0:
@@ -104,6 +108,7 @@ def _precision(setting: str) -> tuple[str, dict]:
 def check_rows(rows: Sequence[dict], hp: Hyperparameters) -> list[str]:
     """The training columns, after checking every row has them and there is at least one batch."""
     columns = training_columns(rows, hp.num_negatives)
+    teacher_labels(rows, hp.num_negatives, hp.loss)  # fail before loading a model when teacher scores are missing
     if len(rows) < hp.batch_size:
         raise ValueError(f"only {len(rows)} training pairs, fewer than one batch (batch_size={hp.batch_size}); "
                          "add documents or queries per document, or lower batch_size")
@@ -181,24 +186,23 @@ def train_dense(
     on_log: Callable[[dict], None] | None = None,
     work_dir: str | Path | None = None,
 ) -> TrainingOutcome:
-    """Train with MultipleNegativesRankingLoss: in-batch negatives plus the mined ones per row."""
+    """Train with hp.loss: MultipleNegativesRankingLoss (in-batch plus mined negatives) or distillation from
+    teacher scores (MarginMSELoss, DistillKLDivLoss)."""
+    columns = check_rows(rows, hp)  # before the heavy imports: bad rows fail at once
     import torch
-    from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    columns = check_rows(rows, hp)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(resolve_model(hp.base_model), device=device)
     model.max_seq_length = hp.max_seq_length
-    dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    dataset = training_dataset(rows, columns, hp.loss)
     steps = total_steps(rows, hp)
     history: list[dict] = []
     output_dir = str(work_dir or Path(model_dir) / "_checkpoints")
     args = SentenceTransformerTrainingArguments(**trainer_arguments(hp, steps, output_dir))
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model), callbacks=[loss_recorder(history, steps, on_log)],
+        model=model, args=args, train_dataset=dataset, loss=ranking_loss(model, hp.loss, cosine_scale=hp.cosine_scale),
+        callbacks=[loss_recorder(history, steps, on_log)],
     )
     return run_training(trainer, model, rows, hp, model_dir, history, device)

@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from finetune_assets.core.languages import dominant_script, repetition_tokens, word_count
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -20,7 +22,11 @@ def _words(text: str) -> list[str]:
 
 @dataclass
 class QueryFilter:
-    """Rules that drop queries a small generator often gets wrong."""
+    """Rules that drop queries a small generator often gets wrong.
+
+    Lengths are in words, with every two characters of Korean, Chinese, Japanese or Thai text counted as a
+    word (`languages.word_count`): "倒排索引是什么" has no space but is 4 words long, like "what is an inverted index".
+    """
 
     min_words: int = 2
     max_words: int = 32
@@ -35,18 +41,20 @@ class QueryFilter:
         words = _words(query)
         if not words:
             return "empty"
-        if len(words) < self.min_words:
+        length = word_count(query)
+        if length < self.min_words:
             return "too short"
-        if len(words) > self.max_words or len(query) > self.max_chars:
+        if length > self.max_words or len(query) > self.max_chars:
             return "too long"
-        most_common = Counter(words).most_common(1)[0][1]
-        if len(words) >= 4 and most_common / len(words) > self.max_repeated_word_fraction:
+        tokens = repetition_tokens(query)
+        most_common = Counter(tokens).most_common(1)[0][1]
+        if len(tokens) >= 4 and most_common / len(tokens) > self.max_repeated_word_fraction:
             return "repeated word"
         norm_query = " ".join(words)
         title = " ".join(_words(document.get("title") or ""))
         if title and norm_query == title:
             return "copy of the title"
-        if len(words) >= self.copy_min_words and norm_query in " ".join(_words(document["text"])):
+        if length >= self.copy_min_words and norm_query in " ".join(_words(document["text"])):
             return "copy of the document"
         return None
 
@@ -82,6 +90,7 @@ def build_pairs(
     query_filter = query_filter or QueryFilter()
     result = PairsResult(train=[], held_out=[])
     seen: set[str] = set()
+    scripts: dict[str, str] = {}
     for doc_id, query, query_type in generated:
         result.queries_in += 1
         query = " ".join(query.split())
@@ -98,7 +107,11 @@ def build_pairs(
                 result.dropped_examples.append({"doc_id": doc_id, "query": query, "reason": reason})
             continue
         seen.add(normalize(query))
-        pair = {"query": query, "positive": _document_text(document), "doc_id": doc_id, "query_type": query_type}
+        positive = _document_text(document)
+        if doc_id not in scripts:
+            scripts[doc_id] = dominant_script(positive)
+        pair = {"query": query, "positive": positive, "doc_id": doc_id, "query_type": query_type,
+                "script": scripts[doc_id]}
         (result.held_out if _in_held_out(doc_id, held_out_fraction, seed) else result.train).append(pair)
     return result
 

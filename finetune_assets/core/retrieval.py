@@ -9,15 +9,15 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bm25_search(
-    doc_ids: Sequence[str],
+def bm25_top_k(
     doc_texts: Sequence[str],
-    queries: dict[str, str],
+    query_texts: Sequence[str],
+    k: int,
     *,
-    k: int = 100,
     language: str = "english",
-) -> dict[str, list[str]]:
-    """BM25 (Lucene variant, k1=1.2, b=0.75 as OpenSearch uses) with stop words and Snowball stemming."""
+) -> list[list[tuple[int, float]]]:
+    """Per query, the (document index, score) of its k best documents by BM25 (Lucene variant, k1=1.2, b=0.75
+    as OpenSearch uses) with stop words and Snowball stemming; documents that match no query term are left out."""
     import bm25s
     import Stemmer
 
@@ -26,16 +26,23 @@ def bm25_search(
     retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
     retriever.index(bm25s.tokenize(list(doc_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False),
                     show_progress=False)
+    tokens = bm25s.tokenize(list(query_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False)
+    indices, scores = retriever.retrieve(tokens, k=min(k, len(doc_texts)), show_progress=False, n_threads=1)
+    # bm25s pads with arbitrary documents when fewer than k match: keep only scored ones.
+    return [[(int(i), float(s)) for i, s in zip(indices[row], scores[row]) if s > 0] for row in range(len(query_texts))]
+
+
+def bm25_search(
+    doc_ids: Sequence[str],
+    doc_texts: Sequence[str],
+    queries: dict[str, str],
+    *,
+    k: int = 100,
+    language: str = "english",
+) -> dict[str, list[str]]:
     query_ids = list(queries)
-    tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords=stopwords, stemmer=stemmer,
-                            show_progress=False)
-    k = min(k, len(doc_ids))
-    indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-    run = {}
-    for row, query_id in enumerate(query_ids):
-        # bm25s pads with arbitrary documents when fewer than k match: keep only scored ones.
-        run[query_id] = [doc_ids[i] for i, s in zip(indices[row], scores[row]) if s > 0]
-    return run
+    ranked = bm25_top_k(doc_texts, [queries[q] for q in query_ids], k, language=language)
+    return {query_id: [doc_ids[i] for i, _ in hits] for query_id, hits in zip(query_ids, ranked)}
 
 
 def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False,

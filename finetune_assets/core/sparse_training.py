@@ -1,6 +1,7 @@
 """Fine-tune a SPLADE sparse encoder, or an inference-free one, on (query, positive[, negatives]) rows.
 
-sparse          SpladeLoss around SparseMultipleNegativesRankingLoss (in-batch plus mined negatives), with
+sparse          SpladeLoss around hp.loss (default SparseMultipleNegativesRankingLoss: in-batch plus mined
+                negatives; or SparseMarginMSELoss / SparseDistillKLDivLoss on teacher scores), with
                 FLOPS regularisers on queries and documents (their weights ramp up from 0 during training).
 inference_free  the query side is a SparseStaticEmbedding (one weight per vocabulary token), initialised with
                 IDF from the training documents; the document side is the SPLADE model. Only the document
@@ -20,6 +21,7 @@ from finetune_assets.core.dense_training import (
     total_steps,
     trainer_arguments,
 )
+from finetune_assets.core.losses import ranking_loss, training_dataset
 from finetune_assets.core.offline_models import resolve_model
 
 # Name of the query-side token weights inside the loss model (SpladeLoss.model -> Router -> query route).
@@ -93,9 +95,8 @@ def train_sparse(
 ) -> TrainingOutcome:
     """Train a SPLADE (hp.model_type 'sparse') or inference-free SPLADE ('inference_free') model."""
     import torch
-    from datasets import Dataset
     from sentence_transformers import SparseEncoderTrainer, SparseEncoderTrainingArguments
-    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from sentence_transformers.sparse_encoder.losses import SpladeLoss
 
     if hp.model_type not in ("sparse", "inference_free"):
         raise ValueError(f"train_sparse trains sparse or inference_free models, not {hp.model_type!r}")
@@ -109,10 +110,10 @@ def train_sparse(
         extra["router_mapping"] = {c: "query" if c == "query" else "document" for c in columns}
         extra["learning_rate_mapping"] = {QUERY_WEIGHT_PATTERN: hp.idf_learning_rate}
         query_weight = None  # static query weights: no query-side FLOPS term
-    loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model),
+    loss = SpladeLoss(model, ranking_loss(model, hp.loss, cosine_scale=hp.cosine_scale, sparse=True),
                       document_regularizer_weight=hp.document_regularizer_weight,
                       query_regularizer_weight=query_weight)
-    dataset = Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    dataset = training_dataset(rows, columns, hp.loss)
     steps = total_steps(rows, hp)
     history: list[dict] = []
     output_dir = str(work_dir or Path(model_dir) / "_checkpoints")

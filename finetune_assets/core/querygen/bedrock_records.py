@@ -244,11 +244,12 @@ _TYPE_ALIASES = {
 }
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]+|\(?\d{1,3}\s*[.):]|\(?[a-z]\)|#{1,6})\s+", re.IGNORECASE)
+_LIST_MARKER = re.compile(r"^\s*(?:(?:[-*+\u2022]+|\(?\d{1,3}\s*[.):]|\(?[a-z]\)|#{1,6})\s+|\u30fb\s*)",  # \u30fb: the Japanese bullet
+                          re.IGNORECASE)
 _LABELLED = re.compile(r"^(?P<label>[^:\n]{1,50}?)\s*[:\uff1a]\s*(?P<text>.*)$")
 _LABEL_WORDS = re.compile(r"\b(quer(?:y|ies)|questions?|search(?:es)?|factoid|factual|conceptual|q\d*)\b",
                           re.IGNORECASE)
-_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb\u300c\u300d\u300e\u300f"  # with CJK corner brackets
 
 
 def normalise_query_type(value) -> str:
@@ -452,6 +453,7 @@ def _looks_like_query(line: str) -> bool:
 def _question_lines(text: str) -> list[GeneratedQuery]:
     """Last resort: an answer of bare lines, each a question."""
     lines = [clean_query_text(line) for line in text.splitlines() if line.strip()]
-    if lines and len(lines) <= 20 and all(line.endswith("?") and len(line.split()) <= 40 for line in lines):
+    if lines and len(lines) <= 20 and all(line.endswith(("?", "\uff1f")) and len(line.split()) <= 40
+                                          for line in lines):
         return [GeneratedQuery(line) for line in lines]
     return []

@@ -6,8 +6,13 @@ The small local model gets a few-shot completion prompt instead (see `smollm.py`
 """
 from __future__ import annotations
 
+from finetune_assets.core.languages import language_hint
+
 DEFAULT_MAX_DOCUMENT_CHARS = 1500
 ELLIPSIS = " ..."
+
+LANGUAGE_RULE = ("- Write every query in the same language as the document: if the document is in German, write the "
+                 "queries in German; if it is in French, in French; and so on. Do not translate.")
 
 SYSTEM_PROMPT = "You write realistic search queries for training and evaluating a search engine."
 
@@ -15,7 +20,7 @@ QUERY_PROMPT = """Read the document below and write {n_each} factoid {query_word
 
 - A factoid query asks for one specific fact stated in the document: a name, number, date, definition, measurement or result.
 - A conceptual query asks about the main idea, method, cause or purpose of the document in broader words, the way a searcher who has not read it would phrase it.
-- Write every query in the same language as the document: if the document is in German, write the queries in German; if it is in French, in French; and so on. Do not translate.
+{language_rule}
 - Each query must make sense on its own: do not mention "the document", "the text", "the passage", "this study" or "the author".
 - Keep each query under 20 words and do not copy whole sentences from the document.
 
@@ -71,7 +76,13 @@ def build_query_prompt(document: dict, queries_per_type: int = 1,
     body = document_text(document, max_document_chars).replace("</document>", "</ document>")
     return QUERY_PROMPT.format(
         n_each=queries_per_type, query_word="query" if queries_per_type == 1 else "queries",
-        total=2 * queries_per_type, document=body)
+        total=2 * queries_per_type, document=body, language_rule=language_rule(body))
+
+
+def language_rule(text: str) -> str:
+    """The prompt's language line; it names the language when the script tells it (Korean, Japanese, ...)."""
+    hint = language_hint(text)
+    return f"{LANGUAGE_RULE} {hint}" if hint else LANGUAGE_RULE
 
 
 def max_answer_tokens(queries_per_type: int = 1) -> int:

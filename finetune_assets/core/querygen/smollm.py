@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from finetune_assets.core.languages import LATIN, UNKNOWN, dominant_script, language_hint
 from finetune_assets.core.offline_models import smollm2_gguf_path
 from finetune_assets.core.querygen.base import (
     ProgressCallback, QueryGenerator, check_documents, check_queries_per_type,
@@ -112,7 +113,24 @@ def passage_block(document: dict, max_chars: int | None) -> str:
         end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
         cut = cut[:end + 1] if end >= max_chars // 2 else cut[:max(cut.rfind(" "), max_chars // 2)]
         text = cut.rstrip()
-    return f"Passage: {text}\n"
+    # A line naming the language, for Korean, Japanese, Chinese, ... passages only: Latin-script passages keep
+    # the prompt that was measured. The 135M model is trained mostly on English; for other languages a
+    # multilingual generator (Bedrock, an OpenAI-compatible server) writes far better queries.
+    hint = language_hint(text)
+    return f"Passage: {text}\n" + (f"{hint}\n" if hint else "")
+
+
+def warn_on_other_scripts(documents: list[dict]) -> dict[str, int]:
+    """The 135M model answers Korean passages with English or off-topic lines (seen on the mixed Korean-English
+    test corpus): say so once, instead of letting such queries pass silently into training. Returns the
+    documents per non-Latin script."""
+    scripts = collections.Counter(dominant_script(document_text(d, 300)) for d in documents)
+    other = {s: n for s, n in scripts.items() if s not in (LATIN, UNKNOWN)}
+    if other:
+        log.warning("%d of %d documents are not in Latin script (%s): %s writes poor queries for them; use a "
+                    "multilingual generator (FINETUNE_QUERY_GENERATOR=bedrock or openai)", sum(other.values()),
+                    len(documents), ", ".join(f"{s}: {n}" for s, n in sorted(other.items())), MODEL_NAME)
+    return other
 
 
 def default_cache_dir() -> Path:
@@ -300,6 +318,8 @@ class SmolLM2QueryGenerator(QueryGenerator):
         total = len(documents)
         if total == 0:
             return
+        if self.model_path is None:  # a model of the user's own may well be multilingual
+            warn_on_other_scripts(documents)
         self.load()
         done = 0
         window = self.batch_size * 8
@@ -344,9 +364,12 @@ class SmolLM2QueryGenerator(QueryGenerator):
         model_input["stop_sequences"] = ["\n"]
         if not str(document.get("text") or "").strip():
             return {"id": record_id, "model_input": model_input, "error": "document has no text"}
-        ids = self._tokenizer(block, add_special_tokens=False)["input_ids"]
+        passage, hint = block.split("\n", 1)  # the language line (if any) survives the token cap
+        ids = self._tokenizer(passage + "\n", add_special_tokens=False)["input_ids"]
         if len(ids) > self.max_document_tokens:  # keep the closing newline
             ids = ids[:self.max_document_tokens - 1] + ids[-1:]
+        if hint:
+            ids += self._tokenizer(hint, add_special_tokens=False)["input_ids"]
         return {"id": record_id, "model_input": model_input, "passage_ids": ids, "error": None}
 
     def _generate_batch(self, items: list[dict], queries_per_type: int, seed: int) -> list[dict]:

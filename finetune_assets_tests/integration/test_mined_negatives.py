@@ -1,0 +1,59 @@
+"""mined_negatives materialized alone with the real base model: round trip, two candidate sources, row format."""
+import pytest
+from dagster import DagsterInstance, materialize
+
+from finetune_assets.assets.negatives import mined_negatives
+from finetune_assets.assets.training import mined_negative_count
+from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.core.jsonl import read_jsonl, write_jsonl
+from finetune_assets.core.pairs import document_text
+from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.storage import ArtifactStorage
+
+QUERIES = {
+    "argparse.ArgumentParser": "object that parses command line strings into python objects",
+    "argparse.HelpFormatter": "formatter for generating usage messages and help strings",
+    "base64.a85decode": "decode an ascii85 encoded bytes object",
+    "base64.b16decode": "decode base16 encoded bytes",
+    "base64.b32decode": "decode a base32 encoded string",
+    "argparse.Action": "how command line strings are converted to python objects by an action",
+    "argparse.RawTextHelpFormatter": "help formatter that keeps the formatting of help text",
+    # A hallucinated query: it describes the base64 documents, not its own source document.
+    "argparse.FileType": "decode base32hex and base16 encoded bytes",
+}
+
+
+@pytest.mark.slow
+def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_their_source(tmp_path):
+    documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
+    assert set(QUERIES) <= {d["id"] for d in documents}
+    by_id = {d["id"]: d for d in documents}
+    pairs = [{"query": q, "positive": document_text(by_id[doc_id]), "doc_id": doc_id, "query_type": "factoid"}
+             for doc_id, q in QUERIES.items()]
+    # Candidates are the documents of training pairs plus these, as training_pairs leaves them.
+    pairs += [{"query": f"what does {d['title']} do", "positive": document_text(d), "doc_id": d["id"],
+               "query_type": "conceptual"} for d in documents if d["id"] not in QUERIES]
+    storage = ArtifactStorage(root=str(tmp_path))
+    write_jsonl(storage.artifact_dir("docs", "raw_corpus") / "documents.jsonl", documents)
+    write_jsonl(storage.artifact_dir("docs", "training_pairs") / "train.jsonl", pairs)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", ["docs"])
+        result = materialize([mined_negatives], partition_key="docs", instance=instance,
+                             resources={"storage": storage,
+                                        "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
+                             run_config={"ops": {"mined_negatives": {"config": {
+                                 "num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("mined_negatives")[0].metadata
+    rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))
+    dropped = {r["doc_id"] for r in rows} ^ {p["doc_id"] for p in pairs}
+    assert "argparse.FileType" in dropped
+    assert metadata["roundtrip_queries_dropped"].value == len(pairs) - len(rows) == len(dropped)
+    assert "argparse.FileType" in metadata["roundtrip_dropped_examples"].value
+    assert metadata["rows"].value == len(rows)
+    assert {k.split("/")[0] for k in metadata["removed_by_guard"].value} <= {"dense", "bm25"}
+    assert sum(metadata["negatives_by_source"].value.values()) == 2 * len(rows)
+    assert len({tuple(sorted(r)) for r in rows}) == 1
+    assert {r[f"negative_{k}_source"] for r in rows for k in (1, 2)} <= {"dense", "bm25", "random"}
+    assert all(r["doc_id"] not in (r["negative_1_id"], r["negative_2_id"]) for r in rows)
+    assert mined_negative_count(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl") == 2

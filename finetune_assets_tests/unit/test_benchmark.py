@@ -1,0 +1,36 @@
+"""The benchmark's own plumbing: reading a BEIR folder and reusing an earlier run's queries."""
+import json
+
+import pytest
+
+from finetune_assets.benchmark import REUSABLE_ASSETS, _reuse_queries, partition_name, read_beir
+from finetune_assets.resources.storage import ArtifactStorage
+
+
+def write_beir(folder):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in [
+        {"_id": "1", "title": "Wings", "text": "Lift on a wing."}, {"_id": 2, "title": "Only a title", "text": ""}]))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": 7, "text": "what lifts a wing"}))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n7\t1\t2\n7\t2\t0\n")
+
+
+def test_read_beir_keeps_ids_as_strings_and_graded_judgements(tmp_path):
+    write_beir(tmp_path / "My Collection")
+    corpus, queries, qrels = read_beir(tmp_path / "My Collection")
+    assert [d["_id"] for d in corpus] == ["1", 2]
+    assert queries == {"7": "what lifts a wing"}
+    assert qrels == {"7": {"1": 2, "2": 0}}
+    assert partition_name(tmp_path / "My Collection") == "my-collection"
+
+
+def test_reuse_queries_copies_the_generation_stages_and_names_what_is_missing(tmp_path):
+    earlier = ArtifactStorage(root=str(tmp_path / "earlier" / "storage"))
+    for asset in REUSABLE_ASSETS:
+        (earlier.artifact_dir("cacm", asset) / "marker.txt").write_text(asset)
+    later = ArtifactStorage(root=str(tmp_path / "later" / "storage"))
+    _reuse_queries(tmp_path / "earlier", later, "cacm")
+    for asset in REUSABLE_ASSETS:
+        assert (later.fetch("cacm", asset) / "marker.txt").read_text() == asset
+    with pytest.raises(FileNotFoundError, match=r"artifacts/cranfield/raw_corpus is missing"):
+        _reuse_queries(tmp_path / "earlier", later, "cranfield")
