@@ -44,7 +44,7 @@ def _stage_seconds(instance, run_id: str) -> dict[str, float]:
 
 
 # Query generation dominates a CPU run; comparing training techniques can reuse an earlier run's queries.
-REUSABLE_ASSETS = ("raw_corpus", "cost_estimate", "bedrock_batch_outputs")
+REUSABLE_ASSETS = ("raw_corpus", "bedrock_batch_outputs")
 
 
 def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
