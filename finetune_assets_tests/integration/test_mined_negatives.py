@@ -42,7 +42,8 @@ def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_the
                              resources={"storage": storage,
                                         "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
                              run_config={"ops": {"mined_negatives": {"config": {
-                                 "num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3}}}})
+                                 "num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3,
+                                 "negative_sources": ["dense", "bm25"]}}}})
     assert result.success
     metadata = result.asset_materializations_for_node("mined_negatives")[0].metadata
     rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))

@@ -130,7 +130,8 @@ def test_bm25_candidates_are_interleaved_by_rank_deduplicated_and_counted_per_so
     ids = [f"d{i}" for i in range(len(texts))]
     vectors = {t: _angle(a) for t, a in MIXED.items()} | {"solar panel efficiency?": _angle(0)}
     pairs = [{"query": "solar panel efficiency?", "positive": texts[0], "doc_id": "d0"}]
-    settings = MiningSettings(num_negatives=3, range_min=2, range_max=10, relative_margin=0.05, roundtrip_top_k=1)
+    settings = MiningSettings(num_negatives=3, range_min=2, range_max=10, relative_margin=0.05, roundtrip_top_k=1,
+                              sources=("dense", "bm25"))
     result = mine_hard_negatives(VectorModel(vectors), pairs, ids, texts, settings)
     row = result.rows[0]
     # dense: d0 (positive), d1 (top-rank skip), d2 (margin guard), d3 (seen first by BM25), d4, d5 chosen;
