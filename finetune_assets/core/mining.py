@@ -213,3 +213,12 @@ def _add_negatives(result: MiningResult, numbers: list[int], positives, query_em
             row[f"negative_{k}_source"] = source
             result.chosen_sources[source] += 1
         row["positive_score"] = round(positive_score[n], 5)
+        if teacher_scores is not None:
+            # Scores the guard already paid for become the distillation columns (teacher.add_teacher_scores
+            # keeps them and scores only what is missing, such as random fills).
+            scored = teacher_scores.scores
+            if (n, int(positives[n])) in scored:
+                row["teacher_positive_score"] = round(float(scored[(n, int(positives[n]))]), 5)
+            for k, (doc, _, _) in enumerate(picks, start=1):
+                if (n, doc) in scored:
+                    row[f"teacher_negative_{k}_score"] = round(float(scored[(n, doc)]), 5)

@@ -4,6 +4,7 @@ import pytest
 from finetune_assets.assets.training import mined_negative_count
 from finetune_assets.core.jsonl import write_jsonl
 from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
+from finetune_assets.core.teacher import add_teacher_scores
 
 
 class VectorModel:
@@ -159,6 +160,11 @@ def test_teacher_guard_drops_candidates_scored_near_the_positive_and_asks_for_re
     assert (row["negative_1_id"], row["negative_2_id"]) == ("far", "opposite")
     assert result.removed["dense/teacher guard"] == 1
     assert [sorted(p for _, p in call) for call in teacher.calls] == [["far", "mid", "pos"], ["opposite"]]
+    # The guard's scores become the distillation columns, so the asset's teacher pass scores nothing again.
+    assert (row["teacher_positive_score"], row["teacher_negative_1_score"], row["teacher_negative_2_score"]) == (
+        5.0, 0.0, -3.0)
+    scoring = add_teacher_scores(result.rows, teacher)
+    assert (scoring.pairs, scoring.reused) == (0, 3) and len(teacher.calls) == 2
     loose = MiningSettings(num_negatives=2, range_min=2, range_max=6, sources=("dense",), roundtrip_top_k=0,
                            teacher_margin=0.1)
     kept = mine_hard_negatives(VectorModel(VECTORS), PAIRS, list(DOCS), list(DOCS), loose, teacher=teacher)
