@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import platform
+import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +30,8 @@ def partition_name(folder: Path) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", folder.resolve().name.lower()).strip("-_") or "benchmark"
 
 
-def _stage_seconds(instance, run_id: str) -> dict[str, float]:
+def _step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) wall-clock timestamps from the run's event log."""
     from dagster import DagsterEventType
 
     starts, ends = {}, {}
@@ -40,11 +43,60 @@ def _stage_seconds(instance, run_id: str) -> dict[str, float]:
             starts[entry.step_key] = entry.timestamp
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             ends[entry.step_key] = entry.timestamp
-    return {step: round(ends[step] - starts[step], 2) for step in starts if step in ends}
+    return {step: (starts[step], ends[step]) for step in starts if step in ends}
+
+
+def _process_cpu_seconds() -> float:
+    # Children count once reaped: the Pipes training subprocess is waited on before its step ends.
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class CpuClock:
+    """Samples this process's CPU seconds against wall time, so CPU-minutes can be split by step.
+
+    The in-process executor runs steps one after another in this process, so the CPU used between a step's
+    start and end timestamps is that step's (its threads and reaped subprocesses included).
+    """
+
+    def __init__(self, interval: float = 0.5, cpu_seconds=_process_cpu_seconds):
+        self._interval, self._cpu = interval, cpu_seconds
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.samples.append((time.time(), self._cpu()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> "CpuClock":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def at(self, timestamp: float) -> float:
+        """CPU seconds used by `timestamp`: the first sample taken at or after it (the last one past the end)."""
+        for when, cpu in self.samples:
+            if when >= timestamp:
+                return cpu
+        return self.samples[-1][1]
+
+    def between(self, start: float, end: float) -> float:
+        return max(0.0, self.at(end) - self.at(start))
 
 
 # Query generation dominates a CPU run; comparing training techniques can reuse an earlier run's queries.
-REUSABLE_ASSETS = ("raw_corpus", "bedrock_batch_outputs")
+# raw_corpus is drawn again (seconds, and the same sample for the same size and seed): a smaller sample drops
+# the queries of documents outside it, a larger one adds documents that serve as negatives and title queries.
+REUSABLE_ASSETS = ("bedrock_batch_outputs",)
 
 
 def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
@@ -58,9 +110,32 @@ def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
         shutil.copytree(source, storage.artifact_dir(index, asset), dirs_exist_ok=True)
 
 
+def baseline_cache_key(corpus_file: Path, base_model, queries: dict[str, str]) -> str:
+    """Identifies a base-model run: the same corpus bytes, judged queries, model and sequence length rank alike."""
+    import hashlib
+
+    import sentence_transformers
+
+    digest = hashlib.sha256(corpus_file.read_bytes())
+    digest.update(repr((sorted(queries.items()), base_model.model_type, base_model.model_name,
+                        base_model.max_seq_length, sentence_transformers.__version__)).encode())
+    return digest.hexdigest()[:24]
+
+
+def _cached_baseline(cache_dir: Path | None, key: str) -> dict | None:
+    from finetune_assets.core.jsonl import read_json
+
+    path = cache_dir / f"{key}.json" if cache_dir else None
+    return read_json(path) if path and path.is_file() else None
+
+
 def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400, model_type: str = "dense",
                   work_dir: str | Path | None = None, run_config: dict | None = None,
-                  reuse_queries: str | Path | None = None) -> dict:
+                  reuse_queries: str | Path | None = None, corpus_docs: int | None = None,
+                  baseline_cache: str | Path | None = None) -> dict:
+    """`max_docs` documents get generated queries; `corpus_docs` (default: the same; 0 = all) are sampled into
+    raw_corpus, to serve as negatives and title queries. `baseline_cache` keeps the base model's ranking of
+    the real queries between runs (it never changes for the same corpus, queries and model)."""
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.evaluation import compare_systems
@@ -76,7 +151,10 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     index = partition_name(beir_dir)
     work = Path(work_dir or tempfile.mkdtemp(prefix=f"finetune-benchmark-{index}-"))
     storage = ArtifactStorage(root=str(work / "storage"))
-    config = {"ops": {"raw_corpus": {"config": {"source": str(beir_dir / "corpus.jsonl"), "max_documents": max_docs}}}}
+    corpus_docs = max_docs if corpus_docs is None else corpus_docs
+    config = {"ops": {"raw_corpus": {"config": {"source": str(beir_dir / "corpus.jsonl"), "max_documents": corpus_docs}},
+                      "bedrock_batch_outputs": {"config": {"max_documents": max_docs}},
+                      "cost_estimate": {"config": {"generate_for_documents": max_docs}}}}
     for op, values in (run_config or {}).get("ops", {}).items():
         config["ops"].setdefault(op, {"config": {}})["config"].update(values.get("config", {}))
     configured = defs.resources["base_model"]
@@ -90,12 +168,15 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
         selection = [a for a in all_assets if a.key.path[-1] not in REUSABLE_ASSETS]
         config["ops"] = {op: values for op, values in config["ops"].items() if op not in REUSABLE_ASSETS}
     started = time.perf_counter()
-    with DagsterInstance.ephemeral() as instance:
+    with DagsterInstance.ephemeral() as instance, CpuClock() as clock:
         instance.add_dynamic_partitions("index", [index])
         result = materialize(all_assets, selection=selection, partition_key=index, resources=resources,
                              run_config=config, instance=instance, raise_on_error=False)
-        timings = _stage_seconds(instance, result.run_id)
+        spans = _step_spans(instance, result.run_id)
     pipeline_seconds = time.perf_counter() - started
+    timings = {step: round(end - start, 2) for step, (start, end) in spans.items()}
+    cpu_minutes = {step: round(clock.between(start, end) / 60, 2) for step, (start, end) in spans.items()}
+    cpu_minutes["pipeline_total"] = round((clock.samples[-1][1] - clock.samples[0][1]) / 60, 2)
     failed = sorted({e.step_key for e in result.all_events if e.is_step_failure})
     # A failed quality gate is a result to report (tuned worse than base), not a broken benchmark.
     broken = [step for step in failed if "tuned_not_worse_than_base" not in step]
@@ -104,27 +185,41 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
 
     base_model = resources["base_model"]
     tuned_dir = storage.fetch(index, "trained_model") / "model"
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _process_cpu_seconds()
     texts = [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus]
+    cache_dir = Path(baseline_cache) if baseline_cache else None
+    key = baseline_cache_key(beir_dir / "corpus.jsonl", base_model, queries)
+    cached = _cached_baseline(cache_dir, key)
+    models = {"tuned": base_model.load(str(tuned_dir))}
+    if cached is None:
+        models = {"base": base_model.load_baseline(texts), **models}
     comparison = compare_systems(
-        [str(d["_id"]) for d in corpus], texts,
-        queries, qrels, {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
-        batch_size=base_model.batch_size,
+        [str(d["_id"]) for d in corpus], texts, queries, qrels, models, batch_size=base_model.batch_size,
+        precomputed={"base": (cached["run"], cached.get("sparsity"))} if cached else None,
     )
+    if cache_dir and cached is None:
+        write_json(cache_dir / f"{key}.json", {"model": base_model.model_name, "collection": str(beir_dir),
+                                                "run": comparison.runs["base"],
+                                                "sparsity": comparison.sparsity.get("base")})
     timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
+    cpu_minutes["real_qrels_evaluation"] = round((_process_cpu_seconds() - cpu_before) / 60, 2)
     mean, low, high = comparison.gain_interval()
     report = {
         "collection": str(beir_dir),
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
-        "settings": {"max_docs": max_docs, "model_type": model_type, "base_model": base_model.model_name,
+        "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "model_type": model_type, "base_model": base_model.model_name,
                      "reused_queries_from": str(reuse_queries) if reuse_queries else None,
+                     "base_ranking_from_cache": cached is not None,
                      "run_config": config, "query_generator": resources["query_generator"].backend},
         "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
                     for name, values in comparison.results.items()},
         "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},
         **({"sparsity": comparison.sparsity} if comparison.sparsity else {}),
         "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
+        # CPU time of this process and its reaped subprocesses; on 2 cores, at most 2 CPU-minutes per minute
+        "cpu_minutes": cpu_minutes,
+        "cpu_count": os.cpu_count(),
         "quality_gate_passed": not failed,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
@@ -145,4 +240,6 @@ def format_table(report: dict) -> str:
         lines.append(f"{name} sparsity: {figures['avg_active_dims_query']:.1f} active dims per query, "
                      f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}")
     lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
+    if "cpu_minutes" in report:
+        lines.append("stage CPU-minutes: " + ", ".join(f"{k} {v}" for k, v in report["cpu_minutes"].items()))
     return "\n".join(lines)

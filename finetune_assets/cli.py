@@ -51,7 +51,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_config = json.loads(args.config_json) if args.config_json else None
     report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
-                           work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries)
+                           work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries,
+                           corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache)
     print(format_table(report))
     print(f"figures written to {args.out}")
     return 0
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("beir_dir", help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv")
     bench.add_argument("--out", required=True, help="JSON file for the figures")
     bench.add_argument("--max-docs", type=int, default=400, help="documents sampled for query generation")
+    bench.add_argument("--corpus-docs", type=int, default=None,
+                       help="documents sampled into raw_corpus, as negatives and title queries (default: --max-docs; "
+                            "0 = all); queries are generated for the first --max-docs of them")
+    bench.add_argument("--baseline-cache", default=None, metavar="DIR",
+                       help="keep the base model's ranking of the real queries here and reuse it in later runs")
     bench.add_argument("--model-type", default="dense", choices=MODEL_TYPES,
                        help="dense bi-encoder, SPLADE, or inference-free SPLADE (IDF query weights)")
     bench.add_argument("--work-dir", default=None, help="where artifacts go (default: a temporary folder)")

@@ -22,6 +22,8 @@ class RawCorpusConfig(Config):
 
 class QueryGenerationConfig(Config):
     queries_per_type: int = Field(default=1, description="Factoid and conceptual queries asked per document")
+    max_documents: int = Field(default=0, description="Generate for the first N sampled documents only (0 = all); "
+                               "the rest still serve as negatives and for title queries")
     max_document_chars: int = Field(default=1500, description="Document text shown to the generator")
 
 
@@ -35,6 +37,8 @@ class TrainingPairsConfig(Config):
                                "JSON {term: [synonyms]}): adds training query variants with one term swapped, "
                                "e.g. 검색 <-> search ('' = off)")
     max_variants_per_query: int = Field(default=1, description="Most synonym variants added per training query")
+    title_queries: bool = Field(default=False, description="Also train on each document's title as a query for "
+                                "its body, for every sampled document with a title (free: no generation)")
 
 
 class MinedNegativesConfig(Config):
@@ -105,6 +109,7 @@ class CostEstimateConfig(Config):
                                       description="Serverless endpoint memory: 1024-6144 in 1024 steps")
     requests_per_month: int = Field(default=cost.DEFAULT_REQUESTS_PER_MONTH, description="Expected endpoint requests per month")
     queries_per_type: int = _default(QueryGenerationConfig, "queries_per_type")
+    generate_for_documents: int = _default(QueryGenerationConfig, "max_documents")
     max_document_chars: int = _default(QueryGenerationConfig, "max_document_chars")
     held_out_fraction: float = _default(TrainingPairsConfig, "held_out_fraction")
     num_negatives: int = _default(MinedNegativesConfig, "num_negatives")

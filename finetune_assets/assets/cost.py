@@ -76,6 +76,7 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     index = context.partition_key
     groups = enforced_groups(config.enforce_for, query_generator, sagemaker_training.default_backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    documents = documents[:config.generate_for_documents or None]  # as bedrock_batch_outputs generates
     estimate, plan = estimate_with_batch_plan(
         documents, queries_per_type=config.queries_per_type, max_document_chars=config.max_document_chars,
         batch=config.batch, bedrock_model_id=config.bedrock_model_id or query_generator.model_id,

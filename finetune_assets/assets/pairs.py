@@ -8,7 +8,7 @@ from finetune_assets.assets.metadata import table
 from finetune_assets.config import TrainingPairsConfig
 from finetune_assets.core.augment import augment_pairs, load_synonyms
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.pairs import QueryFilter, build_pairs, normalize
+from finetune_assets.core.pairs import QueryFilter, build_pairs, normalize, title_pairs
 from finetune_assets.core.querygen.bedrock_records import parse_output_record
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.storage import ArtifactStorage
@@ -31,16 +31,23 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
     dictionary = load_synonyms(config.synonyms_path) if config.synonyms_path else None  # bad file: fail first
     documents = {d["id"]: d for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")}
     records = read_jsonl(storage.fetch(index, "bedrock_batch_outputs") / OUTPUT_FILE)
+    query_filter = QueryFilter(min_words=config.min_words, max_words=config.max_words)
     result = build_pairs(generated_queries(records), documents, held_out_fraction=config.held_out_fraction,
-                         seed=config.seed, query_filter=QueryFilter(min_words=config.min_words,
-                                                                    max_words=config.max_words))
+                         seed=config.seed, query_filter=query_filter)
+    titles = []
+    if config.title_queries:
+        titles = title_pairs(documents.values(), held_out_fraction=config.held_out_fraction, seed=config.seed,
+                             query_filter=query_filter,
+                             seen={normalize(p["query"]) for p in result.train + result.held_out})
+        result.train += titles
+        context.log.info(f"{len(titles)} title queries added from {len(documents)} documents")
     if not result.train:
         raise ValueError(f"no training pairs left for '{index}': {result.queries_in} queries generated, "
                          f"dropped {dict(result.dropped)}; check the generator output in bedrock_batch_outputs")
     if not result.held_out:
         raise ValueError(f"no held-out pairs for '{index}' ({len(result.train)} train pairs): "
                          "raise held_out_fraction or add documents")
-    generated_train = len(result.train)
+    generated_train = len(result.train) - len(titles)
     augmented = None
     if dictionary is not None:  # held-out pairs stay as generated: evaluation measures real queries only
         augmented = augment_pairs(result.train, dictionary, max_variants=config.max_variants_per_query,
@@ -59,6 +66,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
         "queries_kept": kept,
         "kept_fraction": round(kept / result.queries_in, 3) if result.queries_in else 0.0,
         "train_pairs": len(result.train),
+        "title_pairs": len(titles),
         "held_out_pairs": len(result.held_out),
         "train_documents": len({p["doc_id"] for p in result.train}),
         "held_out_documents": len({p["doc_id"] for p in result.held_out}),

@@ -25,6 +25,8 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     if query_generator.is_bedrock:
         query_generator.bedrock_job_options(storage)  # configuration errors before any download
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    # raw_corpus is in sample order, so the first N are the sample of size N at the same seed
+    documents = documents[:config.max_documents or None]
     generator = None if query_generator.is_bedrock else query_generator.create()  # model load is not timed
     started = time.perf_counter()
     bedrock_metadata = {}

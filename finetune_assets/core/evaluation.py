@@ -22,6 +22,7 @@ class Comparison:
     seconds: dict[str, float] = field(default_factory=dict)
     ndcg_per_query: dict[str, dict[str, float]] = field(default_factory=dict)
     sparsity: dict[str, dict[str, float]] = field(default_factory=dict)  # sparse systems only
+    runs: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # query id -> ranked doc ids
 
     def gain(self, system: str = "tuned", baseline: str = "base", metric: str = "ndcg@10") -> float:
         return self.results[system][metric] - self.results[baseline][metric]
@@ -61,8 +62,13 @@ def compare_systems(
     include_bm25: bool = True,
     batch_size: int = 64,
     metrics: Sequence[str] = DEFAULT_METRICS,
+    precomputed: Mapping[str, tuple[Mapping[str, Sequence[str]], dict | None]] | None = None,
 ) -> Comparison:
-    """Rank the same corpus with each system and score every run on the same judgements."""
+    """Rank the same corpus with each system and score every run on the same judgements.
+
+    `precomputed` maps a system name to an earlier (run, sparsity figures or None) over the same corpus and
+    queries, e.g. the base model's, which does not change between benchmark runs.
+    """
     judged = {q: text for q, text in queries.items() if q in qrels}
     runs: dict[str, Mapping[str, Sequence[str]]] = {}
     seconds: dict[str, float] = {}
@@ -71,7 +77,13 @@ def compare_systems(
         runs["bm25"] = bm25_search(doc_ids, doc_texts, judged, k=100)
         seconds["bm25"] = round(time.perf_counter() - started, 2)
     sparsity: dict[str, dict[str, float]] = {}
+    for name, (run, figures) in (precomputed or {}).items():
+        runs[name] = run
+        if figures:
+            sparsity[name] = figures
     for name, model in models.items():
+        if name in runs:
+            continue
         started = time.perf_counter()
         if is_sparse_model(model):
             runs[name], figures = sparse_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
@@ -83,4 +95,5 @@ def compare_systems(
     per = {name: per_query(run, qrels, "ndcg@10") for name, run in runs.items()}
     judged_count = sum(1 for docs in qrels.values() if any(g > 0 for g in docs.values()))
     return Comparison(results=results, judged_queries=judged_count, documents=len(doc_ids),
-                      seconds=seconds, ndcg_per_query=per, sparsity=sparsity)
+                      seconds=seconds, ndcg_per_query=per, sparsity=sparsity,
+                      runs={name: {q: list(docs) for q, docs in run.items()} for name, run in runs.items()})

@@ -116,6 +116,34 @@ def build_pairs(
     return result
 
 
+def title_pairs(documents: Iterable[dict], *, held_out_fraction: float = 0.2, seed: int = 0,
+                query_filter: QueryFilter | None = None, seen: set[str] | None = None) -> list[dict]:
+    """Each train-split document's title as a query for its body: pairs that cost no generation at all.
+
+    Titles read like short topical queries, and a corpus has one per document rather than one per generated
+    document, so they add pairs over the whole sample. The positive is the body alone (a title matching
+    itself teaches nothing); a document without a title, with no body beyond it, with a title too short
+    or too long for `query_filter`, or in the held-out split (whose queries must stay unseen) gives none.
+    """
+    query_filter = query_filter or QueryFilter()
+    seen = set() if seen is None else seen
+    pairs = []
+    for document in documents:
+        title = " ".join((document.get("title") or "").split())
+        body = " ".join(document["text"].split())
+        if title and body[:len(title)].casefold() == title.casefold():  # Cranfield repeats the title
+            body = body[len(title):].lstrip(" .:;-")
+        if not title or not body or _in_held_out(str(document["id"]), held_out_fraction, seed):
+            continue
+        length = word_count(title)
+        if length < query_filter.min_words or length > query_filter.max_words or normalize(title) in seen:
+            continue
+        seen.add(normalize(title))
+        pairs.append({"query": title, "positive": body, "doc_id": str(document["id"]), "query_type": "title",
+                      "script": dominant_script(body)})
+    return pairs
+
+
 def _document_text(document: dict) -> str:
     title = (document.get("title") or "").strip()
     text = document["text"].strip()

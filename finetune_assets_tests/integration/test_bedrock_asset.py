@@ -75,13 +75,14 @@ def generator(**overrides) -> QueryGeneratorResource:
                                      **overrides})
 
 
-def run(tmp_path, cache: str, instance=None, raise_on_error: bool = True, root: str = ROOT, query_generator=None):
+def run(tmp_path, cache: str, instance=None, raise_on_error: bool = True, root: str = ROOT, query_generator=None,
+        run_config=None):
     instance = instance or DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("index", [INDEX])
     storage = ArtifactStorage(root=root, cache_dir=str(tmp_path / cache))  # a new cache: a new machine
     return materialize([bedrock_batch_outputs], partition_key=INDEX, instance=instance,
                        resources={"storage": storage, "query_generator": query_generator or generator()},
-                       raise_on_error=raise_on_error)
+                       raise_on_error=raise_on_error, run_config=run_config)
 
 
 def metadata(result) -> dict:
@@ -224,6 +225,21 @@ def test_a_small_corpus_goes_through_converse(s3, bedrock_stubs, tmp_path):
     parsed = [parse_output_record(r) for r in output_records(s3)]
     assert [p.record_id for p in parsed] == [d["id"] for d in documents]
     assert [str(q) for q in parsed[4].queries] == [f"fact in {documents[4]['id']}", f"idea of {documents[4]['id']}"]
+
+
+def test_max_documents_generates_for_the_first_sampled_documents_only(s3, bedrock_stubs, tmp_path):
+    documents = put_corpus(s3, 5)
+    runtime, stub = bedrock_stubs["bedrock-runtime"]
+    for document in documents[:2]:  # a call for any other document would find no queued answer and fail
+        stub.add_response("converse", converse_answer(answer_text(document["id"]), 50, 20),
+                          expected_params={"modelId": CLAUDE, "system": [{"text": SYSTEM_PROMPT}],
+                                           "messages": [{"role": "user",
+                                                         "content": [{"text": build_query_prompt(document)}]}],
+                                           "inferenceConfig": {"maxTokens": max_answer_tokens(1), "temperature": 0.3}})
+    with stub:
+        run(tmp_path, "cache", run_config={"ops": {"bedrock_batch_outputs": {"config": {"max_documents": 2}}}})
+        stub.assert_no_pending_responses()
+    assert [parse_output_record(r).record_id for r in output_records(s3)] == [d["id"] for d in documents[:2]]
 
 
 def test_bedrock_backend_refuses_local_storage_and_a_missing_role(tmp_path):

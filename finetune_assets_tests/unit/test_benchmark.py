@@ -24,7 +24,7 @@ def test_read_beir_keeps_ids_as_strings_and_graded_judgements(tmp_path):
     assert partition_name(tmp_path / "My Collection") == "my-collection"
 
 
-def test_reuse_queries_copies_the_generation_stages_and_names_what_is_missing(tmp_path):
+def test_reuse_queries_copies_the_generated_queries_and_names_what_is_missing(tmp_path):
     earlier = ArtifactStorage(root=str(tmp_path / "earlier" / "storage"))
     for asset in REUSABLE_ASSETS:
         (earlier.artifact_dir("cacm", asset) / "marker.txt").write_text(asset)
@@ -32,5 +32,25 @@ def test_reuse_queries_copies_the_generation_stages_and_names_what_is_missing(tm
     _reuse_queries(tmp_path / "earlier", later, "cacm")
     for asset in REUSABLE_ASSETS:
         assert (later.fetch("cacm", asset) / "marker.txt").read_text() == asset
-    with pytest.raises(FileNotFoundError, match=r"artifacts/cranfield/raw_corpus is missing"):
+    assert not (tmp_path / "later" / "storage" / "artifacts" / "cacm" / "raw_corpus").exists()  # drawn again
+    with pytest.raises(FileNotFoundError, match=r"artifacts/cranfield/bedrock_batch_outputs is missing"):
         _reuse_queries(tmp_path / "earlier", later, "cranfield")
+
+
+def test_cpu_clock_splits_cpu_time_between_spans():
+    import time
+
+    from finetune_assets.benchmark import CpuClock, _process_cpu_seconds
+
+    with CpuClock(interval=0.05) as clock:
+        idle_start = time.time()
+        time.sleep(0.4)
+        busy_start = idle_end = time.time()
+        target = _process_cpu_seconds() + 0.4
+        while _process_cpu_seconds() < target:  # busy until 0.4 CPU seconds are spent, however contended
+            sum(range(1000))
+        busy_end = time.time()
+        time.sleep(0.1)
+    assert clock.between(busy_start, busy_end) >= 0.3
+    assert clock.between(idle_start, idle_end) < 0.15
+    assert clock.between(busy_end, idle_start) == 0.0  # a reversed span is empty, not negative

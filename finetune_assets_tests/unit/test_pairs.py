@@ -1,4 +1,4 @@
-from finetune_assets.core.pairs import QueryFilter, build_pairs, document_text
+from finetune_assets.core.pairs import QueryFilter, build_pairs, document_text, title_pairs
 
 DOCS = {
     f"d{i}": {"id": f"d{i}", "title": f"Title {i}", "text": f"Document {i} explains how boundary layers separate on wing number {i}."}
@@ -44,3 +44,26 @@ def test_document_text_prepends_title_once():
     assert document_text({"title": "Wings", "text": "Lift."}) == "Wings\nLift."
     assert document_text({"title": "Wings", "text": "wings and lift"}) == "wings and lift"
     assert QueryFilter().problem("what is lift on wings", {"title": "", "text": "x"}) is None
+
+
+def test_title_pairs_use_the_body_alone_and_skip_held_out_untitled_and_seen_titles():
+    documents = [
+        {"id": "1", "title": "Wing flutter at high speed", "text": "Wing flutter at high speed . Tests on a model wing."},
+        {"id": "2", "title": "", "text": "No title here."},
+        {"id": "3", "title": "Only a title here", "text": "Only a title here"},  # a title-only record
+        {"id": "4", "title": "Boundary layer transition", "text": "Measured on a flat plate."},
+        {"id": "5", "title": "Heat", "text": "One word titles are too short."},
+        {"id": "6", "title": "Already asked title", "text": "A body."},
+    ]
+    pairs = title_pairs(documents, held_out_fraction=0.0, seen={"already asked title"})
+    assert [(p["doc_id"], p["query"], p["positive"]) for p in pairs] == [
+        ("1", "Wing flutter at high speed", "Tests on a model wing."),
+        ("4", "Boundary layer transition", "Measured on a flat plate.")]
+    assert {p["query_type"] for p in pairs} == {"title"}
+    # the held-out split is the one build_pairs uses, so no held-out document lends its title to training
+    everything_held_out = title_pairs(documents, held_out_fraction=1.0)
+    assert everything_held_out == []
+    generated = build_pairs([(d["id"], "what is measured on a flat plate", "factoid") for d in documents[3:4]],
+                            {d["id"]: d for d in documents}, held_out_fraction=0.5, seed=3)
+    held_out_ids = {p["doc_id"] for p in generated.held_out}
+    assert not held_out_ids & {p["doc_id"] for p in title_pairs(documents, held_out_fraction=0.5, seed=3)}

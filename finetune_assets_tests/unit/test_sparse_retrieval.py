@@ -81,3 +81,21 @@ def test_compare_systems_reports_sparsity_for_sparse_models(texts):
     assert 0 < figures["flops"] <= figures["avg_active_dims_query"]
     assert comparison.to_dict()["sparsity"] == comparison.sparsity
     assert "| base | " in comparison.markdown().split("FLOPS |")[1]
+
+
+def test_a_precomputed_run_is_scored_like_a_fresh_one_without_encoding_again(texts):
+    docs = python_docs_documents()[:6]
+    queries = {"q1": docs[0]["title"], "q2": docs[3]["title"]}
+    qrels = {"q1": {docs[0]["id"]: 1}, "q2": {docs[3]["id"]: 1}}
+    model = load_splade("local:splade-tiny", 128, "cpu")
+    args = ([d["id"] for d in docs], [d["text"] for d in docs], queries, qrels)
+    fresh = compare_systems(*args, {"base": model}, include_bm25=False, batch_size=4)
+
+    class Unusable:  # any attempt to encode with it fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"the precomputed system was encoded again ({name})")
+
+    reused = compare_systems(*args, {"base": Unusable()}, include_bm25=False, batch_size=4,
+                             precomputed={"base": (fresh.runs["base"], fresh.sparsity["base"])})
+    assert reused.results == fresh.results and reused.sparsity == fresh.sparsity
+    assert reused.runs["base"]["q1"] == fresh.runs["base"]["q1"] and len(fresh.runs["base"]["q1"]) == 6
