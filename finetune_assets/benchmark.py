@@ -6,8 +6,8 @@ evaluation alone, over the whole corpus, for BM25, the base model and the tuned 
 from __future__ import annotations
 
 import csv
-import platform
 import os
+import platform
 import re
 import tempfile
 import threading
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from finetune_assets.core.jsonl import read_jsonl, write_json
+
 
 def read_beir(folder: Path, split: str = "test") -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
     corpus = list(read_jsonl(folder / "corpus.jsonl"))
@@ -110,6 +111,23 @@ def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
         shutil.copytree(source, storage.artifact_dir(index, asset), dirs_exist_ok=True)
 
 
+def _effective_settings(result, storage, index: str) -> dict:
+    """The smart-defaults settings this run trained with, whether set in its config or filled from the table."""
+    from finetune_assets.core.jsonl import read_json
+    from finetune_assets.core.querygen.bedrock_records import parse_output_record
+
+    hyperparameters = read_json(storage.fetch(index, "trained_model") / "hyperparameters.json")
+    mined = result.asset_materializations_for_node("mined_negatives")[0].metadata["num_negatives"].value
+    records = [parse_output_record(r) for r in read_jsonl(storage.fetch(index, "bedrock_batch_outputs")
+                                                          / "documents.jsonl.out")]
+    asked = [len(r.queries) for r in records if not r.error]
+    # factoid + conceptual per document; reused queries carry no config, so count what was generated
+    queries_per_type = max(1, round(sum(asked) / max(len(asked), 1) / 2))
+    return {"epochs": hyperparameters["epochs"], "learning_rate": hyperparameters["learning_rate"],
+            "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
+            "num_negatives": mined}
+
+
 def baseline_cache_key(corpus_file: Path, base_model, queries: dict[str, str]) -> str:
     """Identifies a base-model run: the same corpus bytes, judged queries, model and sequence length rank alike."""
     import hashlib
@@ -152,7 +170,8 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     work = Path(work_dir or tempfile.mkdtemp(prefix=f"finetune-benchmark-{index}-"))
     storage = ArtifactStorage(root=str(work / "storage"))
     corpus_docs = max_docs if corpus_docs is None else corpus_docs
-    config = {"ops": {"raw_corpus": {"config": {"source": str(beir_dir / "corpus.jsonl"), "max_documents": corpus_docs}},
+    source = str(beir_dir / "corpus.jsonl")
+    config = {"ops": {"raw_corpus": {"config": {"source": source, "max_documents": corpus_docs}},
                       "bedrock_batch_outputs": {"config": {"max_documents": max_docs}},
                       "cost_estimate": {"config": {"generate_for_documents": max_docs}}}}
     for op, values in (run_config or {}).get("ops", {}).items():
@@ -183,6 +202,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     if broken:
         raise RuntimeError(f"benchmark pipeline failed at {broken}; see the log above")
 
+    effective = _effective_settings(result, storage, index)
     base_model = resources["base_model"]
     tuned_dir = storage.fetch(index, "trained_model") / "model"
     started, cpu_before = time.perf_counter(), _process_cpu_seconds()
@@ -208,10 +228,12 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
         "collection": str(beir_dir),
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
-        "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "model_type": model_type, "base_model": base_model.model_name,
+        "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "model_type": model_type,
+                     "base_model": base_model.model_name,
                      "reused_queries_from": str(reuse_queries) if reuse_queries else None,
                      "base_ranking_from_cache": cached is not None,
                      "run_config": config, "query_generator": resources["query_generator"].backend},
+        "effective_settings": effective,
         "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
                     for name, values in comparison.results.items()},
         "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},

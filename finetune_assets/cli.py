@@ -59,7 +59,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from finetune_assets.assets.cost import estimate_with_batch_plan, plan_summary, train_settings
+    from finetune_assets.assets.cost import estimate_with_batch_plan, mirrored_settings, plan_summary, train_settings
     from finetune_assets.config import CostEstimateConfig, RawCorpusConfig
     from finetune_assets.core.corpus_io import CorpusError, read_corpus
     from finetune_assets.core.jsonl import write_json
@@ -73,10 +73,12 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         corpus = read_corpus(args.corpus)
         documents = sample_documents(corpus.documents, max_docs or None, seed=0)  # as raw_corpus samples
+        base = BaseModelResource()
+        settings = mirrored_settings(defaults, base.model_type, len(documents))
         estimate, plan = estimate_with_batch_plan(
-            documents, queries_per_type=defaults.queries_per_type, max_document_chars=defaults.max_document_chars,
+            documents, queries_per_type=settings["queries_per_type"], max_document_chars=defaults.max_document_chars,
             bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID,
-            train=train_settings(defaults, BaseModelResource().max_seq_length),
+            train=train_settings(defaults, base.max_seq_length, settings),
             training_instance_type=args.instance_type or defaults.training_instance_type,
             training_rows_per_second=args.rows_per_second)
     except (CorpusError, PriceTableError) as exc:

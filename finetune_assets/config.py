@@ -1,10 +1,15 @@
 """Typed run configuration, one class per asset, with defaults that work offline on a laptop CPU."""
 from __future__ import annotations
 
+from typing import Optional
+
 from dagster import Config
 from pydantic import Field
 
 from finetune_assets.core import cost
+
+# Settings left at None are filled from core/smart_defaults.toml, by model type and corpus size.
+_SMART = "None = the smart-defaults table's value for the model type and corpus size"
 
 
 class RawCorpusConfig(Config):
@@ -21,7 +26,8 @@ class RawCorpusConfig(Config):
 
 
 class QueryGenerationConfig(Config):
-    queries_per_type: int = Field(default=1, description="Factoid and conceptual queries asked per document")
+    queries_per_type: Optional[int] = Field(default=None, description="Factoid and conceptual queries asked per "
+                                            f"document ({_SMART})")
     max_documents: int = Field(default=0, description="Generate for the first N sampled documents only (0 = all); "
                                "the rest still serve as negatives and for title queries")
     max_document_chars: int = Field(default=1500, description="Document text shown to the generator")
@@ -42,7 +48,8 @@ class TrainingPairsConfig(Config):
 
 
 class MinedNegativesConfig(Config):
-    num_negatives: int = Field(default=1, description="Hard negatives per pair (0 = in-batch negatives only)")
+    num_negatives: Optional[int] = Field(default=None, description="Hard negatives per pair (0 = in-batch negatives "
+                                         f"only; {_SMART})")
     range_min: int = Field(default=3, description="Skip this many top-ranked candidates (likely unjudged positives)")
     range_max: int = Field(default=50, description="Consider candidates up to this rank")
     relative_margin: float = Field(default=0.05, description="A negative must score below positive x (1 - margin)")
@@ -63,9 +70,10 @@ class MinedNegativesConfig(Config):
 
 
 class TrainedModelConfig(Config):
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 2e-5
+    epochs: Optional[float] = Field(default=None, description=f"Passes over the training rows ({_SMART})")
+    batch_size: Optional[int] = Field(default=None,
+                                      description=f"Rows per step, also the in-batch negatives ({_SMART})")
+    learning_rate: Optional[float] = Field(default=None, description=f"Peak learning rate ({_SMART})")
     warmup_ratio: float = 0.1
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
@@ -108,13 +116,13 @@ class CostEstimateConfig(Config):
     serverless_memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB,
                                       description="Serverless endpoint memory: 1024-6144 in 1024 steps")
     requests_per_month: int = Field(default=cost.DEFAULT_REQUESTS_PER_MONTH, description="Expected endpoint requests per month")
-    queries_per_type: int = _default(QueryGenerationConfig, "queries_per_type")
+    queries_per_type: Optional[int] = _default(QueryGenerationConfig, "queries_per_type")
     generate_for_documents: int = _default(QueryGenerationConfig, "max_documents")
     max_document_chars: int = _default(QueryGenerationConfig, "max_document_chars")
     held_out_fraction: float = _default(TrainingPairsConfig, "held_out_fraction")
-    num_negatives: int = _default(MinedNegativesConfig, "num_negatives")
-    epochs: float = _default(TrainedModelConfig, "epochs")
-    batch_size: int = _default(TrainedModelConfig, "batch_size")
+    num_negatives: Optional[int] = _default(MinedNegativesConfig, "num_negatives")
+    epochs: Optional[float] = _default(TrainedModelConfig, "epochs")
+    batch_size: Optional[int] = _default(TrainedModelConfig, "batch_size")
 
 
 class ModelEndpointConfig(Config):

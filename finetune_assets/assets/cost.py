@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from finetune_assets.clients.bedrock_batch import estimate_batch_plan
 from finetune_assets.config import CostEstimateConfig
+from finetune_assets.core import smart_defaults
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
@@ -35,9 +36,17 @@ def usd(amount: float) -> str:
     return f"{amount:,.2f}" if amount == 0 or abs(amount) >= 0.01 else f"{amount:.2g}"
 
 
-def train_settings(config: CostEstimateConfig, max_seq_length: int) -> TrainSettings:
-    return TrainSettings(epochs=config.epochs, batch_size=config.batch_size, num_negatives=config.num_negatives,
-                         max_seq_length=max_seq_length, held_out_fraction=config.held_out_fraction)
+def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents: int) -> dict:
+    """The mirror fields, with those left at None filled from the smart-defaults table as the other assets fill them."""
+    chosen = {"queries_per_type": config.queries_per_type, "num_negatives": config.num_negatives,
+              "epochs": config.epochs, "batch_size": config.batch_size}
+    return smart_defaults.resolve(chosen, model_type, num_documents)[0]
+
+
+def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: dict) -> TrainSettings:
+    return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
+                         num_negatives=settings["num_negatives"], max_seq_length=max_seq_length,
+                         held_out_fraction=config.held_out_fraction)
 
 
 def plan_summary(plan: dict) -> str:
@@ -76,11 +85,12 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     index = context.partition_key
     groups = enforced_groups(config.enforce_for, query_generator, sagemaker_training.default_backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    settings = mirrored_settings(config, base_model.model_type, len(documents))
     documents = documents[:config.generate_for_documents or None]  # as bedrock_batch_outputs generates
     estimate, plan = estimate_with_batch_plan(
-        documents, queries_per_type=config.queries_per_type, max_document_chars=config.max_document_chars,
+        documents, queries_per_type=settings["queries_per_type"], max_document_chars=config.max_document_chars,
         batch=config.batch, bedrock_model_id=config.bedrock_model_id or query_generator.model_id,
-        train=train_settings(config, base_model.max_seq_length),
+        train=train_settings(config, base_model.max_seq_length, settings),
         training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
         training_rows_per_second=config.training_rows_per_second or None,
         endpoint_instance_type=config.endpoint_instance_type, serverless_memory_mb=config.serverless_memory_mb,

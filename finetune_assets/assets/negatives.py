@@ -4,6 +4,7 @@ import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import table
 from finetune_assets.config import MinedNegativesConfig
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
@@ -24,15 +25,18 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl"))
     train_doc_ids = {p["doc_id"] for p in pairs}
     # Candidates come from training documents only, so held-out documents never enter training.
-    documents = [d for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
-                 if d["id"] in train_doc_ids]
-    settings = MiningSettings(num_negatives=config.num_negatives, range_min=config.range_min,
+    sample = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    documents = [d for d in sample if d["id"] in train_doc_ids]
+    chosen, smart_metadata = smart_defaults.fill(context, {"num_negatives": config.num_negatives},
+                                                 base_model.model_type, len(sample))
+    num_negatives = chosen["num_negatives"]
+    settings = MiningSettings(num_negatives=num_negatives, range_min=config.range_min,
                               range_max=config.range_max, relative_margin=config.relative_margin,
                               sources=tuple(config.negative_sources), roundtrip_top_k=config.roundtrip_top_k,
                               roundtrip_rerank_depth=config.roundtrip_rerank_depth,
                               teacher_margin=config.teacher_margin)
     started = time.perf_counter()
-    model = base_model.load() if config.num_negatives > 0 or config.roundtrip_top_k > 0 else None
+    model = base_model.load() if num_negatives > 0 or config.roundtrip_top_k > 0 else None
     # The teacher, when configured, also judges the round trip and guards against false negatives.
     teacher = load_teacher(config.teacher, max_length=config.teacher_max_length, threads=config.teacher_threads)
     result = mine_hard_negatives(model, pairs, [d["id"] for d in documents],
@@ -44,7 +48,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     uri = storage.publish(index, "mined_negatives")
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
-    context.log.info(f"mined {config.num_negatives} negative(s) for {len(result.rows)} pairs; "
+    context.log.info(f"mined {num_negatives} negative(s) for {len(result.rows)} pairs; "
                      f"guard removed {dict(result.removed)}")
     roundtrip = {}
     if result.roundtrip:
@@ -52,9 +56,10 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
             result.roundtrip.dropped_examples, ["query", "doc_id", "rank"])}
         context.log.info(f"round trip kept {len(result.roundtrip.kept)} of {len(pairs)} queries")
     return MaterializeResult(metadata={
+        **smart_metadata,
         "path": MetadataValue.path(uri),
         "rows": len(result.rows),
-        "num_negatives": config.num_negatives,
+        "num_negatives": num_negatives,
         "candidate_documents": len(documents),
         "candidates_seen": result.candidates_seen,
         "removed_by_guard": MetadataValue.json(dict(result.removed)),

@@ -4,12 +4,14 @@ import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.bedrock_jobs import generate_with_bedrock
 from finetune_assets.assets.metadata import table
 from finetune_assets.config import QueryGenerationConfig
 from finetune_assets.core.jsonl import read_jsonl, write_json, write_jsonl
 from finetune_assets.core.querygen.bedrock_records import parse_output_record
 from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
 from finetune_assets.resources.storage import ArtifactStorage
 
@@ -18,21 +20,24 @@ MAX_LISTED_ERRORS = 50
 
 
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["raw_corpus", "cost_estimate"], kinds={"python"})
-def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGenerationConfig,
-                          storage: ArtifactStorage, query_generator: QueryGeneratorResource) -> MaterializeResult:
+def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGenerationConfig, storage: ArtifactStorage,
+                          query_generator: QueryGeneratorResource, base_model: BaseModelResource) -> MaterializeResult:
     """Factoid and conceptual queries written for each document, one record per document (`recordId` = doc id)."""
     index = context.partition_key
     if query_generator.is_bedrock:
         query_generator.bedrock_job_options(storage)  # configuration errors before any download
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     # raw_corpus is in sample order, so the first N are the sample of size N at the same seed
+    settings, smart_metadata = smart_defaults.fill(context, {"queries_per_type": config.queries_per_type},
+                                                   base_model.model_type, len(documents))
     documents = documents[:config.max_documents or None]
+    queries_per_type = settings["queries_per_type"]
     generator = None if query_generator.is_bedrock else query_generator.create()  # model load is not timed
     started = time.perf_counter()
     bedrock_metadata = {}
     tokens = None
     if query_generator.is_bedrock:
-        result = generate_with_bedrock(context, storage, query_generator, documents, config.queries_per_type,
+        result = generate_with_bedrock(context, storage, query_generator, documents, queries_per_type,
                                        config.max_document_chars)
         folder = storage.artifact_dir(index, "bedrock_batch_outputs", clean=False)  # keeps jobs.json
         records = result.records
@@ -49,7 +54,7 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     else:
         folder = storage.artifact_dir(index, "bedrock_batch_outputs")
         records = generator.generate(
-            documents, queries_per_type=config.queries_per_type, max_document_chars=config.max_document_chars,
+            documents, queries_per_type=queries_per_type, max_document_chars=config.max_document_chars,
             progress_callback=_progress_logger(context, started))
     written = write_jsonl(folder / OUTPUT_FILE, records)
     seconds = time.perf_counter() - started
@@ -68,6 +73,8 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     examples = [{"recordId": p.record_id, "queries": " / ".join(str(q) for q in p.queries)} for p in parsed[:8]]
     uri = storage.publish(index, "bedrock_batch_outputs")
     return MaterializeResult(metadata={
+        **smart_metadata,
+        "queries_per_type": queries_per_type,
         "path": MetadataValue.path(uri),
         "generator": query_generator.backend,
         "records": written,

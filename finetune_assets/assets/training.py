@@ -4,6 +4,7 @@ import sys
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 
+from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import image
 from finetune_assets.config import TrainedModelConfig
 from finetune_assets.core.dense_training import Hyperparameters
@@ -42,9 +43,12 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          "re-materialize mined_negatives with more negatives")
     # Fail here rather than in the training job when the loss needs teacher scores that the rows lack.
     teacher_labels([next(read_jsonl(train_dir / "train.jsonl"), {})], num_negatives, config.loss)
+    chosen, smart_metadata = smart_defaults.fill(
+        context, {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate},
+        base_model.model_type, smart_defaults.sampled_documents(storage, index))
     hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
-                         epochs=config.epochs, batch_size=config.batch_size,
-                         learning_rate=config.learning_rate, warmup_ratio=config.warmup_ratio,
+                         epochs=chosen["epochs"], batch_size=chosen["batch_size"],
+                         learning_rate=chosen["learning_rate"], warmup_ratio=config.warmup_ratio,
                          max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
                          precision=config.precision, seed=config.seed, loss=config.loss)
     folder = storage.artifact_dir(index, "trained_model")
@@ -70,6 +74,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     uri = storage.publish(index, "trained_model")
     return MaterializeResult(metadata={
         **pipes_result.metadata,
+        **smart_metadata,
         "path": MetadataValue.path(uri + "/model"),
         "base_model": base_model.model_name,
         "model_type": base_model.model_type,

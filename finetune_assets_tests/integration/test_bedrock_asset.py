@@ -19,6 +19,7 @@ from finetune_assets.clients import bedrock_batch
 from finetune_assets.core.demo_corpus import python_docs_documents
 from finetune_assets.core.querygen import parse_output_record
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt, max_answer_tokens
+from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets_tests.bedrock_stubs import (
@@ -81,7 +82,8 @@ def run(tmp_path, cache: str, instance=None, raise_on_error: bool = True, root: 
     instance.add_dynamic_partitions("index", [INDEX])
     storage = ArtifactStorage(root=root, cache_dir=str(tmp_path / cache))  # a new cache: a new machine
     return materialize([bedrock_batch_outputs], partition_key=INDEX, instance=instance,
-                       resources={"storage": storage, "query_generator": query_generator or generator()},
+                       resources={"storage": storage, "query_generator": query_generator or generator(),
+                                  "base_model": BaseModelResource()},
                        raise_on_error=raise_on_error, run_config=run_config)
 
 

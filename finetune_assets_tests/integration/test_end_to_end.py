@@ -49,6 +49,11 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
     training = metadata["trained_model"]
     assert training["steps"].value >= 1 and training["samples_per_second"].value > 0  # reported through Pipes
     assert "data:image/png;base64," in training["loss_curve"].value
+    # epochs and batch_size were set in the run config; learning_rate was not, so the table filled it
+    assert training["smart_defaults"].value["filled"] == {"learning_rate": training["hyperparameters"].value[
+        "learning_rate"]}
+    assert training["hyperparameters"].value["epochs"] == 1 and training["hyperparameters"].value["batch_size"] == 4
+    assert metadata["bedrock_batch_outputs"]["smart_defaults"].value["filled"] == {"queries_per_type": 1}
     assert "| tuned |" in metadata["evaluation_report"]["report"].value
     assert metadata["registered_model_id"]["registered"].value is False
 

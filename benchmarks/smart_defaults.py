@@ -1,0 +1,167 @@
+"""Regenerate finetune_assets/core/smart_defaults.toml from benchmark results on the real collections.
+
+    .venv/bin/python -m benchmarks.smart_defaults benchmarks/results/*.json [--out FILE.toml]
+
+Only runs made with the current default techniques count (their run config differs from today's defaults in
+the table's own settings alone: epochs, learning_rate, batch_size, queries_per_type, num_negatives). Runs are
+grouped by model type and sample size; within a group, a setting qualifies when it was run on every collection
+of the group, and the one with the best mean nDCG@10 gain over the base model wins, preferring settings that
+are never worse than base on any collection, then the cheaper one (fewer epochs). Sizes outside the measured
+ones get rows by a stated rule, marked "rule:" in the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from finetune_assets.core.model_types import MODEL_TYPES
+from finetune_assets.core.smart_defaults import SETTINGS, TABLE
+
+# The values runs used before benchmark JSONs recorded their effective settings (session-2 code defaults).
+LEGACY_SETTINGS = {"epochs": 1.0, "learning_rate": 2e-5, "batch_size": 16, "queries_per_type": 1, "num_negatives": 1}
+# Where each table setting lives in a run config.
+SETTING_OPS = {"epochs": "trained_model", "learning_rate": "trained_model", "batch_size": "trained_model",
+               "queries_per_type": "bedrock_batch_outputs", "num_negatives": "mined_negatives"}
+# Run-config fields that describe the benchmark itself, not a technique.
+BENCHMARK_FIELDS = {("raw_corpus", "source"), ("raw_corpus", "max_documents"),
+                    ("bedrock_batch_outputs", "max_documents"), ("cost_estimate", "generate_for_documents")}
+MAX_SMALL_CORPUS_EPOCHS = 4.0
+
+
+def current_defaults() -> dict[tuple[str, str], object]:
+    """Today's default for every asset config field, keyed by (op, field)."""
+    from finetune_assets import config
+
+    classes = {"raw_corpus": config.RawCorpusConfig, "bedrock_batch_outputs": config.QueryGenerationConfig,
+               "training_pairs": config.TrainingPairsConfig, "mined_negatives": config.MinedNegativesConfig,
+               "trained_model": config.TrainedModelConfig, "evaluation_report": config.EvaluationReportConfig,
+               "cost_estimate": config.CostEstimateConfig}
+    return {(op, name): field.default for op, cls in classes.items() for name, field in cls.model_fields.items()}
+
+
+def describe_run(report: dict, defaults: dict) -> dict | None:
+    """Model type, size, collection, table settings and gain of one benchmark JSON; None if it is not one, or
+    if it changed a technique away from today's defaults."""
+    if "tuned_minus_base_ndcg@10" not in report or "settings" not in report:
+        return None
+    settings = report["settings"]
+    recorded = report.get("effective_settings")
+    values = dict(recorded) if recorded else dict(LEGACY_SETTINGS)
+    techniques = {}
+    for op, entry in settings.get("run_config", {}).get("ops", {}).items():
+        for name, value in entry.get("config", {}).items():
+            if (op, name) in BENCHMARK_FIELDS:
+                continue
+            if name in SETTING_OPS and SETTING_OPS[name] == op:
+                if not recorded and value is not None:
+                    values[name] = value
+            elif defaults.get((op, name), object()) != value:
+                techniques[f"{op}.{name}"] = value
+    if techniques:
+        return None
+    return {"model_type": settings["model_type"],
+            "documents": settings.get("corpus_docs") or settings["max_docs"],
+            "collection": Path(report["collection"]).name,
+            "settings": tuple((name, values[name]) for name in SETTINGS),
+            "gain": report["tuned_minus_base_ndcg@10"]["mean"]}
+
+
+def best_settings(runs: list[dict]) -> tuple[dict, list[dict]] | None:
+    """The winning settings of one (model type, size) group and the runs behind them."""
+    collections = {r["collection"] for r in runs}
+    by_setting = defaultdict(dict)
+    for run in runs:  # a repeated run of the same setting on a collection: the later file wins
+        by_setting[run["settings"]][run["collection"]] = run
+    complete = {s: c for s, c in by_setting.items() if set(c) == collections}
+    if not complete:
+        return None
+
+    def rank(item):
+        setting, per_collection = item
+        gains = [r["gain"] for r in per_collection.values()]
+        return (min(gains) >= 0, sum(gains) / len(gains), -dict(setting)["epochs"])
+
+    setting, per_collection = max(complete.items(), key=rank)
+    return dict(setting), sorted(per_collection.values(), key=lambda r: r["collection"])
+
+
+def build_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for model_type in MODEL_TYPES:
+        groups = defaultdict(list)
+        for run in runs:
+            if run["model_type"] == model_type:
+                groups[run["documents"]].append(run)
+        measured = []
+        for documents in sorted(groups):
+            winner = best_settings(groups[documents])
+            if winner:
+                measured.append((documents, *winner))
+        if not measured:
+            continue
+        smallest_docs, smallest, _ = measured[0]
+        if smallest_docs >= 100:
+            # Half the smallest measured sample or less: as many optimizer steps as measured, so more epochs.
+            epochs = min(MAX_SMALL_CORPUS_EPOCHS, smallest["epochs"] * 2)
+            rows.append({"model_type": model_type, "max_documents": smallest_docs // 2, **smallest, "epochs": epochs,
+                         "basis": f"rule: {smallest_docs // 2:,} documents or fewer give half the pairs of the "
+                                  f"{smallest_docs:,}-document runs, so twice the epochs keep their step count"})
+        for position, (documents, setting, behind) in enumerate(measured):
+            upper = measured[position + 1][0] - 1 if position + 1 < len(measured) else documents * 5
+            gains = ", ".join(f"{r['collection']} {r['gain']:+.4f}" for r in behind)
+            rows.append({"model_type": model_type, "max_documents": upper, **setting,
+                         "basis": f"measured: best of {len(groups[documents])} runs at {documents:,} sampled "
+                                  f"documents; nDCG@10 gain {gains}"})
+        largest_docs, largest, _ = measured[-1]
+        epochs = max(1.0, largest["epochs"] / 5)
+        rows.append({"model_type": model_type, "max_documents": 0, **largest, "epochs": epochs,
+                     "basis": f"rule: over {largest_docs * 5:,} documents, the {largest_docs:,}-document settings "
+                              f"with epochs cut to keep steps per pair no higher (at least 1)"})
+    measured_types = {row["model_type"] for row in rows}
+    for model_type in MODEL_TYPES:
+        if model_type not in measured_types and "dense" in measured_types:
+            rows += [{**row, "model_type": model_type,
+                      "basis": f"rule: {model_type} not benchmarked with today's defaults; the dense row "
+                               f"({row['basis']})"} for row in rows if row["model_type"] == "dense"]
+    return rows
+
+
+def to_toml(rows: list[dict], sources: list[str]) -> str:
+    lines = ["# Written by `python -m benchmarks.smart_defaults` from these benchmark results; regenerate, don't edit:"]
+    lines += [f"#   {source}" for source in sources]
+    lines.append("# A row applies to corpus samples of up to max_documents documents (0 = any size).")
+    for row in rows:
+        lines.append("\n[[row]]")
+        for key in ("model_type", "max_documents", *SETTINGS, "basis"):
+            lines.append(f"{key} = {json.dumps(row[key])}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="benchmark JSON files")
+    parser.add_argument("--out", default=str(TABLE), help="TOML file to write")
+    args = parser.parse_args(argv)
+    defaults = current_defaults()
+    runs, used = [], []
+    for path in sorted(args.results):
+        run = describe_run(json.loads(Path(path).read_text()), defaults)
+        if run:
+            runs.append(run)
+            used.append(Path(path).name)
+    rows = build_rows(runs)
+    if not rows:
+        raise SystemExit("no benchmark run made with today's default techniques; nothing to derive from")
+    Path(args.out).write_text(to_toml(rows, used), encoding="utf-8")
+    for row in rows:
+        print(f"{row['model_type']:<15} <= {row['max_documents'] or 'any':>6} docs: epochs {row['epochs']}, "
+              f"lr {row['learning_rate']}, batch {row['batch_size']}, queries/type {row['queries_per_type']}, "
+              f"negatives {row['num_negatives']}  ({row['basis'][:60]})")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
