@@ -41,16 +41,12 @@ def current_defaults() -> dict[tuple[str, str], object]:
     return {(op, name): field.default for op, cls in classes.items() for name, field in cls.model_fields.items()}
 
 
-def describe_run(report: dict, defaults: dict) -> dict | None:
-    """Model type, size, collection, table settings and gain of one benchmark JSON; None if it is not one, or
-    if it changed a technique away from today's defaults."""
-    if "tuned_minus_base_ndcg@10" not in report or "settings" not in report:
-        return None
-    settings = report["settings"]
+def settings_and_techniques(report: dict, defaults: dict) -> tuple[dict, dict]:
+    """The table settings a benchmark run trained with, and the other config it changed from today's defaults."""
     recorded = report.get("effective_settings")
     values = dict(recorded) if recorded else dict(LEGACY_SETTINGS)
     techniques = {}
-    for op, entry in settings.get("run_config", {}).get("ops", {}).items():
+    for op, entry in report["settings"].get("run_config", {}).get("ops", {}).items():
         for name, value in entry.get("config", {}).items():
             if (op, name) in BENCHMARK_FIELDS:
                 continue
@@ -59,6 +55,16 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
                     values[name] = value
             elif defaults.get((op, name), object()) != value:
                 techniques[f"{op}.{name}"] = value
+    return values, techniques
+
+
+def describe_run(report: dict, defaults: dict) -> dict | None:
+    """Model type, size, collection, table settings and gain of one benchmark JSON; None if it is not one, or
+    if it changed a technique away from today's defaults."""
+    if "tuned_minus_base_ndcg@10" not in report or "settings" not in report:
+        return None
+    settings = report["settings"]
+    values, techniques = settings_and_techniques(report, defaults)
     if techniques:
         return None
     return {"model_type": settings["model_type"],

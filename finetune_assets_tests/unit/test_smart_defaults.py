@@ -90,3 +90,23 @@ def test_recorded_effective_settings_win_over_the_run_config():
     effective = {"epochs": 2.0, "learning_rate": 3e-5, "batch_size": 32, "queries_per_type": 2, "num_negatives": 0}
     run = describe_run(report("cacm", 0.01, effective=effective), current_defaults())
     assert dict(run["settings"]) == effective and [name for name, _ in run["settings"]] == list(SETTINGS)
+
+
+def test_summary_labels_each_run_by_what_it_changed(tmp_path):
+    from benchmarks.summary import row, to_markdown
+
+    def full(collection, gain, config=None, corpus_docs=None):
+        base = report(collection, gain, config=config)
+        base["settings"]["corpus_docs"] = corpus_docs
+        return {**base, "judged_queries": 52, "timings_s": {"pipeline_total": 600.0},
+                "results": {name: {"ndcg@10": 0.4, "recall@100": 0.7} for name in ("bm25", "base", "tuned")},
+                "tuned_minus_base_ndcg@10": {"mean": gain, "ci95": [gain - 0.01, gain + 0.01]}}
+
+    defaults = current_defaults()
+    plain = row(tmp_path / "a.json", full("cacm", 0.02), defaults)
+    titles = row(tmp_path / "b.json", full("cacm", 0.03, {"training_pairs": {"config": {"title_queries": True}},
+                                                           "trained_model": {"config": {"learning_rate": 1e-4}}},
+                                           corpus_docs=1200), defaults)
+    assert plain["changed"] == "defaults"
+    assert titles["changed"] == "title_queries=true, learning_rate=0.0001, corpus_docs=1200"
+    assert "| cacm (52) | dense | title_queries=true" in to_markdown([plain, titles])
