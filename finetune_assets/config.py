@@ -52,7 +52,8 @@ class MinedNegativesConfig(Config):
                                          f"only; {_SMART})")
     range_min: int = Field(default=3, description="Skip this many top-ranked candidates (likely unjudged positives)")
     range_max: int = Field(default=50, description="Consider candidates up to this rank")
-    relative_margin: float = Field(default=0.05, description="A negative must score below positive x (1 - margin)")
+    relative_margin: Optional[float] = Field(default=0.05, description="A negative must score below positive x "
+                                             "(1 - margin); null = no margin guard")
     negative_sources: list[str] = Field(default=["dense"], description="Candidate sources merged by rank: "
                                         "the base model ('dense') and BM25 ('bm25'); each gets range_min/range_max")
     roundtrip_top_k: int = Field(default=0, description="Keep a training query only if the base model (or the "
@@ -60,10 +61,12 @@ class MinedNegativesConfig(Config):
                                  "of SmolLM2's CACM queries)")
     roundtrip_rerank_depth: int = Field(default=10, description="With a teacher: rerank this many of the base "
                                         "model's top documents for the round trip (0 = base model ranks only)")
-    teacher_margin: float = Field(default=1.0, description="With a teacher: drop a candidate the teacher scores "
-                                  "above the positive's score minus this (logits; likely false negative)")
-    teacher: str = Field(default="", description="Cross-encoder that scores positive and negatives for distillation "
-                         "losses: 'default' (ms-marco-MiniLM-L-12-v2, int8 ONNX, offline), a CrossEncoder path "
+    teacher_margin: Optional[float] = Field(default=1.0, description="With a teacher: drop a candidate the "
+                                            "teacher scores above the positive's score minus this (teacher units; "
+                                            "likely false negative); null = no teacher guard")
+    teacher: str = Field(default="", description="Teacher that scores positive and negatives for distillation "
+                         "losses: 'hybrid' (BM25 + the base model, z-scores summed), 'default' "
+                         "(ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX, offline), a CrossEncoder path "
                          "or hub id, or '' for none")
     teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
     teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
@@ -75,6 +78,9 @@ class TrainedModelConfig(Config):
                                       description=f"Rows per step, also the in-batch negatives ({_SMART})")
     learning_rate: Optional[float] = Field(default=None, description=f"Peak learning rate ({_SMART})")
     warmup_ratio: float = 0.1
+    max_seq_length: Optional[int] = Field(default=None, description="Tokens per text while training (null = the "
+                                          "base_model resource's); the saved model still reads the resource's "
+                                          "length. 128 trains about twice as fast as 256")
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
     seed: int = 0

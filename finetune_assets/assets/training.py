@@ -50,6 +50,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          epochs=chosen["epochs"], batch_size=chosen["batch_size"],
                          learning_rate=chosen["learning_rate"], warmup_ratio=config.warmup_ratio,
                          max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
+                         train_max_seq_length=config.max_seq_length or 0,
                          precision=config.precision, seed=config.seed, loss=config.loss)
     folder = storage.artifact_dir(index, "trained_model")
     write_json(folder / "hyperparameters.json", hp.to_dict())

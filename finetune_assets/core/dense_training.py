@@ -27,7 +27,9 @@ class Hyperparameters:
     batch_size: int = 16
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
-    max_seq_length: int = 256
+    max_seq_length: int = 256  # what the saved model reads
+    # Tokens per text while training (0 = max_seq_length). Cost grows with it; 128 trains about twice as fast.
+    train_max_seq_length: int = 0
     num_negatives: int = 0  # how many mined negatives per row to train with (0 = in-batch only)
     seed: int = 0
     # "auto" = bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU.
@@ -49,6 +51,10 @@ class Hyperparameters:
             self.query_regularizer_weight = query
         if self.document_regularizer_weight < 0:
             self.document_regularizer_weight = document
+
+    @property
+    def training_sequence_length(self) -> int:
+        return self.train_max_seq_length or self.max_seq_length
 
     @classmethod
     def from_mapping(cls, values: dict) -> Hyperparameters:
@@ -164,6 +170,8 @@ def run_training(trainer, model, rows: Sequence[dict], hp: Hyperparameters, mode
     output = trainer.train()
     train_seconds = time.perf_counter() - started
     if trainer.is_world_process_zero():  # under torchrun, one process writes the model
+        if hp.training_sequence_length != hp.max_seq_length:  # trained on shorter texts, reads what the base read
+            model.max_seq_length = hp.max_seq_length
         model.save_pretrained(str(model_dir))
     return TrainingOutcome(
         model_dir=str(model_dir),
@@ -195,7 +203,7 @@ def train_dense(
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(resolve_model(hp.base_model), device=device)
-    model.max_seq_length = hp.max_seq_length
+    model.max_seq_length = hp.training_sequence_length
     dataset = training_dataset(rows, columns, hp.loss)
     steps = total_steps(rows, hp)
     history: list[dict] = []

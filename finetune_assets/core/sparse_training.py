@@ -102,7 +102,7 @@ def train_sparse(
         raise ValueError(f"train_sparse trains sparse or inference_free models, not {hp.model_type!r}")
     columns = check_rows(rows, hp)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_splade(hp.base_model, hp.max_seq_length, device)
+    model = load_splade(hp.base_model, hp.training_sequence_length, device)
     extra: dict = {}
     query_weight: float | None = hp.query_regularizer_weight
     if hp.model_type == "inference_free":

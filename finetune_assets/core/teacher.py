@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from finetune_assets.core.hybrid_teacher import HybridTeacher, is_hybrid_teacher_name
 from finetune_assets.core.offline_models import reranker_onnx_dir, resolve_model
 
 DEFAULT_TEACHER_NAMES = ("default", "ms-marco-minilm-l-12-v2")
@@ -104,12 +105,14 @@ class SentenceTransformersCrossEncoder:
 
 
 def load_teacher(name: str, *, max_length: int = 256, threads: int = 0,
-                 batch_size: int = 32) -> CrossEncoderTeacher | None:
-    """"" or "none": no teacher; "default" / "ms-marco-MiniLM-L-12-v2": the packaged ONNX model; anything
-    else: a CrossEncoder path or hub id."""
+                 batch_size: int = 32) -> CrossEncoderTeacher | HybridTeacher | None:
+    """"" or "none": no teacher; "hybrid": BM25 + the base model (hybrid_teacher.py); "default" /
+    "ms-marco-MiniLM-L-12-v2": the packaged ONNX cross-encoder; anything else: a CrossEncoder path or hub id."""
     key = name.strip().lower()
     if key in ("", "none"):
         return None
+    if is_hybrid_teacher_name(key):
+        return HybridTeacher()
     if key in DEFAULT_TEACHER_NAMES:
         return OnnxCrossEncoder(reranker_onnx_dir(), max_length=max_length, threads=threads, batch_size=batch_size,
                                 name="ms-marco-MiniLM-L-12-v2 (int8 ONNX)")
@@ -143,10 +146,13 @@ def add_teacher_scores(rows: list[dict], teacher: CrossEncoderTeacher, *,
     pairs: list[tuple[str, str]] = []
     slots: list[tuple[int, str]] = []
     reused = 0
+    by_index = getattr(teacher, "scores_by_index", False)  # the hybrid teacher scores inside mining only
     for number, row in enumerate(rows):
         for column in ["positive", *negative_columns(row)]:
             if isinstance(row.get(f"teacher_{column}_score"), (int, float)):
                 reused += 1
+                continue
+            if by_index:
                 continue
             pairs.append((row["query"], row[column]))
             slots.append((number, f"teacher_{column}_score"))

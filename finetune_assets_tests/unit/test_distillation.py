@@ -133,3 +133,16 @@ def test_sparse_distill_kl_trains_one_step(tmp_path):
                          logging_steps=1)
     outcome = train_sparse(rows, hp, tmp_path / "model")
     assert outcome.steps == 1 and math.isfinite(outcome.final_loss) and outcome.final_loss > 0
+
+
+def test_training_on_shorter_texts_saves_a_model_that_reads_the_full_length(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    rows = taught_rows()
+    hp = Hyperparameters.from_mapping({"loss": "margin_mse", "num_negatives": "1", "batch_size": "8",
+                                       "max_seq_length": "64", "train_max_seq_length": "16", "logging_steps": "1"})
+    assert (hp.train_max_seq_length, hp.training_sequence_length) == (16, 16)
+    outcome = train_dense(rows, hp, tmp_path / "model")
+    assert outcome.steps == 1
+    assert SentenceTransformer(str(tmp_path / "model"), device="cpu").max_seq_length == 64
+    assert Hyperparameters(max_seq_length=64).training_sequence_length == 64

@@ -184,3 +184,11 @@ def test_every_row_has_the_same_columns_and_training_counts_only_text_negatives(
                                    *(f"negative_{k}{s}" for k in (1, 2) for s in ("", "_id", "_score", "_source"))}
     write_jsonl(tmp_path / "train.jsonl", result.rows)
     assert mined_negative_count(tmp_path / "train.jsonl") == 2
+
+
+def test_no_margin_guard_keeps_candidates_scored_close_to_the_positive():
+    settings = MiningSettings(num_negatives=2, range_min=0, range_max=6, relative_margin=None)
+    result = mine_hard_negatives(VectorModel(VECTORS), PAIRS, list(DOCS), list(DOCS), settings)
+    # With the guard, "near" (1 degree) and "close" (10 degrees) would be dropped as likely false negatives.
+    assert (result.rows[0]["negative_1_id"], result.rows[0]["negative_2_id"]) == ("near", "close")
+    assert result.removed == {"dense/positive": 1}

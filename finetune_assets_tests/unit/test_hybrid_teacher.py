@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from finetune_assets.core.hybrid_teacher import HybridTeacher
+from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
+from finetune_assets.core.teacher import add_teacher_scores, load_teacher
+from finetune_assets_tests.unit.test_mining import VectorModel, _angle
+
+# The query's rare term "scramjet" appears in d1 only; the base model (vectors) prefers d2, which lacks it.
+TEXTS = ["scramjet inlet shock position at hypersonic speed",
+         "combustion in a scramjet engine",
+         "supersonic inlet design for jet engines",
+         "boundary layer transition on a flat plate",
+         "heat transfer in laminar flow",
+         "wing flutter in transonic flow"]
+ANGLES = [0, 40, 10, 70, 80, 90]
+QUERY = "scramjet combustion"
+
+
+def _z(values):
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.mean()) / values.std()
+
+
+def _bound(weight=0.5):
+    vectors = {t: _angle(a) for t, a in zip(TEXTS, ANGLES)} | {QUERY: _angle(5)}
+    model = VectorModel(vectors)
+    docs, query = model.encode(TEXTS), model.encode([QUERY])
+    return HybridTeacher(bm25_weight=weight).bind([QUERY], query, TEXTS, docs), docs, query
+
+
+def test_scores_are_the_sum_of_per_query_z_scores_of_bm25_and_cosine():
+    teacher, docs, query = _bound()
+    scores = teacher.row_scores(0)
+    dense = docs @ query[0]
+    lexical = np.array(teacher.retriever.get_scores([t for t in teacher.query_tokens[0]
+                                                      if t in teacher.retriever.vocab_dict]))
+    assert scores == pytest.approx(_z(lexical) + _z(dense))
+    # BM25 lifts the two documents with the query's terms above the base model's favourite.
+    assert int(np.argmax(dense)) == 2
+    assert list(np.argsort(-scores)[:2]) == [1, 0]
+    assert teacher.score_keys([(0, 1), (0, 2)]) == pytest.approx([scores[1], scores[2]])
+
+
+def test_weight_zero_is_the_base_model_alone_and_bad_weights_are_refused():
+    teacher, docs, query = _bound(weight=0.0)
+    assert teacher.row_scores(0) == pytest.approx(2 * _z(docs @ query[0]))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        HybridTeacher(bm25_weight=1.5)
+
+
+def test_a_query_with_no_known_term_falls_back_to_the_base_model():
+    vectors = {t: _angle(a) for t, a in zip(TEXTS, ANGLES)} | {"zzz qqq": _angle(5)}
+    model = VectorModel(vectors)
+    teacher = HybridTeacher().bind(["zzz qqq"], model.encode(["zzz qqq"]), TEXTS, model.encode(TEXTS))
+    assert np.argmax(teacher.row_scores(0)) == 2
+
+
+def test_mining_with_the_hybrid_teacher_writes_a_teacher_score_for_every_negative_without_a_guard():
+    vectors = {t: _angle(a) for t, a in zip(TEXTS, ANGLES)} | {QUERY: _angle(5)}
+    pairs = [{"query": QUERY, "positive": TEXTS[0], "doc_id": "d0"}]
+    ids = [f"d{i}" for i in range(len(TEXTS))]
+    settings = MiningSettings(num_negatives=3, range_min=0, range_max=3, relative_margin=0.0,
+                              sources=("dense", "bm25"), teacher_margin=None)
+    teacher = load_teacher("hybrid")
+    assert isinstance(teacher, HybridTeacher)
+    result = mine_hard_negatives(VectorModel(vectors), pairs, ids, TEXTS, settings, teacher=teacher)
+    row = result.rows[0]
+    scores = teacher.row_scores(0)
+    assert row["teacher_positive_score"] == pytest.approx(scores[0], abs=1e-4)
+    for k in (1, 2, 3):
+        doc = ids.index(row[f"negative_{k}_id"])
+        assert row[f"teacher_negative_{k}_score"] == pytest.approx(scores[doc], abs=1e-4)
+    # d1 outranks the positive for the teacher: without a guard it stays, with a negative margin to learn.
+    assert "d1" in {row[f"negative_{k}_id"] for k in (1, 2, 3)}
+    assert "dense/teacher guard" not in result.removed and "bm25/teacher guard" not in result.removed
+    assert add_teacher_scores(result.rows, teacher).pairs == 0  # nothing left to score outside mining
+    guarded = mine_hard_negatives(VectorModel(vectors), pairs, ids, TEXTS,
+                                  MiningSettings(num_negatives=2, range_min=0, range_max=6, relative_margin=0.0,
+                                                 sources=("dense", "bm25"), teacher_margin=0.0),
+                                  teacher=load_teacher("hybrid"))
+    assert "d1" not in {guarded.rows[0][f"negative_{k}_id"] for k in (1, 2)}
+    assert sum(v for k, v in guarded.removed.items() if k.endswith("teacher guard")) >= 1
