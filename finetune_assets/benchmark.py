@@ -98,6 +98,7 @@ class CpuClock:
 # raw_corpus is drawn again (seconds, and the same sample for the same size and seed): a smaller sample drops
 # the queries of documents outside it, a larger one adds documents that serve as negatives and title queries.
 REUSABLE_ASSETS = ("bedrock_batch_outputs",)
+QUERY_STAGES = ("raw_corpus", "cost_estimate", "bedrock_batch_outputs")  # what --queries-only runs
 
 
 def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
@@ -150,10 +151,11 @@ def _cached_baseline(cache_dir: Path | None, key: str) -> dict | None:
 def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400, model_type: str = "dense",
                   work_dir: str | Path | None = None, run_config: dict | None = None,
                   reuse_queries: str | Path | None = None, corpus_docs: int | None = None,
-                  baseline_cache: str | Path | None = None) -> dict:
+                  baseline_cache: str | Path | None = None, queries_only: bool = False) -> dict:
     """`max_docs` documents get generated queries; `corpus_docs` (default: the same; 0 = all) are sampled into
     raw_corpus, to serve as negatives and title queries. `baseline_cache` keeps the base model's ranking of
-    the real queries between runs (it never changes for the same corpus, queries and model)."""
+    the real queries between runs (it never changes for the same corpus, queries and model). `queries_only`
+    stops after query generation: its work dir is then for later runs' `reuse_queries`."""
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.evaluation import compare_systems
@@ -182,6 +184,10 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
                              base_model=configured.base_model if configured.model_type == model_type else "")
     resources = {**defs.resources, "storage": storage, "base_model": base}
     selection = all_assets
+    if queries_only and reuse_queries:
+        raise ValueError("queries_only generates the queries that reuse_queries would take: pass one of them")
+    if queries_only:
+        selection = [a for a in all_assets if a.key.path[-1] in QUERY_STAGES]
     if reuse_queries:
         _reuse_queries(Path(reuse_queries), storage, index)
         selection = [a for a in all_assets if a.key.path[-1] not in REUSABLE_ASSETS]
@@ -202,6 +208,14 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     if broken:
         raise RuntimeError(f"benchmark pipeline failed at {broken}; see the log above")
 
+    if queries_only:
+        report = {"collection": str(beir_dir), "documents": len(corpus),
+                  "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "run_config": config,
+                               "query_generator": resources["query_generator"].backend},
+                  "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
+                  "cpu_minutes": cpu_minutes, "cpu_count": os.cpu_count(), "work_dir": str(work)}
+        write_json(out, report)
+        return report
     effective = _effective_settings(result, storage, index)
     base_model = resources["base_model"]
     tuned_dir = storage.fetch(index, "trained_model") / "model"
@@ -252,6 +266,9 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
 
 
 def format_table(report: dict) -> str:
+    if "results" not in report:  # --queries-only
+        return (f"{report['collection']}: queries generated in {report['timings_s']['pipeline_total']} s; "
+                f"reuse them with --reuse-queries {report['work_dir']}")
     lines = [f"{report['collection']}: {report['judged_queries']} judged queries, {report['documents']} documents",
              f"{'system':<8} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
     for name, values in report["results"].items():

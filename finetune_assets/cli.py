@@ -52,7 +52,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     run_config = json.loads(args.config_json) if args.config_json else None
     report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
                            work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries,
-                           corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache)
+                           corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache,
+                           queries_only=args.queries_only)
     print(format_table(report))
     print(f"figures written to {args.out}")
     return 0
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--reuse-queries", default=None, metavar="EARLIER_WORK_DIR",
                        help="take the sampled corpus and generated queries from an earlier run's work dir and "
                             "run only the stages after them (to compare training settings on the same queries)")
+    bench.add_argument("--queries-only", action="store_true",
+                       help="stop after query generation; later runs take the queries with --reuse-queries WORK_DIR")
     bench.set_defaults(handler=_benchmark)
 
     # Defaults resolve in _estimate (the asset's config defaults) so building the parser stays cheap.

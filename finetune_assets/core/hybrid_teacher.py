@@ -8,9 +8,11 @@ sub-query's top hits.
 Why a teacher that is not a cross-encoder: on older technical collections the packaged ms-marco cross-encoder
 barely beats the bi-encoder (Cranfield 0.376 vs 0.374 nDCG@10), while the hybrid of BM25 and all-MiniLM-L6-v2
 ranks much better than either alone (measured on the real qrels: Cranfield 0.3926 vs BM25 0.3494 and dense
-0.3578; CACM 0.5649 vs 0.4994 and 0.4092). Distilling it (MarginMSE on its margins) teaches the dense model
-the corpus's rare terms that BM25 matches and the base model misses. It costs no model run: the base model's
-embeddings are computed for mining anyway.
+0.3578; CACM 0.5649 vs 0.4994 and 0.4092). It costs no model run: the base model's embeddings are computed
+for mining anyway. Distilling it into all-MiniLM-L6-v2 from 400 documents' SmolLM2 queries did NOT carry that
+gain over to the real queries (benchmarks/results/*-hybrid-*-2026-12-02.json: KL over 3 negatives, CACM
++0.016 vs +0.026 for the plain recipe, Cranfield -0.007; MarginMSE Cranfield -0.020, its margins are too wide
+for a cosine student), so it is an option, not the default.
 """
 from __future__ import annotations
 

@@ -54,3 +54,21 @@ def test_cpu_clock_splits_cpu_time_between_spans():
     assert clock.between(busy_start, busy_end) >= 0.3
     assert clock.between(idle_start, idle_end) < 0.15
     assert clock.between(busy_end, idle_start) == 0.0  # a reversed span is empty, not negative
+
+
+@pytest.mark.slow
+def test_queries_only_stops_after_generation_and_leaves_a_work_dir_to_reuse(tmp_path):
+    from finetune_assets.benchmark import format_table, run_benchmark
+
+    write_beir(tmp_path / "tiny")
+    report = run_benchmark(tmp_path / "tiny", tmp_path / "out.json", max_docs=2, work_dir=tmp_path / "work",
+                           queries_only=True)
+    assert "results" not in report and json.loads((tmp_path / "out.json").read_text())["work_dir"] == str(
+        tmp_path / "work")
+    assert set(report["timings_s"]) >= {"raw_corpus", "bedrock_batch_outputs", "pipeline_total"}
+    artifacts = tmp_path / "work" / "storage" / "artifacts" / "tiny"
+    assert (artifacts / "bedrock_batch_outputs" / "documents.jsonl.out").is_file()
+    assert not (artifacts / "training_pairs").exists()
+    assert "--reuse-queries" in format_table(report)
+    with pytest.raises(ValueError, match="pass one of them"):
+        run_benchmark(tmp_path / "tiny", tmp_path / "again.json", queries_only=True, reuse_queries=tmp_path / "work")
