@@ -23,6 +23,46 @@ QUERIES = {
 }
 
 
+def _materialize(tmp_path, config: dict):
+    documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
+    assert set(QUERIES) <= {d["id"] for d in documents}
+    by_id = {d["id"]: d for d in documents}
+    pairs = [{"query": q, "positive": document_text(by_id[doc_id]), "doc_id": doc_id, "query_type": "factoid"}
+             for doc_id, q in QUERIES.items()]
+    # Candidates are the documents of training pairs plus these, as training_pairs leaves them.
+    pairs += [{"query": f"what does {d['title']} do", "positive": document_text(d), "doc_id": d["id"],
+               "query_type": "conceptual"} for d in documents if d["id"] not in QUERIES]
+    storage = ArtifactStorage(root=str(tmp_path))
+    write_jsonl(storage.artifact_dir("docs", "raw_corpus") / "documents.jsonl", documents)
+    write_jsonl(storage.artifact_dir("docs", "training_pairs") / "train.jsonl", pairs)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", ["docs"])
+        result = materialize([mined_negatives], partition_key="docs", instance=instance,
+                             resources={"storage": storage,
+                                        "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
+                             run_config={"ops": {"mined_negatives": {"config": config}}})
+    assert result.success
+    rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))
+    return result.asset_materializations_for_node("mined_negatives")[0].metadata, rows, pairs
+
+
+@pytest.mark.slow
+def test_hybrid_teacher_scores_every_negative_with_the_guards_off_through_dagster_config(tmp_path):
+    metadata, rows, pairs = _materialize(tmp_path, {
+        "num_negatives": 2, "range_min": 0, "relative_margin": None, "teacher_margin": None,
+        "teacher": "hybrid", "negative_sources": ["dense", "bm25"]})
+    assert metadata["teacher"].value.startswith("hybrid")
+    assert metadata["teacher_pairs_scored"].value == 0  # all scored inside mining, none left over
+    assert len(rows) == len(pairs)
+    assert all(isinstance(r[k], float) for r in rows
+               for k in ("teacher_positive_score", "teacher_negative_1_score", "teacher_negative_2_score"))
+    assert not [k for k in metadata["removed_by_guard"].value if not k.endswith("/positive")]
+    # The hybrid sees the query's own words: the source document outscores both negatives for most queries.
+    above = sum(r["teacher_positive_score"] > max(r["teacher_negative_1_score"], r["teacher_negative_2_score"])
+                for r in rows)
+    assert above >= len(rows) * 0.6
+
+
 @pytest.mark.slow
 def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_their_source(tmp_path):
     documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
