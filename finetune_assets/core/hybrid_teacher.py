@@ -20,28 +20,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from finetune_assets.core.retrieval import bm25_index
+
 HYBRID_TEACHER_NAMES = ("hybrid", "bm25+dense")
 
 
 def is_hybrid_teacher_name(name: str) -> bool:
     return name.strip().lower() in HYBRID_TEACHER_NAMES
-
-
-def _bm25_index(doc_texts: Sequence[str], language: str):
-    import bm25s
-    import Stemmer
-
-    stemmer = Stemmer.Stemmer(language)
-    stopwords = "en" if language == "english" else None
-    retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)  # OpenSearch's BM25 parameters, as retrieval.py
-    retriever.index(bm25s.tokenize(list(doc_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False),
-                    show_progress=False)
-
-    def tokenize(texts: Sequence[str]) -> list[list[str]]:
-        return bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=stemmer, return_ids=False,
-                              show_progress=False)
-
-    return retriever, tokenize
 
 
 def _standardise(scores: np.ndarray) -> np.ndarray:
@@ -69,8 +54,8 @@ class HybridTeacher:
         if len(queries) != len(query_embeddings) or len(doc_texts) != len(doc_embeddings):
             raise ValueError("hybrid teacher: one embedding per query and per document is needed")
         self.query_embeddings, self.doc_embeddings = query_embeddings, doc_embeddings
-        self.retriever, tokenize = _bm25_index(doc_texts, self.language)
-        self.query_tokens = tokenize(queries)
+        self.retriever, tokenize = bm25_index(doc_texts, language=self.language)
+        self.query_tokens = tokenize(queries, return_ids=False)
         self._rows = {}
         return self
 

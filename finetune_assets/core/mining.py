@@ -67,15 +67,17 @@ class _TeacherScores:
 
     def __init__(self, teacher, queries: Sequence[str], doc_texts: Sequence[str]) -> None:
         self.teacher, self.queries, self.doc_texts = teacher, queries, doc_texts
+        # The hybrid teacher scores (row, document) keys from the mining embeddings, not text pairs.
+        self.by_index = getattr(teacher, "scores_by_index", False)
         self.scores: dict[tuple[int, int], float] = {}
 
     def __call__(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
         missing = list(dict.fromkeys(k for k in keys if k not in self.scores))
-        if missing and getattr(self.teacher, "scores_by_index", False):  # the hybrid teacher
-            values = self.teacher.score_keys(missing)
-        elif missing:
-            values = self.teacher.score([(self.queries[row], self.doc_texts[doc]) for row, doc in missing])
         if missing:
+            if self.by_index:
+                values = self.teacher.score_keys(missing)
+            else:
+                values = self.teacher.score([(self.queries[row], self.doc_texts[doc]) for row, doc in missing])
             self.scores.update(zip(missing, (float(v) for v in values)))
         return np.array([self.scores[k] for k in keys], dtype=np.float64)
 
@@ -121,7 +123,7 @@ def mine_hard_negatives(
     doc_embeddings = encode(model, doc_texts, batch_size=batch_size, show_progress=show_progress)
     query_embeddings = encode(model, [r["query"] for r in rows], batch_size=batch_size, show_progress=show_progress,
                               role="query")
-    if hasattr(teacher, "bind"):  # the hybrid teacher ranks with BM25 and these embeddings
+    if getattr(teacher, "scores_by_index", False):  # the hybrid teacher ranks with BM25 and these embeddings
         teacher.bind([r["query"] for r in rows], query_embeddings, doc_texts, doc_embeddings)
     teacher_scores = _TeacherScores(teacher, [r["query"] for r in rows], doc_texts) if teacher is not None else None
     rerank_depth = settings.roundtrip_rerank_depth if teacher_scores is not None and settings.roundtrip_top_k else 0
@@ -228,7 +230,7 @@ def _add_negatives(result: MiningResult, numbers: list[int], positives, query_em
             row[f"negative_{k}_source"] = source
             result.chosen_sources[source] += 1
         row["positive_score"] = round(positive_score[n], 5)
-        if teacher_scores is not None and getattr(teacher_scores.teacher, "scores_by_index", False):
+        if teacher_scores is not None and teacher_scores.by_index:
             # An index-scored teacher (hybrid) scores random fills here too: nothing is left for later.
             teacher_scores([(n, int(positives[n]))] + [(n, doc) for doc, _, _ in picks])
         if teacher_scores is not None:

@@ -9,15 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bm25_top_k(
-    doc_texts: Sequence[str],
-    query_texts: Sequence[str],
-    k: int,
-    *,
-    language: str = "english",
-) -> list[list[tuple[int, float]]]:
-    """Per query, the (document index, score) of its k best documents by BM25 (Lucene variant, k1=1.2, b=0.75
-    as OpenSearch uses) with stop words and Snowball stemming; documents that match no query term are left out."""
+def bm25_index(doc_texts: Sequence[str], *, language: str = "english"):
+    """A BM25 index (Lucene variant, k1=1.2, b=0.75 as OpenSearch uses) with stop words and Snowball stemming,
+    and the function that tokenizes queries the same way (`return_ids=False` gives token strings)."""
     import bm25s
     import Stemmer
 
@@ -26,8 +20,25 @@ def bm25_top_k(
     retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
     retriever.index(bm25s.tokenize(list(doc_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False),
                     show_progress=False)
-    tokens = bm25s.tokenize(list(query_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False)
-    indices, scores = retriever.retrieve(tokens, k=min(k, len(doc_texts)), show_progress=False, n_threads=1)
+
+    def tokenize(texts: Sequence[str], **options):
+        return bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=stemmer, show_progress=False, **options)
+
+    return retriever, tokenize
+
+
+def bm25_top_k(
+    doc_texts: Sequence[str],
+    query_texts: Sequence[str],
+    k: int,
+    *,
+    language: str = "english",
+) -> list[list[tuple[int, float]]]:
+    """Per query, the (document index, score) of its k best documents by BM25 (see bm25_index); documents that
+    match no query term are left out."""
+    retriever, tokenize = bm25_index(doc_texts, language=language)
+    indices, scores = retriever.retrieve(tokenize(query_texts), k=min(k, len(doc_texts)), show_progress=False,
+                                         n_threads=1)
     # bm25s pads with arbitrary documents when fewer than k match: keep only scored ones.
     return [[(int(i), float(s)) for i, s in zip(indices[row], scores[row]) if s > 0] for row in range(len(query_texts))]
 

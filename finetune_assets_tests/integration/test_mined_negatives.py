@@ -65,28 +65,8 @@ def test_hybrid_teacher_scores_every_negative_with_the_guards_off_through_dagste
 
 @pytest.mark.slow
 def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_their_source(tmp_path):
-    documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
-    assert set(QUERIES) <= {d["id"] for d in documents}
-    by_id = {d["id"]: d for d in documents}
-    pairs = [{"query": q, "positive": document_text(by_id[doc_id]), "doc_id": doc_id, "query_type": "factoid"}
-             for doc_id, q in QUERIES.items()]
-    # Candidates are the documents of training pairs plus these, as training_pairs leaves them.
-    pairs += [{"query": f"what does {d['title']} do", "positive": document_text(d), "doc_id": d["id"],
-               "query_type": "conceptual"} for d in documents if d["id"] not in QUERIES]
-    storage = ArtifactStorage(root=str(tmp_path))
-    write_jsonl(storage.artifact_dir("docs", "raw_corpus") / "documents.jsonl", documents)
-    write_jsonl(storage.artifact_dir("docs", "training_pairs") / "train.jsonl", pairs)
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("index", ["docs"])
-        result = materialize([mined_negatives], partition_key="docs", instance=instance,
-                             resources={"storage": storage,
-                                        "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
-                             run_config={"ops": {"mined_negatives": {"config": {
-                                 "num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3,
-                                 "negative_sources": ["dense", "bm25"]}}}})
-    assert result.success
-    metadata = result.asset_materializations_for_node("mined_negatives")[0].metadata
-    rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))
+    metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3,
+                                                     "negative_sources": ["dense", "bm25"]})
     dropped = {r["doc_id"] for r in rows} ^ {p["doc_id"] for p in pairs}
     assert "argparse.FileType" in dropped
     assert metadata["roundtrip_queries_dropped"].value == len(pairs) - len(rows) == len(dropped)
