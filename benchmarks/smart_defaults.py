@@ -63,6 +63,8 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
     if it changed a technique away from today's defaults."""
     if "tuned_minus_base_ndcg@10" not in report or "settings" not in report:
         return None
+    if report.get("effective_settings", {}).get("loss", "mnrl") == "batch_kl":
+        return None  # batch_kl fills its settings from core/batch_distillation.DEFAULTS, not from this table
     settings = report["settings"]
     values, techniques = settings_and_techniques(report, defaults)
     if techniques:

@@ -126,7 +126,8 @@ def _effective_settings(result, storage, index: str) -> dict:
     queries_per_type = max(1, round(sum(asked) / max(len(asked), 1) / 2))
     return {"epochs": hyperparameters["epochs"], "learning_rate": hyperparameters["learning_rate"],
             "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
-            "num_negatives": mined}
+            "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
+            "precision_setting": hyperparameters.get("precision", "auto")}
 
 
 def baseline_cache_key(corpus_file: Path, base_model, queries: dict[str, str]) -> str:
@@ -148,12 +149,12 @@ def _cached_baseline(cache_dir: Path | None, key: str) -> dict | None:
     return read_json(path) if path and path.is_file() else None
 
 
-def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400, model_type: str = "dense",
+def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200, model_type: str = "dense",
                   work_dir: str | Path | None = None, run_config: dict | None = None,
                   reuse_queries: str | Path | None = None, corpus_docs: int | None = None,
                   baseline_cache: str | Path | None = None, queries_only: bool = False) -> dict:
-    """`max_docs` documents get generated queries; `corpus_docs` (default: the same; 0 = all) are sampled into
-    raw_corpus, to serve as negatives and title queries. `baseline_cache` keeps the base model's ranking of
+    """`max_docs` documents get generated queries; `corpus_docs` (default: raw_corpus's default sample; 0 = all)
+    are sampled into raw_corpus, for span queries, negatives and the teacher matrix. `baseline_cache` keeps the base model's ranking of
     the real queries between runs (it never changes for the same corpus, queries and model). `queries_only`
     stops after query generation: its work dir is then for later runs' `reuse_queries`."""
     from dagster import DagsterInstance, materialize
@@ -171,7 +172,10 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 400,
     index = partition_name(beir_dir)
     work = Path(work_dir or tempfile.mkdtemp(prefix=f"finetune-benchmark-{index}-"))
     storage = ArtifactStorage(root=str(work / "storage"))
-    corpus_docs = max_docs if corpus_docs is None else corpus_docs
+    if corpus_docs is None:  # the sample a user's run takes
+        from finetune_assets.config import RawCorpusConfig
+
+        corpus_docs = RawCorpusConfig().max_documents
     source = str(beir_dir / "corpus.jsonl")
     config = {"ops": {"raw_corpus": {"config": {"source": source, "max_documents": corpus_docs}},
                       "bedrock_batch_outputs": {"config": {"max_documents": max_docs}},

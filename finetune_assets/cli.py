@@ -108,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("benchmark", help="train on a BEIR folder's corpus, score on its real qrels")
     bench.add_argument("beir_dir", help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv")
     bench.add_argument("--out", required=True, help="JSON file for the figures")
-    bench.add_argument("--max-docs", type=int, default=400, help="documents sampled for query generation")
+    bench.add_argument("--max-docs", type=int, default=200, help="documents the generator writes queries for")
     bench.add_argument("--corpus-docs", type=int, default=None,
-                       help="documents sampled into raw_corpus, as negatives and title queries (default: --max-docs; "
-                            "0 = all); queries are generated for the first --max-docs of them")
+                       help="documents sampled into raw_corpus, for span queries, negatives and the teacher matrix "
+                            "(default: raw_corpus's max_documents, 2,000; 0 = all); queries are generated for the "
+                            "first --max-docs of them")
     bench.add_argument("--baseline-cache", default=None, metavar="DIR",
                        help="keep the base model's ranking of the real queries here and reuse it in later runs")
     bench.add_argument("--model-type", default="dense", choices=MODEL_TYPES,

@@ -45,6 +45,9 @@ class TrainingPairsConfig(Config):
     max_variants_per_query: int = Field(default=1, description="Most synonym variants added per training query")
     title_queries: bool = Field(default=False, description="Also train on each document's title as a query for "
                                 "its body, for every sampled document with a title (free: no generation)")
+    span_queries: int = Field(default=2, description="Also use up to this many sentences of each sampled document "
+                              "as queries (free: no generation); their source document is masked, so they teach the "
+                              "teacher's ranking of the other documents (trained_model loss batch_kl)")
 
 
 class MinedNegativesConfig(Config):
@@ -64,10 +67,12 @@ class MinedNegativesConfig(Config):
     teacher_margin: Optional[float] = Field(default=1.0, description="With a teacher: drop a candidate the "
                                             "teacher scores above the positive's score minus this (teacher units; "
                                             "likely false negative); null = no teacher guard")
-    teacher: str = Field(default="", description="Teacher that scores positive and negatives for distillation "
+    teacher: str = Field(default="auto", description="Teacher that scores positive and negatives for distillation "
                          "losses: 'hybrid' (BM25 + the base model, z-scores summed), 'default' "
                          "(ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX, offline), a CrossEncoder path "
-                         "or hub id, or '' for none")
+                         "or hub id, or '' for none. 'auto' = the hybrid teacher's score matrix for trained_model's "
+                         "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "
+                         "writes that matrix")
     teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
     teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
 
@@ -84,8 +89,16 @@ class TrainedModelConfig(Config):
     num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
     precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
     seed: int = 0
-    loss: str = Field(default="mnrl", description="mnrl (in-batch + mined negatives), margin_mse or distill_kl "
-                      "(distil the mined_negatives teacher scores), or mnrl+margin_mse (their sum)")
+    loss: str = Field(default="auto", description="batch_kl (distil the hybrid teacher's matrix over every "
+                      "document in a batch), mnrl (in-batch + mined negatives), margin_mse or distill_kl (distil the "
+                      "mined_negatives teacher scores), mnrl+margin_mse (their sum); auto = batch_kl when "
+                      "mined_negatives wrote a teacher matrix and the model is dense or sparse, else mnrl")
+    max_steps: Optional[int] = Field(default=None, description="Stop after this many steps (0 = no cap; None = "
+                                     "the batch_kl defaults' cap for batch_kl, no cap otherwise)")
+    candidates_per_query: int = Field(default=4, description="batch_kl: the teacher's top documents each query adds "
+                                      "to its batch's pool (every query is scored against the whole pool)")
+    teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
+                                       "its softmax (lower = sharper)")
     backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
                          "or auto: sagemaker when FINETUNE_MODE=aws, else local")
 

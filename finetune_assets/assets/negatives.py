@@ -10,6 +10,9 @@ from finetune_assets.config import MinedNegativesConfig
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
 from finetune_assets.core.pairs import document_text
+from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
+from finetune_assets.core.hybrid_teacher import HybridTeacher
+from finetune_assets.core.retrieval import encode
 from finetune_assets.core.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
@@ -38,13 +41,18 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     started = time.perf_counter()
     model = base_model.load() if num_negatives > 0 or config.roundtrip_top_k > 0 else None
     # The teacher, when configured, also judges the round trip and guards against false negatives.
-    teacher = load_teacher(config.teacher, max_length=config.teacher_max_length, threads=config.teacher_threads)
+    automatic = config.teacher.strip().lower() == "auto"  # the matrix only: mining runs as with no teacher
+    teacher = None if automatic else load_teacher(config.teacher, max_length=config.teacher_max_length,
+                                                  threads=config.teacher_threads)
     result = mine_hard_negatives(model, pairs, [d["id"] for d in documents],
                                  [document_text(d) for d in documents], settings,
                                  batch_size=base_model.batch_size, teacher=teacher)
     teacher_metadata = score_with_teacher(context, teacher, result.rows)
     folder = storage.artifact_dir(index, "mined_negatives")
     write_jsonl(folder / "train.jsonl", result.rows)
+    if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
+        teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), model or base_model.load(),
+                                                     result.rows, documents, folder, batch_size=base_model.batch_size))
     uri = storage.publish(index, "mined_negatives")
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
@@ -71,6 +79,25 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
         "examples": table(examples, ["query", "positive", "negative_1"]),
         **teacher_metadata,
     })
+
+
+def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, model, rows: list,
+                         documents: list, folder, *, batch_size: int) -> dict:
+    """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
+    import numpy as np
+
+    started = time.perf_counter()
+    queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
+    if getattr(teacher, "queries", None) != queries:  # not bound by mining (no negatives, or a round trip)
+        teacher.bind(queries, encode(model, queries, batch_size=batch_size, role="query"), texts,
+                     encode(model, texts, batch_size=batch_size))
+    matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],
+                                  on_progress=lambda done, total: context.log.info(f"teacher matrix {done}/{total} rows"))
+    np.save(folder / SCORES_FILE, matrix)
+    write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
+    return {"teacher_matrix_shape": MetadataValue.json(list(matrix.shape)),
+            "teacher_matrix_seconds": round(time.perf_counter() - started, 2),
+            "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
 
 
 def score_with_teacher(context: AssetExecutionContext, teacher: CrossEncoderTeacher | None, rows: list) -> dict:

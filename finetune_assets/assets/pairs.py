@@ -10,6 +10,7 @@ from finetune_assets.core.augment import augment_pairs, load_synonyms
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.pairs import QueryFilter, build_pairs, normalize, title_pairs
 from finetune_assets.core.querygen.bedrock_records import parse_output_record
+from finetune_assets.core.span_queries import span_pairs
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.assets.queries import OUTPUT_FILE
@@ -41,13 +42,20 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
                              seen={normalize(p["query"]) for p in result.train + result.held_out})
         result.train += titles
         context.log.info(f"{len(titles)} title queries added from {len(documents)} documents")
+    spans = []
+    if config.span_queries:
+        spans = span_pairs(documents.values(), per_document=config.span_queries,
+                           held_out_fraction=config.held_out_fraction, seed=config.seed,
+                           seen={normalize(p["query"]) for p in result.train + result.held_out})
+        result.train += spans
+        context.log.info(f"{len(spans)} span queries added from {len(documents)} documents")
     if not result.train:
         raise ValueError(f"no training pairs left for '{index}': {result.queries_in} queries generated, "
                          f"dropped {dict(result.dropped)}; check the generator output in bedrock_batch_outputs")
     if not result.held_out:
         raise ValueError(f"no held-out pairs for '{index}' ({len(result.train)} train pairs): "
                          "raise held_out_fraction or add documents")
-    generated_train = len(result.train) - len(titles)
+    generated_train = len(result.train) - len(titles) - len(spans)
     augmented = None
     if dictionary is not None:  # held-out pairs stay as generated: evaluation measures real queries only
         augmented = augment_pairs(result.train, dictionary, max_variants=config.max_variants_per_query,
@@ -67,6 +75,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
         "kept_fraction": round(kept / result.queries_in, 3) if result.queries_in else 0.0,
         "train_pairs": len(result.train),
         "title_pairs": len(titles),
+        "span_pairs": len(spans),
         "held_out_pairs": len(result.held_out),
         "train_documents": len({p["doc_id"] for p in result.train}),
         "held_out_documents": len({p["doc_id"] for p in result.held_out}),

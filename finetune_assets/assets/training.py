@@ -7,6 +7,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Pip
 from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import image
 from finetune_assets.config import TrainedModelConfig
+from finetune_assets.core.batch_distillation import DEFAULTS as BATCH_KL_DEFAULTS
+from finetune_assets.core.batch_distillation import DEFAULTS_BASIS as BATCH_KL_DEFAULTS_BASIS
+from finetune_assets.core.batch_distillation import SCORES_FILE
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.losses import teacher_labels
@@ -25,6 +28,24 @@ def mined_negative_count(train_file) -> int:
     return len(negative_columns(next(read_jsonl(train_file), {})))
 
 
+def chosen_loss(loss: str, model_type: str, train_dir) -> str:
+    """`auto`: batch_kl when mined_negatives wrote the hybrid teacher's matrix and batch_kl can train the model
+    type (dense, sparse), else mnrl."""
+    if loss != "auto":
+        return loss
+    return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in ("dense", "sparse") else "mnrl"
+
+
+def batch_kl_defaults(context: AssetExecutionContext, chosen: dict) -> tuple[dict, dict]:
+    filled = {name: BATCH_KL_DEFAULTS[name] for name, value in chosen.items() if value is None}
+    if not filled:
+        return chosen, {}
+    context.log.info(f"batch_kl defaults ({BATCH_KL_DEFAULTS_BASIS}): "
+                     f"{', '.join(f'{k}={v}' for k, v in filled.items())}; set them in the run config to override")
+    return {**chosen, **filled}, {"smart_defaults": MetadataValue.json({"filled": filled, "loss": "batch_kl",
+                                                                        "basis": BATCH_KL_DEFAULTS_BASIS})}
+
+
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["mined_negatives"], kinds={"pytorch"})
 def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, storage: ArtifactStorage,
                   base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient,
@@ -41,17 +62,29 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     if num_negatives > available:
         raise ValueError(f"num_negatives={num_negatives} but mined_negatives holds {available} per row; "
                          "re-materialize mined_negatives with more negatives")
+    loss = chosen_loss(config.loss, base_model.model_type, train_dir)
     # Fail here rather than in the training job when the loss needs teacher scores that the rows lack.
-    teacher_labels([next(read_jsonl(train_dir / "train.jsonl"), {})], num_negatives, config.loss)
-    chosen, smart_metadata = smart_defaults.fill(
-        context, {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate},
-        base_model.model_type, smart_defaults.sampled_documents(storage, index))
+    teacher_labels([next(read_jsonl(train_dir / "train.jsonl"), {})], num_negatives, loss)
+    if loss == "batch_kl" and not (train_dir / SCORES_FILE).exists():
+        raise ValueError("loss 'batch_kl' distils the hybrid teacher's score matrix: materialize mined_negatives "
+                         "with teacher 'hybrid' first")
+    unset = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
+    if loss == "batch_kl":
+        chosen, smart_metadata = batch_kl_defaults(context, {**unset, "max_steps": config.max_steps,
+                                                             "max_seq_length": config.max_seq_length})
+    else:
+        chosen, smart_metadata = smart_defaults.fill(context, unset, base_model.model_type,
+                                                     smart_defaults.sampled_documents(storage, index))
+        chosen.update(max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length)
     hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
                          epochs=chosen["epochs"], batch_size=chosen["batch_size"],
                          learning_rate=chosen["learning_rate"], warmup_ratio=config.warmup_ratio,
                          max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
-                         train_max_seq_length=config.max_seq_length or 0,
-                         precision=config.precision, seed=config.seed, loss=config.loss)
+                         train_max_seq_length=chosen["max_seq_length"] or 0,
+                         max_steps=chosen["max_steps"],
+                         precision=config.precision, seed=config.seed, loss=loss,
+                         candidates_per_query=config.candidates_per_query,
+                         teacher_temperature=config.teacher_temperature)
     folder = storage.artifact_dir(index, "trained_model")
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"

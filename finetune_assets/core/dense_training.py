@@ -24,6 +24,7 @@ class Hyperparameters:
     model_type: str = "dense"  # dense | sparse | inference_free (see core/model_types.py)
     base_model: str = ""  # "" = the default base model of model_type
     epochs: float = 1.0
+    max_steps: int = 0  # stop after this many steps (0 = as many as the epochs take)
     batch_size: int = 16
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
@@ -41,6 +42,8 @@ class Hyperparameters:
     idf_learning_rate: float = 1e-3  # inference_free: learning rate of the query-side token weights
     loss: str = "mnrl"  # mnrl | margin_mse | distill_kl | mnrl+margin_mse (see core/losses.py)
     cosine_scale: float = 20.0  # distillation losses: multiplies a cosine student's scores (teacher logit range)
+    candidates_per_query: int = 4  # batch_kl: the teacher's top documents each query adds to the batch's pool
+    teacher_temperature: float = 1.0  # batch_kl: divides the teacher's scores before its softmax
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)
@@ -122,7 +125,8 @@ def check_rows(rows: Sequence[dict], hp: Hyperparameters) -> list[str]:
 
 
 def total_steps(rows: Sequence[dict], hp: Hyperparameters) -> int:
-    return max(1, math.ceil(math.ceil(len(rows) / hp.batch_size) * hp.epochs))
+    steps = max(1, math.ceil(math.ceil(len(rows) / hp.batch_size) * hp.epochs))
+    return min(steps, hp.max_steps) if hp.max_steps > 0 else steps
 
 
 def loss_recorder(history: list[dict], steps: int, on_log: Callable[[dict], None] | None):
@@ -149,6 +153,7 @@ def trainer_arguments(hp: Hyperparameters, steps: int, output_dir: str) -> dict:
     return dict(
         output_dir=output_dir,
         num_train_epochs=hp.epochs,
+        max_steps=hp.max_steps if hp.max_steps > 0 else -1,
         per_device_train_batch_size=hp.batch_size,
         learning_rate=hp.learning_rate,
         warmup_steps=hp.warmup_ratio,

@@ -53,6 +53,7 @@ class HybridTeacher:
              doc_embeddings: np.ndarray) -> HybridTeacher:
         if len(queries) != len(query_embeddings) or len(doc_texts) != len(doc_embeddings):
             raise ValueError("hybrid teacher: one embedding per query and per document is needed")
+        self.queries = list(queries)
         self.query_embeddings, self.doc_embeddings = query_embeddings, doc_embeddings
         self.retriever, tokenize = bm25_index(doc_texts, language=self.language)
         self.query_tokens = tokenize(queries, return_ids=False)

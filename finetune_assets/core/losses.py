@@ -5,13 +5,16 @@ margin_mse       MarginMSE (as GPL): student margin sim(q, pos) - sim(q, neg_i) 
 distill_kl       KL divergence between the softmax of teacher and student scores over [pos, neg_1..neg_n].
 mnrl+margin_mse  both on the same batch, summed: a loss may return a dict of parts, which the
                  sentence-transformers trainer adds up and logs separately.
+batch_kl         KL divergence to the teacher over every document pooled in a batch, from mined_negatives'
+                 teacher matrix (core/batch_distillation.py; its own training loop, dense and sparse).
 Sparse models use the Sparse* equivalents inside SpladeLoss.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-LOSSES = ("mnrl", "margin_mse", "distill_kl", "mnrl+margin_mse")
+LOSSES = ("mnrl", "margin_mse", "distill_kl", "mnrl+margin_mse", "batch_kl")
+MATRIX_LOSSES = ("batch_kl",)  # read teacher_scores.npy, not per-row teacher columns
 
 
 def check_loss(loss: str) -> None:
@@ -27,7 +30,7 @@ def teacher_labels(rows: Sequence[dict], num_negatives: int, loss: str) -> list[
     """The label of each row for `loss`: n margins pos - neg_i (margin_mse), or the n + 1 scores [pos, negs]
     (distill_kl); None for mnrl. The columns come from mined_negatives with a teacher set."""
     check_loss(loss)
-    if not needs_teacher(loss):
+    if not needs_teacher(loss) or loss in MATRIX_LOSSES:
         return None
     if num_negatives < 1:
         raise ValueError(f"loss {loss!r} compares the positive with mined negatives: it needs num_negatives >= 1")

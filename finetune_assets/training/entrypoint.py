@@ -52,6 +52,20 @@ def _pipes_context():
     return open_dagster_pipes()
 
 
+def _train_batch_kl(train_dir: Path, rows: list[dict], hp: Hyperparameters, model_dir: str, on_log):
+    """batch_kl reads the teacher matrix and its documents, written beside train.jsonl by mined_negatives."""
+    import numpy as np
+
+    from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, train_batch_kl
+
+    missing = [name for name in (SCORES_FILE, DOCUMENTS_FILE) if not (train_dir / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"loss 'batch_kl' needs {' and '.join(missing)} in {train_dir}: materialize "
+                                "mined_negatives with teacher 'hybrid'")
+    documents = list(read_jsonl(train_dir / DOCUMENTS_FILE))
+    return train_batch_kl(rows, documents, np.load(train_dir / SCORES_FILE), hp, model_dir, on_log=on_log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     pipes = _pipes_context()
@@ -62,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if not train_file.exists():
             raise FileNotFoundError(f"no training data: {train_file} does not exist")
         rows = list(read_jsonl(train_file))
+        if hp.loss != "batch_kl":
+            # Span queries are copied from their document: only the teacher's ranking of the others teaches.
+            spans = sum(1 for r in rows if r.get("exclude_source"))
+            rows = [r for r in rows if not r.get("exclude_source")]
+            if spans:
+                (log.info if log else print)(f"loss {hp.loss}: {spans} span-query rows left out (batch_kl only)")
 
         def on_log(entry: dict) -> None:
             message = f"step {entry['step']}/{entry['total_steps']} loss {entry['loss']:.4f}"
@@ -69,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if log:
             log.info(f"training {hp.base_model} on {len(rows)} rows: {json.dumps(hp.to_dict())}")
-        if hp.model_type == "dense":
+        if hp.loss == "batch_kl":
+            outcome = _train_batch_kl(Path(args.train_dir), rows, hp, args.model_dir, on_log)
+        elif hp.model_type == "dense":
             outcome = train_dense(rows, hp, args.model_dir, on_log=on_log)
         else:
             from finetune_assets.core.sparse_training import flops_weight_note, train_sparse

@@ -49,9 +49,16 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
     training = metadata["trained_model"]
     assert training["steps"].value >= 1 and training["samples_per_second"].value > 0  # reported through Pipes
     assert "data:image/png;base64," in training["loss_curve"].value
-    # epochs and batch_size were set in the run config; learning_rate was not, so the table filled it
-    assert training["smart_defaults"].value["filled"] == {"learning_rate": training["hyperparameters"].value[
-        "learning_rate"]}
+    # The default loss distils the hybrid teacher's matrix, which mined_negatives wrote for every training query
+    hyperparameters = training["hyperparameters"].value
+    assert hyperparameters["loss"] == "batch_kl"
+    rows = metadata["mined_negatives"]["rows"].value
+    assert metadata["mined_negatives"]["teacher_matrix_shape"].value[0] == rows
+    assert metadata["training_pairs"]["span_pairs"].value > 0
+    # epochs and batch_size were set in the run config; the others came from the batch_kl defaults
+    assert training["smart_defaults"].value["filled"] == {"learning_rate": hyperparameters["learning_rate"],
+                                                          "max_steps": hyperparameters["max_steps"],
+                                                          "max_seq_length": hyperparameters["train_max_seq_length"]}
     assert training["hyperparameters"].value["epochs"] == 1 and training["hyperparameters"].value["batch_size"] == 4
     assert metadata["bedrock_batch_outputs"]["smart_defaults"].value["filled"] == {"queries_per_type": 1}
     assert "| tuned |" in metadata["evaluation_report"]["report"].value

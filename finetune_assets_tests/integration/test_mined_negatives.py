@@ -23,7 +23,7 @@ QUERIES = {
 }
 
 
-def _materialize(tmp_path, config: dict):
+def _materialize(tmp_path, config: dict, span_rows: int = 0):
     documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
     assert set(QUERIES) <= {d["id"] for d in documents}
     by_id = {d["id"]: d for d in documents}
@@ -32,6 +32,9 @@ def _materialize(tmp_path, config: dict):
     # Candidates are the documents of training pairs plus these, as training_pairs leaves them.
     pairs += [{"query": f"what does {d['title']} do", "positive": document_text(d), "doc_id": d["id"],
                "query_type": "conceptual"} for d in documents if d["id"] not in QUERIES]
+    # Span queries: a sentence of the document, its source masked for the teacher (span_queries.py).
+    pairs += [{"query": d["text"].split(". ")[0], "positive": document_text(d), "doc_id": d["id"],
+               "query_type": "span", "exclude_source": True} for d in documents[:span_rows]]
     storage = ArtifactStorage(root=str(tmp_path))
     write_jsonl(storage.artifact_dir("docs", "raw_corpus") / "documents.jsonl", documents)
     write_jsonl(storage.artifact_dir("docs", "training_pairs") / "train.jsonl", pairs)
@@ -78,3 +81,42 @@ def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_the
     assert {r[f"negative_{k}_source"] for r in rows for k in (1, 2)} <= {"dense", "bm25", "random"}
     assert all(r["doc_id"] not in (r["negative_1_id"], r["negative_2_id"]) for r in rows)
     assert mined_negative_count(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl") == 2
+
+
+@pytest.mark.slow
+def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains_batch_kl(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from finetune_assets.core.jsonl import write_json
+
+    metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 0, "teacher": "hybrid"},
+                                         span_rows=2)
+    folder = tmp_path / "artifacts" / "docs" / "mined_negatives"
+    matrix = np.load(folder / "teacher_scores.npy")
+    documents = list(read_jsonl(folder / "documents.jsonl"))
+    assert matrix.shape == (len(rows), len(documents)) == tuple(metadata["teacher_matrix_shape"].value)
+    column = {d["id"]: i for i, d in enumerate(documents)}
+    spans = [n for n, r in enumerate(rows) if r.get("exclude_source")]
+    assert len(spans) == 2 == metadata["span_queries"].value
+    for n, row in enumerate(rows):
+        source = matrix[n, column[row["doc_id"]]]
+        assert np.isneginf(source) if n in spans else np.isfinite(source)
+    # A generated query's own document is its teacher's favourite for most queries (the query's words are in it).
+    generated = [n for n in range(len(rows)) if n not in spans]
+    top = sum(int(np.argmax(matrix[n])) == column[rows[n]["doc_id"]] for n in generated)
+    assert top >= 0.6 * len(generated)
+    # The training entry point distils that matrix (sparse model: dot product + FLOPS regularisers).
+    write_json(tmp_path / "hp.json", {"model_type": "sparse", "loss": "batch_kl", "batch_size": "4",
+                                      "max_seq_length": "64", "logging_steps": "1", "candidates_per_query": "2"})
+    done = subprocess.run([sys.executable, "-m", "finetune_assets.training", "--train-dir", str(folder),
+                           "--model-dir", str(tmp_path / "model"), "--hyperparameters", str(tmp_path / "hp.json")],
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stderr.strip().splitlines()[-1])
+    assert summary["steps"] == -(-len(rows) // 4) and summary["final_loss"] > 0
+    assert (tmp_path / "model" / "modules.json").exists()

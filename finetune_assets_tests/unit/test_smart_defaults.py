@@ -92,6 +92,12 @@ def test_recorded_effective_settings_win_over_the_run_config():
     assert dict(run["settings"]) == effective and [name for name, _ in run["settings"]] == list(SETTINGS)
 
 
+def test_batch_kl_runs_do_not_feed_the_table():
+    effective = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 32, "queries_per_type": 1, "num_negatives": 1}
+    assert describe_run(report("cacm", 0.05, effective={**effective, "loss": "batch_kl"}), current_defaults()) is None
+    assert describe_run(report("cacm", 0.01, effective={**effective, "loss": "mnrl"}), current_defaults())["gain"] == 0.01
+
+
 def test_summary_labels_each_run_by_what_it_changed(tmp_path):
     from benchmarks.summary import row, to_markdown
 

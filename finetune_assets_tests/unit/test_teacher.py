@@ -33,7 +33,8 @@ def test_onnx_teacher_ranks_the_relevant_passage_first(onnx_teacher):
     # Batches are sorted by length and padded per batch: scores still come back in input order, and a pair
     # scores (nearly) the same alone as beside longer ones (the int8 model quantises activations per batch).
     alone = np.array([onnx_teacher.score([pair])[0] for pair in PAIRS])
-    np.testing.assert_allclose(scores, alone, atol=0.15)
+    # How near depends on the CPU's int8 kernels: 0.25 logits apart (3.8%) with AVX-512 VNNI, under 0.15 on AVX2.
+    np.testing.assert_allclose(scores, alone, rtol=0.05, atol=0.15)
 
 
 def test_onnx_teacher_truncates_long_passages(onnx_teacher):

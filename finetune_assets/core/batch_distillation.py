@@ -1,0 +1,214 @@
+"""Batch distillation: the student learns the teacher's ranking over every document in a training batch.
+
+Each training query brings its teacher's top `candidates_per_query` documents; the batch's documents are pooled,
+and for every query the student's softmax over the whole pool is pulled towards the teacher's (KL divergence).
+Every document encoded serves every query of the batch, so a step teaches far more rankings per CPU-second than
+one positive and a few negatives per query, and no candidate is ever called a negative: a document the teacher
+likes stays liked (no false-negative guard needed).
+
+The teacher's scores come from mined_negatives as one matrix (training rows x training documents), so they are
+computed once; a row marked `exclude_source` (a span query copied from its document) has its source masked out
+for teacher and student alike.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome
+from finetune_assets.core.offline_models import resolve_model
+
+SCORES_FILE = "teacher_scores.npy"  # float16 [training rows, documents]; -inf = masked
+DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per matrix column
+MAX_MATRIX_CELLS = 400_000_000  # 800 MB of float16: sample fewer documents or queries beyond this
+
+# Settings a batch_kl run leaves unset; the smart-defaults table's rows were measured with MNRL, not with this.
+# max_seq_length 128: at 256 a step took 28 s instead of 5 s here (bf16, varying padded shapes).
+DEFAULTS = {"epochs": 2.0, "learning_rate": 5e-5, "batch_size": 32, "max_steps": 160, "max_seq_length": 128}
+DEFAULTS_BASIS = ("measured (benchmarks/results/*-batch-kl-*.json): 32 queries x 4 teacher candidates per step, "
+                  "about 5 s a step on 2 CPU cores with bf16")
+
+
+def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,
+                         on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Scores of every (row, document), from a bound hybrid teacher; the source of an `exclude_source` row is
+    -inf. float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside its range."""
+    cells = len(rows) * len(doc_ids)
+    if cells > MAX_MATRIX_CELLS:
+        raise ValueError(f"teacher matrix of {len(rows)} queries x {len(doc_ids)} documents is over "
+                         f"{MAX_MATRIX_CELLS:,} cells: lower raw_corpus max_documents or the queries per document")
+    column = {doc_id: i for i, doc_id in enumerate(doc_ids)}
+    matrix = np.empty((len(rows), len(doc_ids)), dtype=np.float16)
+    for r, row in enumerate(rows):
+        scores = teacher.row_scores(r).astype(np.float16)
+        if row.get("exclude_source"):
+            scores[column[row["doc_id"]]] = -np.inf
+        matrix[r] = scores
+        if on_progress and ((r + 1) % 500 == 0 or r + 1 == len(rows)):
+            on_progress(r + 1, len(rows))
+    return matrix
+
+
+def top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k best-scored documents (masked ones never), best first."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores.astype(np.float32), k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1).astype(np.float32).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1)
+
+
+def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.ndarray, hp: Hyperparameters) -> None:
+    if scores.shape != (len(rows), len(documents)):
+        raise ValueError(f"{SCORES_FILE} is {scores.shape[0]} x {scores.shape[1]} but there are {len(rows)} "
+                         f"training rows and {len(documents)} documents: re-materialize mined_negatives")
+    if len(rows) < 2:
+        raise ValueError(f"batch distillation needs at least 2 training queries, got {len(rows)}")
+    if hp.candidates_per_query < 1:
+        raise ValueError(f"candidates_per_query must be >= 1, got {hp.candidates_per_query}")
+    if hp.teacher_temperature <= 0:
+        raise ValueError(f"teacher_temperature must be > 0, got {hp.teacher_temperature}")
+    for line, row in enumerate(rows, start=1):
+        if not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise ValueError(f"training row {line} has no query")
+    if not np.isfinite(scores.astype(np.float32)).any(axis=1).all():
+        raise ValueError("a training row has no scored document in the teacher matrix")
+
+
+def batch_kl_loss(student, teacher, *, temperature: float = 1.0):
+    """KL(teacher || student) per query over the pooled documents, averaged over queries; -inf teacher cells are
+    masked for both. student: [queries, pool] scores; teacher: float [queries, pool] scores."""
+    import torch
+
+    mask = torch.isinf(teacher)
+    target = torch.log_softmax(teacher.masked_fill(mask, -1e4) / temperature, dim=-1)
+    predicted = torch.log_softmax(student.masked_fill(mask, -1e4), dim=-1)
+    return torch.nn.functional.kl_div(predicted, target, log_target=True, reduction="batchmean")
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 matrix units (AVX-512 BF16 or AMX): autocast then trains about 1.9x faster here (measured on a
+    Xeon with AMX); on AVX2-only CPUs bf16 is emulated and many times slower than fp32."""
+    import torch
+
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def training_precision(setting: str, device: str) -> str:
+    """bf16 autocast (fp32 weights) where the hardware runs it natively, else fp32; fp16 is not used here."""
+    import torch
+
+    if setting not in ("auto", "bf16", "fp32", "fp16"):
+        raise ValueError(f"unknown precision {setting!r}; use auto, bf16, fp16 or fp32")
+    if setting == "fp32":
+        return "fp32"
+    native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
+    return "bf16" if native or setting == "bf16" else "fp32"
+
+
+def _load_student(hp: Hyperparameters, device: str):
+    if hp.model_type == "dense":
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(resolve_model(hp.base_model), device=device)
+    if hp.model_type == "sparse":
+        from finetune_assets.core.sparse_training import load_splade
+
+        return load_splade(hp.base_model, hp.max_seq_length, device)
+    raise ValueError("loss 'batch_kl' trains dense and sparse models; inference_free keeps fixed query weights "
+                     "that a batch of pooled documents does not train: use its SpladeLoss losses")
+
+
+def _flops(embeddings):
+    # FLOPS regulariser (SPLADE): squared mean activation per vocabulary entry, summed.
+    return (embeddings.abs().mean(dim=0) ** 2).sum()
+
+
+def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.ndarray, hp: Hyperparameters,
+                   model_dir: str | Path, *, on_log: Callable[[dict], None] | None = None) -> TrainingOutcome:
+    """Distil the teacher matrix into the base model (dense: scaled cosine; sparse: dot product with FLOPS
+    regularisers), batch by batch, and save the model to `model_dir`."""
+    check_inputs(rows, documents, scores, hp)
+    import torch
+    from sentence_transformers.util import batch_to_device
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(hp.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _load_student(hp, device)
+    model.max_seq_length = hp.training_sequence_length
+    sparse = hp.model_type != "dense"
+    candidates = top_candidates(scores, hp.candidates_per_query)
+    texts = [d["text"] for d in documents]
+    batch = min(hp.batch_size, len(rows))
+    steps = max(1, math.ceil(math.ceil(len(rows) / batch) * hp.epochs))
+    steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=0.01)
+    warmup = max(1, int(hp.warmup_ratio * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    precision = training_precision(hp.precision, device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    order_rng = random.Random(hp.seed)
+
+    def embed(batch_texts: list[str]):
+        features = batch_to_device(model.preprocess(batch_texts), device)
+        embeddings = model(features)["sentence_embedding"]
+        return embeddings if sparse else torch.nn.functional.normalize(embeddings, dim=-1)
+
+    def batches():
+        while True:
+            order = list(range(len(rows)))
+            order_rng.shuffle(order)
+            for start in range(0, len(order) - batch + 1, batch):
+                yield order[start:start + batch]
+
+    model.train()
+    history: list[dict] = []
+    seen_rows, window = 0, []
+    started = time.perf_counter()
+    progress = tqdm(total=steps, desc="batch distillation", unit="step")
+    for step, chosen in zip(range(steps), batches()):
+        pool = list(dict.fromkeys(int(c) for r in chosen for c in candidates[r]))
+        teacher = torch.from_numpy(scores[np.ix_(chosen, pool)].astype(np.float32)).to(device)
+        with autocast:
+            queries = embed([rows[r]["query"] for r in chosen])
+            docs = embed([texts[c] for c in pool])
+            student = queries @ docs.T
+            if not sparse:
+                student = student * hp.cosine_scale
+            loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
+            if sparse:
+                ramp = min(1.0, (step + 1) / max(1, steps // 3))  # SPLADE's quadratic-free ramp: linear, a third
+                loss = loss + ramp * (hp.query_regularizer_weight * _flops(queries.float())
+                                      + hp.document_regularizer_weight * _flops(docs.float()))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        seen_rows += len(chosen)
+        window.append(float(loss.detach()))
+        progress.update(1)
+        if (step + 1) % max(1, hp.logging_steps) == 0 or step + 1 == steps:
+            entry = {"step": step + 1, "epoch": round(seen_rows / len(rows), 3), "loss": float(np.mean(window)),
+                     "learning_rate": float(schedule.get_last_lr()[0]), "total_steps": steps}
+            history.append(entry)
+            window = []
+            if on_log:
+                on_log(entry)
+    progress.close()
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    model.max_seq_length = hp.max_seq_length
+    model.save_pretrained(str(model_dir))
+    return TrainingOutcome(
+        model_dir=str(model_dir), steps=steps, rows=len(rows), train_seconds=round(train_seconds, 3),
+        samples_per_second=round(seen_rows / train_seconds, 3), final_loss=history[-1]["loss"] if history else None,
+        loss_history=history, device=device, precision=precision,
+    )

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from finetune_assets.core.batch_distillation import (
+    batch_kl_loss,
+    check_inputs,
+    teacher_score_matrix,
+    top_candidates,
+    train_batch_kl,
+)
+from finetune_assets.core.dense_training import Hyperparameters
+
+
+class RowTeacher:
+    def __init__(self, matrix):
+        self.matrix = np.asarray(matrix, dtype=np.float64)
+
+    def row_scores(self, row):
+        return self.matrix[row].copy()
+
+
+def test_the_matrix_masks_only_the_source_of_span_rows():
+    rows = [{"query": "a", "doc_id": "d1", "exclude_source": True}, {"query": "b", "doc_id": "d2"}]
+    matrix = teacher_score_matrix(RowTeacher([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), rows, ["d0", "d1", "d2"])
+    assert matrix.dtype == np.float16
+    assert np.isneginf(matrix[0, 1]) and np.isfinite(np.delete(matrix[0], 1)).all()
+    assert matrix[1].tolist() == [4.0, 5.0, 6.0]
+
+
+def test_top_candidates_are_best_first_and_never_masked():
+    scores = np.array([[0.1, -np.inf, 3.0, 2.0], [5.0, 4.0, -np.inf, -np.inf]], dtype=np.float16)
+    assert top_candidates(scores, 2).tolist() == [[2, 3], [0, 1]]
+
+
+def test_batch_kl_is_zero_when_the_student_matches_and_ignores_masked_cells():
+    teacher = torch.tensor([[2.0, 1.0, -float("inf")], [0.0, 3.0, 1.0]])
+    matching = torch.tensor([[4.0, 2.0, 9.0], [0.0, 6.0, 2.0]])  # teacher / 0.5, any value where masked
+    assert batch_kl_loss(matching, teacher, temperature=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    other_mask_value = matching.clone()
+    other_mask_value[0, 2] = -50.0
+    assert batch_kl_loss(other_mask_value, teacher, temperature=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    reversed_order = torch.tensor([[2.0, 4.0, 0.0], [6.0, 0.0, 2.0]])
+    assert batch_kl_loss(reversed_order, teacher, temperature=0.5).item() > 0.5
+
+
+def test_bad_inputs_are_named():
+    rows = [{"query": "a"}, {"query": "b"}]
+    docs = [{"id": "x", "text": "x"}]
+    hp = Hyperparameters(loss="batch_kl")
+    with pytest.raises(ValueError, match="re-materialize mined_negatives"):
+        check_inputs(rows, docs, np.zeros((2, 2), dtype=np.float16), hp)
+    with pytest.raises(ValueError, match="training row 2 has no query"):
+        check_inputs([{"query": "a"}, {"query": " "}], docs, np.zeros((2, 1), dtype=np.float16), hp)
+    with pytest.raises(ValueError, match="no scored document"):
+        check_inputs(rows, docs, np.array([[0.0], [-np.inf]], dtype=np.float16), hp)
+
+
+def _mean_kl(model, rows, texts, scores, scale=20.0):
+    queries = torch.from_numpy(model.encode([r["query"] for r in rows], normalize_embeddings=True))
+    docs = torch.from_numpy(model.encode(texts, normalize_embeddings=True))
+    return batch_kl_loss(queries @ docs.T * scale, torch.from_numpy(scores.astype(np.float32))).item()
+
+
+@pytest.mark.slow
+def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from finetune_assets.core.offline_models import minilm_path
+
+    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
+             "flutter of a wing at transonic speed", "boundary layer transition on a cone",
+             "stress in a rotating disk", "shock wave reflection from a wall"]
+    rows = [{"query": q} for q in ("shells", "flow", "wing", "disk", "wall", "cone")]
+    # A teacher that prefers an arbitrary, fixed document per query (not what the base model would pick).
+    scores = np.full((6, 6), -2.0, dtype=np.float16)
+    for r, d in enumerate([4, 1, 5, 0, 2, 3]):
+        scores[r, d] = 4.0
+    documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    base = SentenceTransformer(str(minilm_path()), device="cpu")
+    before = _mean_kl(base, rows, texts, scores)
+    hp = Hyperparameters(loss="batch_kl", epochs=8, batch_size=3, learning_rate=3e-4, candidates_per_query=2,
+                         max_seq_length=32, logging_steps=4)
+    logged = []
+    outcome = train_batch_kl(rows, documents, scores, hp, tmp_path / "model", on_log=logged.append)
+    tuned = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    after = _mean_kl(tuned, rows, texts, scores)
+    assert outcome.steps == 16 and logged and logged[-1]["step"] == 16
+    assert after < before * 0.7, (before, after)
+    assert tuned.max_seq_length == 32
+
+
+def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
+    from finetune_assets.core import batch_distillation
+
+    monkeypatch.setattr(batch_distillation, "cpu_has_bf16", lambda: False)
+    assert batch_distillation.training_precision("auto", "cpu") == "fp32"
+    assert batch_distillation.training_precision("bf16", "cpu") == "bf16"  # asked for: honoured, even if slow
+    monkeypatch.setattr(batch_distillation, "cpu_has_bf16", lambda: True)
+    assert batch_distillation.training_precision("auto", "cpu") == "bf16"
+    assert batch_distillation.training_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        batch_distillation.training_precision("int4", "cpu")
