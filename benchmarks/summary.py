@@ -18,7 +18,11 @@ def row(path: Path, report: dict, defaults: dict) -> dict:
     values, techniques = settings_and_techniques(report, defaults)
     settings = report["settings"]
     changed = [f"{name.split('.')[-1]}={json.dumps(value)}" for name, value in sorted(techniques.items())]
-    changed += [f"{name}={values[name]}" for name in LEGACY_SETTINGS if values[name] != LEGACY_SETTINGS[name]]
+    loss = report.get("effective_settings", {}).get("loss", "mnrl")  # runs before 2026-12-02 trained with mnrl
+    if loss != "batch_kl" and "trained_model.loss" not in techniques:
+        changed.insert(0, f"loss={loss} (no span queries)")
+    if loss != "batch_kl":
+        changed += [f"{name}={values[name]}" for name in LEGACY_SETTINGS if values[name] != LEGACY_SETTINGS[name]]
     if (settings.get("corpus_docs") or settings["max_docs"]) != settings["max_docs"]:
         changed.append(f"corpus_docs={settings['corpus_docs'] or 'all'}")
     results, gain = report["results"], report["tuned_minus_base_ndcg@10"]

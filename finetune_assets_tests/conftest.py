@@ -52,6 +52,9 @@ RUN_CONFIG = {
         "training_pairs": {"config": {"held_out_fraction": 0.3}},
         "mined_negatives": {"config": {"num_negatives": 1, "range_min": 1}},
         "trained_model": {"config": {"epochs": 1, "batch_size": 4}},
+        # 24 documents leave about 12 held-out queries: one query moving a rank shifts nDCG@10 by ~0.03, so the
+        # gate (tested alone in test_end_to_end) would judge noise; this run checks that every stage runs.
+        "evaluation_report": {"config": {"tolerance": 0.1}},
     },
     "resources": {"base_model": {"config": {"max_seq_length": 128}}},
 }

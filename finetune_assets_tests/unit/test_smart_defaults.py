@@ -113,6 +113,11 @@ def test_summary_labels_each_run_by_what_it_changed(tmp_path):
     titles = row(tmp_path / "b.json", full("cacm", 0.03, {"training_pairs": {"config": {"title_queries": True}},
                                                            "trained_model": {"config": {"learning_rate": 1e-4}}},
                                            corpus_docs=1200), defaults)
-    assert plain["changed"] == "defaults"
-    assert titles["changed"] == "title_queries=true, learning_rate=0.0001, corpus_docs=1200"
-    assert "| cacm (52) | dense | title_queries=true" in to_markdown([plain, titles])
+    # Runs that recorded no loss trained with mnrl, before span queries and batch_kl were the defaults.
+    assert plain["changed"] == "loss=mnrl (no span queries)"
+    assert titles["changed"] == "loss=mnrl (no span queries), title_queries=true, learning_rate=0.0001, corpus_docs=1200"
+    batch_kl = full("cacm", 0.05)
+    batch_kl["effective_settings"] = {"epochs": 2.0, "learning_rate": 5e-5, "batch_size": 32, "queries_per_type": 1,
+                                      "num_negatives": 1, "loss": "batch_kl"}
+    assert row(tmp_path / "c.json", batch_kl, defaults)["changed"] == "defaults"
+    assert "| cacm (52) | dense | loss=mnrl (no span queries), title_queries=true" in to_markdown([plain, titles])
