@@ -69,8 +69,9 @@ def test_prompts_name_korean_for_korean_documents_only(tmp_path):
 def test_training_pairs_add_cross_lingual_variants_to_training_pairs_only(tmp_path):
     storage, documents, _ = upstream(tmp_path / "storage")
     synonyms = DATA / "synonyms.tsv"
+    # span_queries 0: this test follows the generated queries through augmentation
     result = run_pairs(storage, {"held_out_fraction": 0.34, "synonyms_path": str(synonyms),
-                                 "max_variants_per_query": 2})
+                                 "max_variants_per_query": 2, "span_queries": 0})
     assert result.success
     metadata = result.asset_materializations_for_node("training_pairs")[0].metadata
     folder = storage.fetch(INDEX, "training_pairs")
