@@ -8,7 +8,7 @@ from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import table
 from finetune_assets.config import MinedNegativesConfig
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
+from finetune_assets.core.mining import MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.pairs import document_text
 from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
 from finetune_assets.core.hybrid_teacher import HybridTeacher
@@ -51,8 +51,8 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     folder = storage.artifact_dir(index, "mined_negatives")
     write_jsonl(folder / "train.jsonl", result.rows)
     if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
-        teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), model or base_model.load(),
-                                                     result.rows, documents, folder, batch_size=base_model.batch_size))
+        teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
+                                                     base_model=base_model, model=model))
     uri = storage.publish(index, "mined_negatives")
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
@@ -81,16 +81,22 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     })
 
 
-def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, model, rows: list,
-                         documents: list, folder, *, batch_size: int) -> dict:
+def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
+                         documents: list, folder, *, base_model: BaseModelResource, model=None) -> dict:
     """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
     import numpy as np
 
     started = time.perf_counter()
+    rows = result.rows
     queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
-    if getattr(teacher, "queries", None) != queries:  # not bound by mining (no negatives, or a round trip)
-        teacher.bind(queries, encode(model, queries, batch_size=batch_size, role="query"), texts,
-                     encode(model, texts, batch_size=batch_size))
+    if getattr(teacher, "queries", None) != queries:  # not bound by mining (no teacher there, or a round trip)
+        if result.doc_embeddings is not None:  # mining encoded them already
+            query_vectors, doc_vectors = result.query_embeddings, result.doc_embeddings
+        else:
+            model = model or base_model.load()
+            query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
+            doc_vectors = encode(model, texts, batch_size=base_model.batch_size)
+        teacher.bind(queries, query_vectors, texts, doc_vectors)
     matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],
                                   on_progress=lambda done, total: context.log.info(f"teacher matrix {done}/{total} rows"))
     np.save(folder / SCORES_FILE, matrix)

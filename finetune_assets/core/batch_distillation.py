@@ -12,15 +12,15 @@ for teacher and student alike.
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome
+from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome, total_steps
 from finetune_assets.core.offline_models import resolve_model
 
 SCORES_FILE = "teacher_scores.npy"  # float16 [training rows, documents]; -inf = masked
@@ -146,8 +146,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
     candidates = top_candidates(scores, hp.candidates_per_query)
     texts = [d["text"] for d in documents]
     batch = min(hp.batch_size, len(rows))
-    steps = max(1, math.ceil(math.ceil(len(rows) / batch) * hp.epochs))
-    steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    steps = total_steps(rows, replace(hp, batch_size=batch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=0.01)
     warmup = max(1, int(hp.warmup_ratio * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -184,7 +183,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
                 student = student * hp.cosine_scale
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:
-                ramp = min(1.0, (step + 1) / max(1, steps // 3))  # SPLADE's quadratic-free ramp: linear, a third
+                ramp = min(1.0, (step + 1) / max(1, steps // 3))  # regularisers ramp up over the first third
                 loss = loss + ramp * (hp.query_regularizer_weight * _flops(queries.float())
                                       + hp.document_regularizer_weight * _flops(docs.float()))
         optimizer.zero_grad()

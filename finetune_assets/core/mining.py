@@ -60,6 +60,9 @@ class MiningResult:
     random_fill: int = 0
     roundtrip: RoundTrip | None = None
     teacher_pairs_scored: int = 0
+    # The base model's vectors mining computed (queries aligned with `rows`), for the teacher matrix to reuse.
+    query_embeddings: np.ndarray | None = None
+    doc_embeddings: np.ndarray | None = None
 
 
 class _TeacherScores:
@@ -143,6 +146,7 @@ def mine_hard_negatives(
         _add_negatives(result, numbers, positives, query_embeddings, doc_embeddings, dense_indices, dense_scores,
                        doc_ids, doc_texts, settings, teacher_scores, seed)
     result.teacher_pairs_scored = len(teacher_scores.scores) if teacher_scores else 0
+    result.query_embeddings, result.doc_embeddings = query_embeddings[numbers], doc_embeddings
     return result
 
 

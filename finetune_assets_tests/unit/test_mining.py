@@ -94,6 +94,10 @@ def test_round_trip_keeps_a_query_only_when_its_source_ranks_within_top_k(top_k,
     assert metadata["roundtrip_judge"] == "base model"
     expected_dropped = [] if top_k == 5 else [{"query": "generic", "doc_id": "src", "rank": 5}]
     assert result.roundtrip.dropped_examples == expected_dropped
+    # The vectors mining used stay with the result, the queries' aligned with the rows kept (for the teacher matrix).
+    model = VectorModel(ROUNDTRIP_VECTORS)
+    np.testing.assert_allclose(result.query_embeddings, model.encode(kept))
+    np.testing.assert_allclose(result.doc_embeddings, model.encode(docs))
 
 
 def test_round_trip_with_a_teacher_reranks_the_base_models_top_documents():
