@@ -73,6 +73,11 @@ class MinedNegativesConfig(Config):
                          "or hub id, or '' for none. 'auto' = the hybrid teacher's score matrix for trained_model's "
                          "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "
                          "writes that matrix")
+    teacher_companion: str = Field(default="auto", description="A third model in the hybrid teacher, beside BM25 "
+                                   "and the base model: 'auto' = the packaged model of the other kind (SPLADE-tiny "
+                                   "for a dense base model, all-MiniLM-L6-v2 for a sparse one), a model folder or "
+                                   "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
+                                   "sparse model 0.3")
     teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
     teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
 
@@ -99,6 +104,10 @@ class TrainedModelConfig(Config):
                                       "to its batch's pool (every query is scored against the whole pool)")
     teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
                                        "its softmax (lower = sharper)")
+    query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "
+                                                      "vectors (null = the recipe default for the model type)")
+    document_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on "
+                                                         "document vectors (null = the recipe default)")
     backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
                          "or auto: sagemaker when FINETUNE_MODE=aws, else local")
 

@@ -11,7 +11,7 @@ from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.mining import MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.pairs import document_text
 from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
-from finetune_assets.core.hybrid_teacher import HybridTeacher
+from finetune_assets.core.hybrid_teacher import HybridTeacher, companion_model, companion_scores
 from finetune_assets.core.retrieval import encode
 from finetune_assets.core.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
 from finetune_assets.partitions import index_partitions
@@ -52,7 +52,9 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     write_jsonl(folder / "train.jsonl", result.rows)
     if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
         teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
-                                                     base_model=base_model, model=model))
+                                                     base_model=base_model, model=model,
+                                                     companion=companion_model(config.teacher_companion,
+                                                                               base_model.model_type)))
     uri = storage.publish(index, "mined_negatives")
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
@@ -82,11 +84,13 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
 
 
 def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
-                         documents: list, folder, *, base_model: BaseModelResource, model=None) -> dict:
+                         documents: list, folder, *, base_model: BaseModelResource, model=None,
+                         companion: str | None = None) -> dict:
     """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
     import numpy as np
 
     started = time.perf_counter()
+    metadata = {}
     rows = result.rows
     queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
     if getattr(teacher, "queries", None) != queries:  # not bound by mining (no teacher there, or a round trip)
@@ -97,11 +101,18 @@ def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher,
             query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
             doc_vectors = encode(model, texts, batch_size=base_model.batch_size)
         teacher.bind(queries, query_vectors, texts, doc_vectors)
+    if companion:
+        companion_started = time.perf_counter()
+        scores, kind = companion_scores(companion, queries, texts, max_seq_length=base_model.max_seq_length,
+                                        batch_size=base_model.batch_size)
+        teacher.add_companion(companion, kind, scores)
+        metadata["teacher_companion_seconds"] = round(time.perf_counter() - companion_started, 2)
+    context.log.info(f"teacher: {teacher.name}")
     matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],
                                   on_progress=lambda done, total: context.log.info(f"teacher matrix {done}/{total} rows"))
     np.save(folder / SCORES_FILE, matrix)
     write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
-    return {"teacher_matrix_shape": MetadataValue.json(list(matrix.shape)),
+    return {**metadata, "teacher": teacher.name, "teacher_matrix_shape": MetadataValue.json(list(matrix.shape)),
             "teacher_matrix_seconds": round(time.perf_counter() - started, 2),
             "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
 

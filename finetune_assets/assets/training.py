@@ -36,6 +36,12 @@ def chosen_loss(loss: str, model_type: str, train_dir) -> str:
     return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in ("dense", "sparse") else "mnrl"
 
 
+def regularizer_weight_setting(weight: float | None) -> float:
+    if weight is not None and weight < 0:
+        raise ValueError(f"FLOPS regulariser weights are >= 0 (got {weight}); leave them null for the recipe default")
+    return -1.0 if weight is None else weight
+
+
 def batch_kl_defaults(context: AssetExecutionContext, chosen: dict) -> tuple[dict, dict]:
     filled = {name: BATCH_KL_DEFAULTS[name] for name, value in chosen.items() if value is None}
     if not filled:
@@ -84,7 +90,10 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          max_steps=chosen["max_steps"],
                          precision=config.precision, seed=config.seed, loss=loss,
                          candidates_per_query=config.candidates_per_query,
-                         teacher_temperature=config.teacher_temperature)
+                         teacher_temperature=config.teacher_temperature,
+                         # Hyperparameters reads a negative weight as "the recipe default".
+                         query_regularizer_weight=regularizer_weight_setting(config.query_regularizer_weight),
+                         document_regularizer_weight=regularizer_weight_setting(config.document_regularizer_weight))
     folder = storage.artifact_dir(index, "trained_model")
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"

@@ -90,6 +90,26 @@ def batch_kl_loss(student, teacher, *, temperature: float = 1.0):
     return torch.nn.functional.kl_div(predicted, target, log_target=True, reduction="batchmean")
 
 
+def spread_ratio(student, teacher) -> float:
+    """The teacher's mean per-query standard deviation over the student's, on the entries the teacher scores
+    (finite): the factor that puts the student's scores on the teacher's scale."""
+    import torch
+
+    finite = torch.isfinite(teacher)
+    count = finite.sum(dim=1).clamp(min=2)
+
+    def row_std(scores):
+        scores = torch.where(finite, scores, torch.zeros_like(scores))
+        mean = scores.sum(dim=1) / count
+        deviation = torch.where(finite, scores - mean[:, None], torch.zeros_like(scores))
+        return ((deviation ** 2).sum(dim=1) / (count - 1)).sqrt().mean()
+
+    student_std = float(row_std(student.detach().float()))
+    if student_std <= 0:
+        return 1.0
+    return float(row_std(teacher.float())) / student_std
+
+
 def cpu_has_bf16() -> bool:
     """bf16 matrix units (AVX-512 BF16 or AMX): autocast then trains about 1.9x faster here (measured on a
     Xeon with AMX); on AVX2-only CPUs bf16 is emulated and many times slower than fp32."""
@@ -167,6 +187,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
             for start in range(0, len(order) - batch + 1, batch):
                 yield order[start:start + batch]
 
+    score_scale = hp.cosine_scale if not sparse else None  # sparse: set on the first batch
     model.train()
     history: list[dict] = []
     seen_rows, window = 0, []
@@ -179,8 +200,9 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
             queries = embed([rows[r]["query"] for r in chosen])
             docs = embed([texts[c] for c in pool])
             student = queries @ docs.T
-            if not sparse:
-                student = student * hp.cosine_scale
+            if score_scale is None:
+                score_scale = hp.sparse_score_scale or spread_ratio(student, teacher)
+            student = student * score_scale
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:
                 ramp = min(1.0, (step + 1) / max(1, steps // 3))  # regularisers ramp up over the first third
@@ -196,7 +218,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
         progress.update(1)
         if (step + 1) % max(1, hp.logging_steps) == 0 or step + 1 == steps:
             entry = {"step": step + 1, "epoch": round(seen_rows / len(rows), 3), "loss": float(np.mean(window)),
-                     "learning_rate": float(schedule.get_last_lr()[0]), "total_steps": steps}
+                     "learning_rate": float(schedule.get_last_lr()[0]), "total_steps": steps,
+                     "score_scale": round(score_scale, 4)}
             history.append(entry)
             window = []
             if on_log:

@@ -44,6 +44,10 @@ class Hyperparameters:
     cosine_scale: float = 20.0  # distillation losses: multiplies a cosine student's scores (teacher logit range)
     candidates_per_query: int = 4  # batch_kl: the teacher's top documents each query adds to the batch's pool
     teacher_temperature: float = 1.0  # batch_kl: divides the teacher's scores before its softmax
+    # batch_kl, sparse: multiplies the student's dot products (0 = the teacher's score spread over the student's,
+    # measured on the first batch: SPLADE-tiny's spread is about twice the hybrid teacher's, and matching it
+    # through the loss would shrink every activation)
+    sparse_score_scale: float = 0.0
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)

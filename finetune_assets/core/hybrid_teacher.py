@@ -18,12 +18,20 @@ span queries), it is the default teacher: CACM +0.045, Cranfield +0.015 (benchma
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, resolve_model
 from finetune_assets.core.retrieval import bm25_index
 
 HYBRID_TEACHER_NAMES = ("hybrid", "bm25+dense")
+# With a companion model the teacher weighs three signals by kind: BM25, a dense and a sparse model. Measured on
+# the real qrels (benchmarks/teacher_signals.py): BM25 0.3 + all-MiniLM-L6-v2 0.4 + SPLADE-tiny 0.3 ranks
+# Cranfield at 0.4086 and CACM at 0.5713 nDCG@10, against 0.4031 / 0.5649 for BM25 + MiniLM and 0.3773 / 0.5188
+# for BM25 + SPLADE-tiny (the two-signal teacher a sparse base model got before).
+BM25_WEIGHT_WITH_COMPANION = 0.3
+COMPANION_WEIGHT = {"dense": 0.4, "sparse": 0.3, "inference_free": 0.3}
 
 
 def is_hybrid_teacher_name(name: str) -> bool:
@@ -47,8 +55,28 @@ class HybridTeacher:
         if not 0.0 <= bm25_weight <= 1.0:
             raise ValueError(f"hybrid teacher bm25_weight must be between 0 and 1, got {bm25_weight}")
         self.bm25_weight, self.language = bm25_weight, language
-        self.name = f"hybrid (BM25 {bm25_weight:g} + base model {1 - bm25_weight:g}, z-score)"
+        self._own_bm25_weight = bm25_weight  # restored when a new bind drops the companion
+        self.companion_weight, self.companion_name = 0.0, ""
+        self._companion: np.ndarray | None = None
         self._rows: dict[int, np.ndarray] = {}
+
+    @property
+    def name(self) -> str:
+        base = 1 - self.bm25_weight - self.companion_weight
+        companion = f" + {self.companion_name} {self.companion_weight:g}" if self._companion is not None else ""
+        return f"hybrid (BM25 {self.bm25_weight:g} + base model {base:g}{companion}, z-score)"
+
+    def add_companion(self, name: str, kind: str, scores: np.ndarray) -> HybridTeacher:
+        """A third signal: another model's [bound queries, documents] scores. The weights become BM25 0.3 and
+        the companion's by its kind (dense 0.4, sparse 0.3); the base model gets the rest."""
+        expected = (len(self.queries), len(self.doc_embeddings))
+        if scores.shape != expected:
+            raise ValueError(f"companion scores have shape {scores.shape}; the bound queries and documents need "
+                             f"{expected}")
+        self.bm25_weight, self.companion_weight = BM25_WEIGHT_WITH_COMPANION, COMPANION_WEIGHT[kind]
+        self.companion_name, self._companion = name, scores
+        self._rows = {}
+        return self
 
     def bind(self, queries: Sequence[str], query_embeddings: np.ndarray, doc_texts: Sequence[str],
              doc_embeddings: np.ndarray) -> HybridTeacher:
@@ -58,7 +86,8 @@ class HybridTeacher:
         self.query_embeddings, self.doc_embeddings = query_embeddings, doc_embeddings
         self.retriever, tokenize = bm25_index(doc_texts, language=self.language)
         self.query_tokens = tokenize(queries, return_ids=False)
-        self._rows = {}
+        self._rows, self._companion = {}, None
+        self.bm25_weight, self.companion_weight = self._own_bm25_weight, 0.0
         return self
 
     def row_scores(self, row: int) -> np.ndarray:
@@ -69,8 +98,11 @@ class HybridTeacher:
             lexical = (np.asarray(self.retriever.get_scores(tokens), dtype=np.float64) if tokens
                        else np.zeros(len(dense)))
             # x 2: at equal weights the score is the plain sum of the two z-scores (the measured variant)
-            self._rows[row] = 2 * (self.bm25_weight * _standardise(lexical)
-                                   + (1 - self.bm25_weight) * _standardise(dense))
+            base_weight = 1 - self.bm25_weight - self.companion_weight
+            combined = self.bm25_weight * _standardise(lexical) + base_weight * _standardise(dense)
+            if self._companion is not None:
+                combined += self.companion_weight * _standardise(self._companion[row].astype(np.float64))
+            self._rows[row] = 2 * combined
         return self._rows[row]
 
     def score_keys(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -79,3 +111,58 @@ class HybridTeacher:
     def score(self, pairs, *, on_progress=None):
         raise TypeError("the hybrid teacher scores (query row, document) keys inside mining; it has no text-pair "
                         "scorer, so every score it gives is written by mined_negatives")
+
+
+def companion_model(setting: str, base_model_type: str) -> str | None:
+    """The model that joins BM25 and the base model in the teacher: 'auto' = the packaged model of the other
+    kind (SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 for a sparse one); '' or 'none' = no third signal."""
+    setting = setting.strip()
+    if setting.lower() in ("", "none"):
+        return None
+    if setting.lower() == "auto":
+        return DEFAULT_SPARSE_MODEL if base_model_type == "dense" else DEFAULT_DENSE_MODEL
+    return setting
+
+
+def _model_kind(path: str) -> str:
+    """dense, sparse or inference_free: from a sentence-transformers folder's modules, else a bare masked-LM
+    checkpoint (as the packaged SPLADE-tiny is) is SPLADE; anything else, a hub id included, is read as dense."""
+    import json
+
+    from finetune_assets.core.model_types import detect_model_type
+
+    folder = Path(path)
+    if (folder / "modules.json").is_file():
+        return detect_model_type(folder)
+    if (folder / "config.json").is_file():
+        architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        if any(a.endswith("ForMaskedLM") for a in architectures):
+            return "sparse"
+    return "dense"
+
+
+def companion_scores(name: str, queries: Sequence[str], doc_texts: Sequence[str], *, max_seq_length: int = 256,
+                     batch_size: int = 32) -> tuple[np.ndarray, str]:
+    """float32 [queries, documents] scores of model `name` (alias, folder or hub id), and its kind."""
+    import torch
+
+    from finetune_assets.core.retrieval import encode
+    from finetune_assets.core.sparse_retrieval import encode_sparse, sparse_score_blocks
+
+    path = resolve_model(name)
+    kind = _model_kind(path)
+    if kind == "dense":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(path)
+        model.max_seq_length = max_seq_length
+        query_vectors = encode(model, queries, batch_size=batch_size, role="query")
+        return (query_vectors @ encode(model, doc_texts, batch_size=batch_size).T).astype(np.float32), kind
+    from finetune_assets.core.sparse_training import load_splade
+
+    model = load_splade(path, max_seq_length)
+    with torch.inference_mode():
+        query_vectors = encode_sparse(model, queries, role="query", batch_size=batch_size)
+        doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
+        blocks = list(sparse_score_blocks(query_vectors, doc_vectors))
+    return torch.cat(blocks).numpy().astype(np.float32), kind

@@ -88,16 +88,24 @@ def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 3
     return torch.sparse_coo_tensor(indices, data, (len(texts), vocab), check_invariants=False).coalesce()
 
 
+def sparse_score_blocks(query_vectors, doc_vectors, *, query_chunk: int = 256):
+    """Dot products of every query with every document, `query_chunk` queries at a time: ([queries, documents])
+    tensors, so the dense query side never has to exist for all queries at once."""
+    import torch
+
+    docs = doc_vectors.coalesce()
+    for start in range(0, query_vectors.shape[0], query_chunk):
+        block = query_vectors.index_select(0, torch.arange(start, min(start + query_chunk, query_vectors.shape[0])))
+        yield torch.sparse.mm(docs, block.to_dense().T).T
+
+
 def sparse_top_k(query_vectors, doc_vectors, k: int, *, query_chunk: int = 256):
     """Indices and scores of the k best documents per query by dot product, like a `neural_sparse` query."""
     import torch
 
     k = min(k, doc_vectors.shape[0])
-    docs = doc_vectors.coalesce()
     all_indices, all_scores = [], []
-    for start in range(0, query_vectors.shape[0], query_chunk):
-        block = query_vectors.index_select(0, torch.arange(start, min(start + query_chunk, query_vectors.shape[0])))
-        scores = torch.sparse.mm(docs, block.to_dense().T).T  # [queries, documents]
+    for scores in sparse_score_blocks(query_vectors, doc_vectors, query_chunk=query_chunk):
         values, indices = torch.topk(scores, k=k, dim=1)
         all_indices.append(indices)
         all_scores.append(values)

@@ -53,8 +53,9 @@ def _materialize(tmp_path, config: dict, span_rows: int = 0):
 def test_hybrid_teacher_scores_every_negative_with_the_guards_off_through_dagster_config(tmp_path):
     metadata, rows, pairs = _materialize(tmp_path, {
         "num_negatives": 2, "range_min": 0, "relative_margin": None, "teacher_margin": None,
-        "teacher": "hybrid", "negative_sources": ["dense", "bm25"]})
-    assert metadata["teacher"].value.startswith("hybrid")
+        "teacher": "hybrid", "negative_sources": ["dense", "bm25"], "teacher_companion": ""})
+    assert metadata["teacher"].value == "hybrid (BM25 0.5 + base model 0.5, z-score)"
+    assert "teacher_companion_seconds" not in metadata
     assert metadata["teacher_pairs_scored"].value == 0  # all scored inside mining, none left over
     assert len(rows) == len(pairs)
     assert all(isinstance(r[k], float) for r in rows
@@ -99,6 +100,9 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     matrix = np.load(folder / "teacher_scores.npy")
     documents = list(read_jsonl(folder / "documents.jsonl"))
     assert matrix.shape == (len(rows), len(documents)) == tuple(metadata["teacher_matrix_shape"].value)
+    # By default SPLADE-tiny joins BM25 and the dense base model in the teacher.
+    assert metadata["teacher"].value == "hybrid (BM25 0.3 + base model 0.4 + local:splade-tiny 0.3, z-score)"
+    assert metadata["teacher_companion_seconds"].value > 0
     column = {d["id"]: i for i, d in enumerate(documents)}
     spans = [n for n, r in enumerate(rows) if r.get("exclude_source")]
     assert len(spans) == 2 == metadata["span_queries"].value

@@ -5,6 +5,7 @@ import torch
 from finetune_assets.core.batch_distillation import (
     batch_kl_loss,
     check_inputs,
+    spread_ratio,
     teacher_score_matrix,
     top_candidates,
     train_batch_kl,
@@ -86,6 +87,7 @@ def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
     tuned = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     after = _mean_kl(tuned, rows, texts, scores)
     assert outcome.steps == 16 and logged and logged[-1]["step"] == 16
+    assert logged[-1]["score_scale"] == hp.cosine_scale  # dense: the fixed cosine scale
     assert after < before * 0.7, (before, after)
     assert tuned.max_seq_length == 32
 
@@ -101,3 +103,13 @@ def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
     assert batch_distillation.training_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="unknown precision 'int4'"):
         batch_distillation.training_precision("int4", "cpu")
+
+
+def test_spread_ratio_puts_the_student_on_the_teachers_scale_over_the_cells_the_teacher_scores():
+    teacher = torch.tensor([[4.0, 0.0, -4.0, float("-inf")], [2.0, 0.0, -2.0, 1.0]])
+    student = teacher.nan_to_num(neginf=0.0) * 2.5
+    student[0, 3] = 1000.0  # a masked cell: ignored
+    ratio = spread_ratio(student, teacher)
+    assert ratio == pytest.approx(1 / 2.5)
+    assert spread_ratio(student * ratio, teacher) == pytest.approx(1.0)
+    assert spread_ratio(torch.zeros(2, 4), teacher) == 1.0  # a flat student: left as it is

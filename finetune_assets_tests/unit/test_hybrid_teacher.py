@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finetune_assets.core.hybrid_teacher import HybridTeacher
+from finetune_assets.core.hybrid_teacher import HybridTeacher, companion_model, companion_scores
 from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
 from finetune_assets.core.teacher import add_teacher_scores, load_teacher
 from finetune_assets_tests.unit.test_mining import VectorModel, _angle
@@ -81,3 +81,40 @@ def test_mining_with_the_hybrid_teacher_writes_a_teacher_score_for_every_negativ
                                   teacher=load_teacher("hybrid"))
     assert "d1" not in {guarded.rows[0][f"negative_{k}_id"] for k in (1, 2)}
     assert sum(v for k, v in guarded.removed.items() if k.endswith("teacher guard")) >= 1
+
+
+def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
+    teacher, docs, query = _bound()
+    lexical = np.array(teacher.retriever.get_scores([t for t in teacher.query_tokens[0]
+                                                      if t in teacher.retriever.vocab_dict]))
+    companion = np.array([[0.0, 0.0, 0.0, 9.0, 1.0, 2.0]], dtype=np.float32)  # prefers d3
+    teacher.add_companion("local:splade-tiny", "sparse", companion)
+    expected = 2 * (0.3 * _z(lexical) + 0.4 * _z(docs @ query[0]) + 0.3 * _z(companion[0]))
+    assert teacher.row_scores(0) == pytest.approx(expected)
+    assert "splade-tiny 0.3" in teacher.name and "base model 0.4" in teacher.name
+    # A dense companion weighs 0.4 and leaves the (sparse) base model 0.3.
+    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", companion)
+    assert teacher.row_scores(0) == pytest.approx(
+        2 * (0.3 * _z(lexical) + 0.3 * _z(docs @ query[0]) + 0.4 * _z(companion[0])))
+    with pytest.raises(ValueError, match="shape"):
+        teacher.add_companion("x", "dense", np.zeros((2, len(TEXTS)), dtype=np.float32))
+    # Binding new queries drops the companion: its scores belonged to the old ones.
+    teacher.bind([QUERY], query, TEXTS, docs)
+    assert teacher.row_scores(0) == pytest.approx(_z(lexical) + _z(docs @ query[0]))
+
+
+def test_the_automatic_companion_is_the_packaged_model_of_the_other_kind():
+    assert companion_model("auto", "dense") == "local:splade-tiny"
+    assert companion_model("AUTO", "sparse") == "local:all-MiniLM-L6-v2"
+    assert companion_model("", "dense") is None and companion_model("none", "sparse") is None
+    assert companion_model("/models/mine", "dense") == "/models/mine"
+
+
+@pytest.mark.parametrize("name", ["local:splade-tiny", "local:all-MiniLM-L6-v2"])
+def test_companion_scores_rank_the_matching_document_first(name):
+    texts = ["scramjet inlet shock position at hypersonic speed", "boundary layer transition on a flat plate",
+             "heat transfer in laminar flow"]
+    scores, kind = companion_scores(name, ["laminar heat transfer", "scramjet shock"], texts, max_seq_length=64)
+    assert kind == ("sparse" if "splade" in name else "dense")
+    assert scores.shape == (2, 3) and scores.dtype == np.float32
+    assert list(np.argmax(scores, axis=1)) == [2, 0]

@@ -1,6 +1,6 @@
 import pytest
 
-from finetune_assets.core.dense_training import Hyperparameters, training_columns
+from finetune_assets.core.dense_training import SPARSE_REGULARIZERS, Hyperparameters, training_columns
 
 
 def test_sagemaker_string_values_are_parsed():
@@ -44,3 +44,16 @@ def test_model_type_picks_base_model_and_regularisers():
     assert Hyperparameters.from_mapping(free.to_dict()) == free   # what SageMaker passes back round-trips
     with pytest.raises(ValueError, match="unknown model_type 'colbert'"):
         Hyperparameters(model_type="colbert")
+
+
+def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_recipe_default():
+    from finetune_assets.assets.training import regularizer_weight_setting
+
+    default = Hyperparameters(model_type="sparse", query_regularizer_weight=regularizer_weight_setting(None),
+                              document_regularizer_weight=regularizer_weight_setting(None))
+    assert (default.query_regularizer_weight, default.document_regularizer_weight) == SPARSE_REGULARIZERS["sparse"]
+    chosen = Hyperparameters(model_type="sparse", query_regularizer_weight=regularizer_weight_setting(0.0),
+                             document_regularizer_weight=regularizer_weight_setting(1e-6))
+    assert (chosen.query_regularizer_weight, chosen.document_regularizer_weight) == (0.0, 1e-6)
+    with pytest.raises(ValueError, match="FLOPS regulariser weights are >= 0"):
+        regularizer_weight_setting(-0.5)
