@@ -25,6 +25,8 @@ def row(path: Path, report: dict, defaults: dict) -> dict:
         changed += [f"{name}={values[name]}" for name in LEGACY_SETTINGS if values[name] != LEGACY_SETTINGS[name]]
     if (settings.get("corpus_docs") or settings["max_docs"]) != settings["max_docs"]:
         changed.append(f"corpus_docs={settings['corpus_docs'] or 'all'}")
+    if report.get("note"):  # what the run's code did differently, written when the settings cannot say it
+        changed.append(report["note"])
     results, gain = report["results"], report["tuned_minus_base_ndcg@10"]
     cpu = report.get("cpu_minutes", {})
     return {"file": path.name, "collection": Path(report["collection"]).name, "judged": report["judged_queries"],

@@ -118,7 +118,8 @@ def _effective_settings(result, storage, index: str) -> dict:
     from finetune_assets.core.querygen.bedrock_records import parse_output_record
 
     hyperparameters = read_json(storage.fetch(index, "trained_model") / "hyperparameters.json")
-    mined = result.asset_materializations_for_node("mined_negatives")[0].metadata["num_negatives"].value
+    mined_metadata = result.asset_materializations_for_node("mined_negatives")[0].metadata
+    mined = mined_metadata["num_negatives"].value
     records = [parse_output_record(r) for r in read_jsonl(storage.fetch(index, "bedrock_batch_outputs")
                                                           / "documents.jsonl.out")]
     asked = [len(r.queries) for r in records if not r.error]
@@ -127,7 +128,8 @@ def _effective_settings(result, storage, index: str) -> dict:
     return {"epochs": hyperparameters["epochs"], "learning_rate": hyperparameters["learning_rate"],
             "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
             "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
-            "precision_setting": hyperparameters.get("precision", "auto")}
+            "precision_setting": hyperparameters.get("precision", "auto"),
+            "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 
 
 def baseline_cache_key(corpus_file: Path, base_model, queries: dict[str, str]) -> str:

@@ -68,7 +68,7 @@ class MinedNegativesConfig(Config):
                                             "teacher scores above the positive's score minus this (teacher units; "
                                             "likely false negative); null = no teacher guard")
     teacher: str = Field(default="auto", description="Teacher that scores positive and negatives for distillation "
-                         "losses: 'hybrid' (BM25 + the base model, z-scores summed), 'default' "
+                         "losses: 'hybrid' (BM25 + the base model + teacher_companion, z-scores summed), 'default' "
                          "(ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX, offline), a CrossEncoder path "
                          "or hub id, or '' for none. 'auto' = the hybrid teacher's score matrix for trained_model's "
                          "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "

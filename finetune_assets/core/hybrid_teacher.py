@@ -1,4 +1,5 @@
-"""The hybrid teacher: BM25 and the base model together, as an OpenSearch hybrid query would rank.
+"""The hybrid teacher: BM25 and the base model together (and by default a third model of the other kind, see
+`add_companion`), as an OpenSearch hybrid query would rank.
 
 Each query's BM25 scores and base-model cosine scores are z-normalised over the candidate documents (subtract
 the query's mean, divide by its standard deviation) and added with equal weights: OpenSearch's `z_score`

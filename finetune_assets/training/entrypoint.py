@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_log(entry: dict) -> None:
             message = f"step {entry['step']}/{entry['total_steps']} loss {entry['loss']:.4f}"
+            if entry.get("score_scale") is not None and entry["step"] <= hp.logging_steps:  # once, at the start
+                message += f" (student scores x {entry['score_scale']:g}, the teacher's scale)"
             (log.info if log else print)(message)
 
         if log:
