@@ -162,8 +162,6 @@ def companion_scores(name: str, queries: Sequence[str], doc_texts: Sequence[str]
     from finetune_assets.core.sparse_training import load_splade
 
     model = load_splade(path, max_seq_length)
-    with torch.inference_mode():
-        query_vectors = encode_sparse(model, queries, role="query", batch_size=batch_size)
-        doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
-        blocks = list(sparse_score_blocks(query_vectors, doc_vectors))
-    return torch.cat(blocks).numpy().astype(np.float32), kind
+    query_vectors = encode_sparse(model, queries, role="query", batch_size=batch_size)
+    doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
+    return torch.cat(list(sparse_score_blocks(query_vectors, doc_vectors))).numpy().astype(np.float32), kind

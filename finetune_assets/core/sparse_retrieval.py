@@ -93,10 +93,17 @@ def sparse_score_blocks(query_vectors, doc_vectors, *, query_chunk: int = 256):
     tensors, so the dense query side never has to exist for all queries at once."""
     import torch
 
-    docs = doc_vectors.coalesce()
+    # Inference-mode tensors break index_select once it goes multi-threaded (about 100k non-zeros): its worker
+    # threads are outside inference mode and update the index in place. So: plain copies, scored without
+    # autograd, each block inside its own `with` (a `with` held across `yield` would leak into the caller).
+    with torch.inference_mode(False):
+        query_vectors = query_vectors.clone() if query_vectors.is_inference() else query_vectors
+        docs = (doc_vectors.clone() if doc_vectors.is_inference() else doc_vectors).coalesce()
     for start in range(0, query_vectors.shape[0], query_chunk):
-        block = query_vectors.index_select(0, torch.arange(start, min(start + query_chunk, query_vectors.shape[0])))
-        yield torch.sparse.mm(docs, block.to_dense().T).T
+        with torch.inference_mode(False), torch.no_grad():
+            rows = torch.arange(start, min(start + query_chunk, query_vectors.shape[0]))
+            block = torch.sparse.mm(docs, query_vectors.index_select(0, rows).to_dense().T).T
+        yield block
 
 
 def sparse_top_k(query_vectors, doc_vectors, k: int, *, query_chunk: int = 256):

@@ -6,7 +6,7 @@ import torch
 
 from finetune_assets.core.demo_corpus import python_docs_documents
 from finetune_assets.core.evaluation import compare_systems
-from finetune_assets.core.sparse_retrieval import encode_sparse, sparse_top_k, sparsity
+from finetune_assets.core.sparse_retrieval import encode_sparse, sparse_score_blocks, sparse_top_k, sparsity
 from finetune_assets.core.sparse_training import inference_free_model, load_splade
 
 
@@ -40,6 +40,23 @@ def test_sparse_top_k_is_a_dot_product_ranking():
     # Query 0 scores 3, 2, 4 against documents 0, 1, 2; query 1 scores 0, 0.5, 1.
     assert indices.tolist()[0] == [2, 0, 1] and scores.tolist()[0] == [4.0, 3.0, 2.0]
     assert indices.tolist()[1][:2] == [2, 1] and scores.tolist()[1] == [1.0, 0.5, 0.0]
+
+
+def test_score_blocks_take_inference_mode_vectors_of_real_size():
+    # 2,000 x 50 non-zeros sends index_select down its multi-threaded path, which failed on inference tensors
+    # (a dense base model's SPLADE companion on Cranfield's 5,000 training queries).
+    generator = torch.Generator().manual_seed(0)
+    rows, width, active = 2000, 30000, 50
+    with torch.inference_mode():
+        indices = torch.stack([torch.arange(rows).repeat_interleave(active),
+                               torch.randint(0, width, (rows * active,), generator=generator)])
+        values = torch.rand(rows * active, generator=generator)
+        queries = torch.sparse_coo_tensor(indices, values, (rows, width)).coalesce()
+        docs = torch.sparse_coo_tensor(indices[:, :20 * active], values[:20 * active], (20, width)).coalesce()
+        scores = torch.cat(list(sparse_score_blocks(queries, docs)))
+    assert scores.shape == (rows, 20)
+    # queries 0-19 are documents 0-19: each one's own dot product is its squared norm
+    assert torch.allclose(scores[:20, :20].diagonal(), docs.to_dense().pow(2).sum(dim=1), rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
