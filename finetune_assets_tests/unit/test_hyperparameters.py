@@ -57,3 +57,19 @@ def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_reci
     assert (chosen.query_regularizer_weight, chosen.document_regularizer_weight) == (0.0, 1e-6)
     with pytest.raises(ValueError, match="FLOPS regulariser weights are >= 0"):
         regularizer_weight_setting(-0.5)
+
+
+def test_batch_kl_fills_only_unset_settings_with_its_model_types_defaults():
+    from dagster import build_asset_context
+
+    from finetune_assets.assets.training import batch_kl_defaults
+
+    unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": 64}
+    sparse, metadata = batch_kl_defaults(build_asset_context(), unset, "sparse")
+    dense, _ = batch_kl_defaults(build_asset_context(), unset, "dense")
+    # SPLADE-tiny learns at four times all-MiniLM-L6-v2's rate; what the run config set is kept
+    assert (sparse["learning_rate"], dense["learning_rate"]) == (2e-4, 5e-5)
+    assert sparse["epochs"] == dense["epochs"] == 3.0 and sparse["max_seq_length"] == 64
+    assert metadata["smart_defaults"].value["filled"] == {"batch_size": 32, "learning_rate": 2e-4, "max_steps": 160}
+    chosen, none_filled = batch_kl_defaults(build_asset_context(), {"learning_rate": 1e-5}, "sparse")
+    assert chosen == {"learning_rate": 1e-5} and none_filled == {}
