@@ -8,16 +8,23 @@ grouped by model type and sample size; within a group, a setting qualifies when 
 of the group, and the one with the best mean nDCG@10 gain over the base model wins, preferring settings that
 are never worse than base on any collection, then the cheaper one (fewer epochs). Sizes outside the measured
 ones get rows by a stated rule, marked "rule:" in the table.
+
+batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with today's default teacher (as many
+signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
+entry's own settings (epochs, learning_rate, batch_size, max_steps); the same ranking picks the winner, the
+cheaper one (fewer max_steps) on a tie. A result file with a `superseded_by` key (its code has changed since)
+counts for neither.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from collections import defaultdict
 from pathlib import Path
 
 from finetune_assets.core.model_types import MODEL_TYPES
-from finetune_assets.core.smart_defaults import SETTINGS, TABLE
+from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 
 # The values runs used before benchmark JSONs recorded their effective settings (session-2 code defaults).
 LEGACY_SETTINGS = {"epochs": 1.0, "learning_rate": 2e-5, "batch_size": 16, "queries_per_type": 1, "num_negatives": 1}
@@ -63,8 +70,10 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
     if it changed a technique away from today's defaults."""
     if "tuned_minus_base_ndcg@10" not in report or "settings" not in report:
         return None
+    if report.get("superseded_by"):
+        return None
     if report.get("effective_settings", {}).get("loss", "mnrl") == "batch_kl":
-        return None  # batch_kl fills its settings from core/batch_distillation.DEFAULTS, not from this table
+        return None  # batch_kl runs feed the [[batch_kl]] entries (describe_batch_kl_run)
     settings = report["settings"]
     values, techniques = settings_and_techniques(report, defaults)
     if techniques:
@@ -76,7 +85,46 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
             "gain": report["tuned_minus_base_ndcg@10"]["mean"]}
 
 
-def best_settings(runs: list[dict]) -> tuple[dict, list[dict]] | None:
+def benchmark_sample_sizes() -> dict:
+    """The sample sizes a plain `finetune-assets benchmark` run takes."""
+    from finetune_assets.benchmark import run_benchmark
+    from finetune_assets.config import RawCorpusConfig
+
+    return {"max_docs": inspect.signature(run_benchmark).parameters["max_docs"].default,
+            "corpus_docs": RawCorpusConfig().max_documents}
+
+
+def teacher_signals(teacher: str) -> int:
+    """How many signals a recorded hybrid teacher summed: 'hybrid (BM25 0.3 + base model 0.4 + x 0.3, z-score)'."""
+    if not teacher.startswith("hybrid ("):
+        return 0
+    return teacher.split("(", 1)[1].split(",", 1)[0].count(" + ") + 1
+
+
+def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> dict | None:
+    """Like describe_run, for a batch_kl run made with today's teacher and sample sizes; None otherwise."""
+    effective = report.get("effective_settings") or {}
+    if effective.get("loss") != "batch_kl" or report.get("superseded_by") or "settings" not in report:
+        return None
+    settings = report["settings"]
+    if any(settings.get(name) != size for name, size in sample_sizes.items()):
+        return None
+    expected_signals = 2 if defaults[("mined_negatives", "teacher_companion")] == "" else 3
+    if teacher_signals(effective.get("teacher", "")) != expected_signals:
+        return None
+    if any(name not in effective for name in BATCH_KL_SETTINGS):
+        return None
+    for op, entry in settings.get("run_config", {}).get("ops", {}).items():
+        for name, value in entry.get("config", {}).items():
+            own = op == "trained_model" and name in BATCH_KL_SETTINGS
+            if not own and (op, name) not in BENCHMARK_FIELDS and defaults.get((op, name), object()) != value:
+                return None
+    return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,
+            "settings": tuple((name, effective[name]) for name in BATCH_KL_SETTINGS),
+            "gain": report["tuned_minus_base_ndcg@10"]["mean"]}
+
+
+def best_settings(runs: list[dict], cost: str = "epochs") -> tuple[dict, list[dict]] | None:
     """The winning settings of one (model type, size) group and the runs behind them."""
     collections = {r["collection"] for r in runs}
     by_setting = defaultdict(dict)
@@ -89,7 +137,7 @@ def best_settings(runs: list[dict]) -> tuple[dict, list[dict]] | None:
     def rank(item):
         setting, per_collection = item
         gains = [r["gain"] for r in per_collection.values()]
-        return (min(gains) >= 0, sum(gains) / len(gains), -dict(setting)["epochs"])
+        return (min(gains) >= 0, sum(gains) / len(gains), -dict(setting)[cost])
 
     setting, per_collection = max(complete.items(), key=rank)
     return dict(setting), sorted(per_collection.values(), key=lambda r: r["collection"])
@@ -136,7 +184,23 @@ def build_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def to_toml(rows: list[dict], sources: list[str]) -> str:
+def build_batch_kl_entries(runs: list[dict]) -> list[dict]:
+    """One entry per model type that batch_kl trains; each must have been benchmarked."""
+    entries = []
+    for model_type in ("dense", "sparse"):
+        of_type = [run for run in runs if run["model_type"] == model_type]
+        winner = best_settings(of_type, cost="max_steps") if of_type else None
+        if not winner:
+            raise SystemExit(f"no batch_kl run of a {model_type} model with today's teacher and sample sizes on "
+                             f"every collection; run `finetune-assets benchmark --model-type {model_type}` first")
+        setting, behind = winner
+        gains = ", ".join(f"{r['collection']} {r['gain']:+.4f}" for r in behind)
+        entries.append({"model_type": model_type, **setting,
+                        "basis": f"measured: best of {len(of_type)} batch_kl runs; nDCG@10 gain {gains}"})
+    return entries
+
+
+def to_toml(rows: list[dict], sources: list[str], batch_kl: list[dict] = ()) -> str:
     lines = ["# Written by `python -m benchmarks.smart_defaults` from these benchmark results; regenerate, don't edit:"]
     lines += [f"#   {source}" for source in sources]
     lines.append("# A row applies to corpus samples of up to max_documents documents (0 = any size).")
@@ -144,6 +208,10 @@ def to_toml(rows: list[dict], sources: list[str]) -> str:
         lines.append("\n[[row]]")
         for key in ("model_type", "max_documents", *SETTINGS, "basis"):
             lines.append(f"{key} = {json.dumps(row[key])}")
+    for entry in batch_kl:
+        lines.append("\n[[batch_kl]]")
+        for key in ("model_type", *BATCH_KL_SETTINGS, "basis"):
+            lines.append(f"{key} = {json.dumps(entry[key])}")
     return "\n".join(lines) + "\n"
 
 
@@ -153,20 +221,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(TABLE), help="TOML file to write")
     args = parser.parse_args(argv)
     defaults = current_defaults()
-    runs, used = [], []
+    sizes = benchmark_sample_sizes()
+    runs, batch_kl_runs, used = [], [], []
     for path in sorted(args.results):
-        run = describe_run(json.loads(Path(path).read_text()), defaults)
-        if run:
-            runs.append(run)
+        report = json.loads(Path(path).read_text())
+        run = describe_run(report, defaults)
+        batch_kl_run = describe_batch_kl_run(report, defaults, sizes)
+        runs += [run] if run else []
+        batch_kl_runs += [batch_kl_run] if batch_kl_run else []
+        if run or batch_kl_run:
             used.append(Path(path).name)
     rows = build_rows(runs)
     if not rows:
         raise SystemExit("no benchmark run made with today's default techniques; nothing to derive from")
-    Path(args.out).write_text(to_toml(rows, used), encoding="utf-8")
+    entries = build_batch_kl_entries(batch_kl_runs)
+    Path(args.out).write_text(to_toml(rows, used, entries), encoding="utf-8")
     for row in rows:
         print(f"{row['model_type']:<15} <= {row['max_documents'] or 'any':>6} docs: epochs {row['epochs']}, "
               f"lr {row['learning_rate']}, batch {row['batch_size']}, queries/type {row['queries_per_type']}, "
               f"negatives {row['num_negatives']}  ({row['basis'][:60]})")
+    for entry in entries:
+        print(f"batch_kl {entry['model_type']:<6}: epochs {entry['epochs']}, lr {entry['learning_rate']}, batch "
+              f"{entry['batch_size']}, max_steps {entry['max_steps']}  ({entry['basis']})")
     print(f"written to {args.out}")
     return 0
 

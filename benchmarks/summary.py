@@ -27,6 +27,8 @@ def row(path: Path, report: dict, defaults: dict) -> dict:
         changed.append(f"corpus_docs={settings['corpus_docs'] or 'all'}")
     if report.get("note"):  # what the run's code did differently, written when the settings cannot say it
         changed.append(report["note"])
+    if report.get("superseded_by"):
+        changed.append("superseded (older code)")
     results, gain = report["results"], report["tuned_minus_base_ndcg@10"]
     cpu = report.get("cpu_minutes", {})
     return {"file": path.name, "collection": Path(report["collection"]).name, "judged": report["judged_queries"],

@@ -3,6 +3,7 @@
 from dagster import AssetExecutionContext, MetadataValue
 
 from finetune_assets.core import smart_defaults
+from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH as BATCH_KL_MAX_SEQ_LENGTH
 from finetune_assets.core.jsonl import read_jsonl
 from finetune_assets.resources.storage import ArtifactStorage
 
@@ -25,3 +26,18 @@ def fill(context: AssetExecutionContext, chosen: dict, model_type: str, num_docu
                                                           "model_type": model_type, "documents": num_documents,
                                                           "row_max_documents": row.max_documents,
                                                           "basis": row.basis})}
+
+
+def fill_batch_kl(context: AssetExecutionContext, chosen: dict, model_type: str) -> tuple[dict, dict]:
+    """`chosen` with each None filled from the smart-defaults table's batch_kl entry for the model type."""
+    entry = smart_defaults.batch_kl_lookup(model_type)
+    defaults = {**{name: getattr(entry, name) for name in smart_defaults.BATCH_KL_SETTINGS},
+                "max_seq_length": BATCH_KL_MAX_SEQ_LENGTH}
+    filled = {name: defaults[name] for name, value in chosen.items() if value is None}
+    if not filled:
+        return chosen, {}
+    context.log.info(f"batch_kl defaults for {model_type} ({entry.basis}): "
+                     f"{', '.join(f'{k}={v}' for k, v in filled.items())}; set them in the run config to override")
+    return {**chosen, **filled}, {"smart_defaults": MetadataValue.json({"filled": filled, "loss": "batch_kl",
+                                                                        "model_type": model_type,
+                                                                        "basis": entry.basis})}

@@ -7,8 +7,6 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Pip
 from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import image
 from finetune_assets.config import TrainedModelConfig
-from finetune_assets.core.batch_distillation import DEFAULTS_BASIS as BATCH_KL_DEFAULTS_BASIS
-from finetune_assets.core.batch_distillation import defaults_for as batch_kl_defaults_for
 from finetune_assets.core.batch_distillation import SCORES_FILE
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
@@ -42,17 +40,6 @@ def regularizer_weight_setting(weight: float | None) -> float:
     return -1.0 if weight is None else weight
 
 
-def batch_kl_defaults(context: AssetExecutionContext, chosen: dict, model_type: str) -> tuple[dict, dict]:
-    defaults = batch_kl_defaults_for(model_type)
-    filled = {name: defaults[name] for name, value in chosen.items() if value is None}
-    if not filled:
-        return chosen, {}
-    context.log.info(f"batch_kl defaults ({BATCH_KL_DEFAULTS_BASIS}): "
-                     f"{', '.join(f'{k}={v}' for k, v in filled.items())}; set them in the run config to override")
-    return {**chosen, **filled}, {"smart_defaults": MetadataValue.json({"filled": filled, "loss": "batch_kl",
-                                                                        "basis": BATCH_KL_DEFAULTS_BASIS})}
-
-
 @asset(partitions_def=index_partitions, group_name="finetune", deps=["mined_negatives"], kinds={"pytorch"})
 def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, storage: ArtifactStorage,
                   base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient,
@@ -77,9 +64,9 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          "with teacher 'hybrid' first")
     unset = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
     if loss == "batch_kl":
-        chosen, smart_metadata = batch_kl_defaults(context, {**unset, "max_steps": config.max_steps,
-                                                             "max_seq_length": config.max_seq_length},
-                                                   base_model.model_type)
+        chosen, smart_metadata = smart_defaults.fill_batch_kl(
+            context, {**unset, "max_steps": config.max_steps, "max_seq_length": config.max_seq_length},
+            base_model.model_type)
     else:
         chosen, smart_metadata = smart_defaults.fill(context, unset, base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))

@@ -27,19 +27,10 @@ SCORES_FILE = "teacher_scores.npy"  # float16 [training rows, documents]; -inf =
 DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per matrix column
 MAX_MATRIX_CELLS = 400_000_000  # 800 MB of float16: sample fewer documents or queries beyond this
 
-# Settings a batch_kl run leaves unset; the smart-defaults table's rows were measured with MNRL, not with this.
-# max_seq_length 128: at 256 a step took 28 s instead of 5 s here (bf16, varying padded shapes).
-DEFAULTS = {"epochs": 2.0, "learning_rate": 5e-5, "batch_size": 32, "max_steps": 160, "max_seq_length": 128}
-# SPLADE-tiny (4.4M parameters) still learns at the end of 160 steps of 5e-5: 2e-4 took Cranfield from +0.004 to
-# +0.016 nDCG@10. For all-MiniLM-L6-v2, 1e-4 was no better than 5e-5 (+0.019 vs +0.021).
-LEARNING_RATES = {"sparse": 2e-4}
-DEFAULTS_BASIS = ("measured (benchmarks/results/*-3way-*-2026-12-03.json): 32 queries x 4 teacher candidates per "
-                  "step, about 4 s (dense) to 6 s (sparse) a step on 2 CPU cores with bf16")
-
-
-def defaults_for(model_type: str) -> dict:
-    """The batch_kl settings a run leaves unset, for this model type."""
-    return {**DEFAULTS, "learning_rate": LEARNING_RATES.get(model_type, DEFAULTS["learning_rate"])}
+# The training sequence length a batch_kl run leaves unset; its other settings come from the smart-defaults table
+# ([[batch_kl]] in core/smart_defaults.toml). At 256 a step took 28 s instead of 5 s here (bf16, varying padded
+# shapes), and no benchmark run has varied it, so it is a constant rather than a table column.
+MAX_SEQ_LENGTH = 128
 
 
 def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,

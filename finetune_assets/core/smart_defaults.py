@@ -2,6 +2,8 @@
 
 The table is written by `python -m benchmarks.smart_defaults` from benchmark results on the real collections
 (`benchmarks/results/*.json`); each row says whether it was measured or extrapolated and from which runs.
+`[[row]]` entries serve the pair losses (mnrl and the teacher losses) by corpus size; `[[batch_kl]]` entries serve
+batch distillation by model type alone, since its max_steps cap, not the corpus size, sets the work.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from finetune_assets.core.model_types import check_model_type
 
 TABLE = Path(__file__).with_name("smart_defaults.toml")
 SETTINGS = ("epochs", "learning_rate", "batch_size", "queries_per_type", "num_negatives")
+BATCH_KL_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_steps")
 
 
 @dataclass(frozen=True)
@@ -28,20 +31,50 @@ class SmartDefaults:
     basis: str  # "measured: <result files>" or "rule: <how it was extrapolated>"
 
 
-@lru_cache(maxsize=4)
-def load_table(path: Path = TABLE) -> tuple[SmartDefaults, ...]:
+@dataclass(frozen=True)
+class BatchKlDefaults:
+    model_type: str
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    max_steps: int
+    basis: str
+
+
+def _entries(path: Path, section: str, cls) -> list:
     try:
-        rows = tomllib.loads(path.read_text(encoding="utf-8"))["row"]
+        rows = tomllib.loads(path.read_text(encoding="utf-8"))[section]
     except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
-        raise ValueError(f"smart defaults table {path} is unreadable: {exc}") from exc
-    names = {f.name for f in fields(SmartDefaults)}
-    table = []
+        raise ValueError(f"smart defaults table {path} is unreadable: {exc!r}") from exc
+    names = {f.name for f in fields(cls)}
+    entries = []
     for number, row in enumerate(rows, 1):
         if set(row) != names:
-            raise ValueError(f"smart defaults table {path}, row {number}: fields {sorted(set(row) ^ names)} "
+            raise ValueError(f"smart defaults table {path}, {section} {number}: fields {sorted(set(row) ^ names)} "
                              f"missing or unknown")
-        table.append(SmartDefaults(**row))
+        entries.append(cls(**row))
+    return entries
+
+
+@lru_cache(maxsize=4)
+def load_table(path: Path = TABLE) -> tuple[SmartDefaults, ...]:
+    table = _entries(path, "row", SmartDefaults)
     return tuple(sorted(table, key=lambda r: (r.model_type, r.max_documents or float("inf"))))
+
+
+@lru_cache(maxsize=4)
+def load_batch_kl(path: Path = TABLE) -> dict[str, BatchKlDefaults]:
+    return {entry.model_type: entry for entry in _entries(path, "batch_kl", BatchKlDefaults)}
+
+
+def batch_kl_lookup(model_type: str, path: Path = TABLE) -> BatchKlDefaults:
+    """The batch_kl settings measured for `model_type` (batch_kl trains dense and sparse models)."""
+    check_model_type(model_type)
+    table = load_batch_kl(path)
+    if model_type not in table:
+        raise ValueError(f"smart defaults table has no batch_kl entry for model type {model_type!r} "
+                         f"(it has {', '.join(sorted(table)) or 'none'})")
+    return table[model_type]
 
 
 def lookup(model_type: str, num_documents: int, table: tuple[SmartDefaults, ...] | None = None) -> SmartDefaults:

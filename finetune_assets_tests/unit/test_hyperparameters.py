@@ -59,17 +59,25 @@ def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_reci
         regularizer_weight_setting(-0.5)
 
 
-def test_batch_kl_fills_only_unset_settings_with_its_model_types_defaults():
+def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_type():
     from dagster import build_asset_context
 
-    from finetune_assets.assets.training import batch_kl_defaults
+    from finetune_assets.assets.smart_defaults import fill_batch_kl
+    from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH
+    from finetune_assets.core.smart_defaults import batch_kl_lookup
 
-    unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": 64}
-    sparse, metadata = batch_kl_defaults(build_asset_context(), unset, "sparse")
-    dense, _ = batch_kl_defaults(build_asset_context(), unset, "dense")
-    # SPLADE-tiny learns at four times all-MiniLM-L6-v2's rate; what the run config set is kept
-    assert (sparse["learning_rate"], dense["learning_rate"]) == (2e-4, 5e-5)
-    assert sparse["epochs"] == dense["epochs"] == 3.0 and sparse["max_seq_length"] == 64
-    assert metadata["smart_defaults"].value["filled"] == {"batch_size": 32, "learning_rate": 2e-4, "max_steps": 160}
-    chosen, none_filled = batch_kl_defaults(build_asset_context(), {"learning_rate": 1e-5}, "sparse")
+    unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": None}
+    sparse, metadata = fill_batch_kl(build_asset_context(), unset, "sparse")
+    dense, _ = fill_batch_kl(build_asset_context(), {**unset, "max_seq_length": 64}, "dense")
+    table_sparse, table_dense = batch_kl_lookup("sparse"), batch_kl_lookup("dense")
+    assert (sparse["learning_rate"], dense["learning_rate"]) == (table_sparse.learning_rate, table_dense.learning_rate)
+    # what the run config set is kept
+    assert sparse["epochs"] == dense["epochs"] == 3.0 and dense["max_seq_length"] == 64
+    assert metadata["smart_defaults"].value == {
+        "filled": {"batch_size": table_sparse.batch_size, "learning_rate": table_sparse.learning_rate,
+                   "max_steps": table_sparse.max_steps, "max_seq_length": MAX_SEQ_LENGTH},
+        "loss": "batch_kl", "model_type": "sparse", "basis": table_sparse.basis}
+    chosen, none_filled = fill_batch_kl(build_asset_context(), {"learning_rate": 1e-5}, "sparse")
     assert chosen == {"learning_rate": 1e-5} and none_filled == {}
+    with pytest.raises(ValueError, match="no batch_kl entry for model type 'inference_free'"):
+        fill_batch_kl(build_asset_context(), unset, "inference_free")

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from benchmarks.smart_defaults import build_rows, current_defaults, describe_run, to_toml
-from finetune_assets.core.smart_defaults import SETTINGS, load_table, lookup, resolve
+from benchmarks.smart_defaults import (benchmark_sample_sizes, build_batch_kl_entries, build_rows, current_defaults,
+                                       describe_batch_kl_run, describe_run, to_toml)
+from finetune_assets.core.smart_defaults import SETTINGS, batch_kl_lookup, load_batch_kl, load_table, lookup, resolve
 
 
 def row(model_type="dense", max_documents=1000, epochs=1.0, basis="measured: test"):
@@ -56,6 +57,10 @@ def test_the_shipped_table_covers_every_model_type_and_size():
         for size in (1, 400, 5000, 10**6):
             found = lookup(model_type, size)
             assert found.epochs >= 1 and found.batch_size >= 2 and found.basis.startswith(("measured:", "rule:"))
+    load_batch_kl.cache_clear()
+    for model_type in ("dense", "sparse"):
+        entry = batch_kl_lookup(model_type)
+        assert entry.max_steps >= 1 and entry.learning_rate > 0 and entry.basis.startswith("measured:")
 
 
 def report(collection, gain, model_type="dense", docs=400, config=None, effective=None):
@@ -96,6 +101,46 @@ def test_batch_kl_runs_do_not_feed_the_table():
     effective = {"epochs": 1.0, "learning_rate": 5e-5, "batch_size": 32, "queries_per_type": 1, "num_negatives": 1}
     assert describe_run(report("cacm", 0.05, effective={**effective, "loss": "batch_kl"}), current_defaults()) is None
     assert describe_run(report("cacm", 0.01, effective={**effective, "loss": "mnrl"}), current_defaults())["gain"] == 0.01
+
+
+THREE_SIGNALS = "hybrid (BM25 0.3 + base model 0.4 + local:splade-tiny 0.3, z-score)"
+
+
+def batch_kl_report(collection, gain, model_type="dense", lr=5e-5, teacher=THREE_SIGNALS, config=None, **extra):
+    sizes = benchmark_sample_sizes()
+    effective = {"epochs": 2.0, "learning_rate": lr, "batch_size": 32, "max_steps": 160, "queries_per_type": 1,
+                 "num_negatives": 1, "loss": "batch_kl", "teacher": teacher}
+    run = report(collection, gain, model_type=model_type, docs=sizes["max_docs"], config=config, effective=effective)
+    run["settings"]["corpus_docs"] = sizes["corpus_docs"]
+    return {**run, **extra}
+
+
+def test_batch_kl_entries_come_from_runs_with_todays_teacher_and_sample_sizes(tmp_path):
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    higher_lr = {"trained_model": {"config": {"learning_rate": 2e-4}}}
+    two_signal_config = {"mined_negatives": {"config": {"teacher_companion": ""}}}
+    ignored = [batch_kl_report("cacm", 0.9, teacher="hybrid (BM25 0.5 + base model 0.5, z-score)"),  # two signals
+               batch_kl_report("cacm", 0.9, superseded_by="newer.json"),
+               batch_kl_report("cacm", 0.9, config=two_signal_config),
+               {**batch_kl_report("cacm", 0.9), "settings": {**batch_kl_report("cacm", 0.9)["settings"],
+                                                             "max_docs": sizes["max_docs"] * 3}}]
+    assert [describe_batch_kl_run(r, defaults, sizes) for r in ignored] == [None] * 4
+    assert describe_run(batch_kl_report("cacm", 0.9), defaults) is None  # nor do they feed the [[row]] table
+    runs = [describe_batch_kl_run(r, defaults, sizes) for r in [
+        batch_kl_report("cacm", 0.04), batch_kl_report("cranfield", 0.02),
+        batch_kl_report("cacm", 0.09, lr=2e-4, config=higher_lr), batch_kl_report("cranfield", -0.01, lr=2e-4),
+        batch_kl_report("cacm", 0.02, "sparse"), batch_kl_report("cranfield", 0.01, "sparse"),
+        batch_kl_report("cacm", 0.03, "sparse", lr=2e-4), batch_kl_report("cranfield", 0.02, "sparse", lr=2e-4)]]
+    entries = {e["model_type"]: e for e in build_batch_kl_entries(runs)}
+    # dense: 2e-4 has the higher mean gain (+0.040 vs +0.030) but is worse than base on cranfield
+    assert entries["dense"]["learning_rate"] == 5e-5 and "cacm +0.0400, cranfield +0.0200" in entries["dense"]["basis"]
+    assert entries["sparse"]["learning_rate"] == 2e-4 and entries["sparse"]["max_steps"] == 160
+    table = tmp_path / "table.toml"
+    table.write_text(to_toml([row()], ["test"], list(entries.values())))
+    load_batch_kl.cache_clear()
+    assert batch_kl_lookup("sparse", table).learning_rate == 2e-4
+    with pytest.raises(SystemExit, match="no batch_kl run of a sparse model"):
+        build_batch_kl_entries([r for r in runs if r["model_type"] == "dense"])
 
 
 def test_summary_labels_each_run_by_what_it_changed(tmp_path):
