@@ -79,7 +79,7 @@ def _estimate(args: argparse.Namespace) -> int:
         estimate, plan = estimate_with_batch_plan(
             documents, queries_per_type=settings["queries_per_type"], max_document_chars=defaults.max_document_chars,
             bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID,
-            train=train_settings(defaults, base.max_seq_length, settings),
+            train=train_settings(defaults, base.max_seq_length, settings, sampled_documents=len(documents)),
             training_instance_type=args.instance_type or defaults.training_instance_type,
             training_rows_per_second=args.rows_per_second)
     except (CorpusError, PriceTableError) as exc:

@@ -151,6 +151,10 @@ class CostEstimateConfig(Config):
     num_negatives: Optional[int] = _default(MinedNegativesConfig, "num_negatives")
     epochs: Optional[float] = _default(TrainedModelConfig, "epochs")
     batch_size: Optional[int] = _default(TrainedModelConfig, "batch_size")
+    loss: str = _default(TrainedModelConfig, "loss")
+    max_steps: Optional[int] = _default(TrainedModelConfig, "max_steps")
+    candidates_per_query: int = _default(TrainedModelConfig, "candidates_per_query")
+    span_queries: int = _default(TrainingPairsConfig, "span_queries")
 
 
 class ModelEndpointConfig(Config):

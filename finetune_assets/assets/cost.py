@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from finetune_assets.clients.bedrock_batch import estimate_batch_plan
 from finetune_assets.config import CostEstimateConfig
 from finetune_assets.core import smart_defaults
+from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH as BATCH_KL_MAX_SEQ_LENGTH
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
@@ -37,16 +38,33 @@ def usd(amount: float) -> str:
 
 
 def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents: int) -> dict:
-    """The mirror fields, with those left at None filled from the smart-defaults table as the other assets fill them."""
+    """The mirror fields, with those left at None filled as the other assets fill them: from the smart-defaults
+    table's batch_kl entry when trained_model's loss will be batch_kl, else from its rows."""
     chosen = {"queries_per_type": config.queries_per_type, "num_negatives": config.num_negatives,
               "epochs": config.epochs, "batch_size": config.batch_size}
-    return smart_defaults.resolve(chosen, model_type, num_documents)[0]
+    settings = smart_defaults.resolve(chosen, model_type, num_documents)[0]
+    # loss auto picks batch_kl for the model types it trains, from the matrix mined_negatives' default teacher writes
+    loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in ("dense", "sparse") else "mnrl")
+    settings.update(loss=loss, max_steps=config.max_steps or 0)
+    if loss == "batch_kl":
+        entry = smart_defaults.batch_kl_lookup(model_type)
+        for name in ("epochs", "batch_size", "max_steps"):
+            if getattr(config, name) is None:
+                settings[name] = getattr(entry, name)
+    return settings
 
 
-def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: dict) -> TrainSettings:
+def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: dict,
+                   sampled_documents: int = 0) -> TrainSettings:
+    """What trained_model will run, for pricing; `sampled_documents` (raw_corpus's sample) give the span queries."""
+    batch_kl = settings["loss"] == "batch_kl"
     return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                         num_negatives=settings["num_negatives"], max_seq_length=max_seq_length,
-                         held_out_fraction=config.held_out_fraction)
+                         num_negatives=settings["num_negatives"], held_out_fraction=config.held_out_fraction,
+                         max_seq_length=min(max_seq_length, BATCH_KL_MAX_SEQ_LENGTH) if batch_kl else max_seq_length,
+                         loss=settings["loss"], max_steps=settings["max_steps"],
+                         candidates_per_query=config.candidates_per_query,
+                         span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
+                         if batch_kl else 0.0)
 
 
 def plan_summary(plan: dict) -> str:
@@ -86,12 +104,12 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     groups = enforced_groups(config.enforce_for, query_generator, sagemaker_training.default_backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     settings = mirrored_settings(config, base_model.model_type, len(documents))
+    train = train_settings(config, base_model.max_seq_length, settings, sampled_documents=len(documents))
     documents = documents[:config.generate_for_documents or None]  # as bedrock_batch_outputs generates
     estimate, plan = estimate_with_batch_plan(
         documents, queries_per_type=settings["queries_per_type"], max_document_chars=config.max_document_chars,
         batch=config.batch, bedrock_model_id=config.bedrock_model_id or query_generator.model_id,
-        train=train_settings(config, base_model.max_seq_length, settings),
-        training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
+        train=train, training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
         training_rows_per_second=config.training_rows_per_second or None,
         endpoint_instance_type=config.endpoint_instance_type, serverless_memory_mb=config.serverless_memory_mb,
         requests_per_month=config.requests_per_month)

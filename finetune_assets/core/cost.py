@@ -68,6 +68,12 @@ class TrainSettings:
     num_negatives: int = 1
     max_seq_length: int = 256
     held_out_fraction: float = 0.2
+    # batch_kl trains every query against its teacher's top candidates_per_query documents, over the generated
+    # queries and the span queries (sentences of all sampled documents), for at most max_steps batches.
+    loss: str = "mnrl"
+    max_steps: int = 0  # 0 = no cap
+    candidates_per_query: int = 4
+    span_rows: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,11 +155,22 @@ def _bedrock_items(prices: PriceTable, model_id: str, batch: bool, input_tokens:
                   unit_out, note=note)]
 
 
-def _training_item(prices: PriceTable, rows: float, passage_tokens: float, train: TrainSettings, instance_type: str,
+def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, int]:
+    """Rows the training run processes, and passages per row: (query, positive, negatives) for the pair losses;
+    a query with its teacher's candidates for batch_kl, capped at max_steps batches."""
+    if train.loss == "batch_kl":
+        rows = (generated_rows + train.span_rows) * train.epochs
+        if train.max_steps:
+            rows = min(rows, train.max_steps * train.batch_size)
+        return rows, train.candidates_per_query
+    return generated_rows * train.epochs, 1 + train.num_negatives
+
+
+def _training_item(prices: PriceTable, rows: float, passages_per_row: int, passage_tokens: float, instance_type: str,
                    instance_count: int, measured_rows_per_second: float | None) -> LineItem:
-    """Rows (query, positive, negatives) over throughput, plus each instance's billed start-up."""
+    """Rows over throughput, plus each instance's billed start-up."""
     throughput = prices.data["training_throughput"]
-    row_tokens = throughput["query_tokens"] + (1 + train.num_negatives) * passage_tokens
+    row_tokens = throughput["query_tokens"] + passages_per_row * passage_tokens
     instance = prices.training_instance(instance_type)
     if measured_rows_per_second:
         rows_per_second, rate_note = float(measured_rows_per_second), "measured rows/s"
@@ -186,6 +203,15 @@ def _endpoint_items(prices: PriceTable, instance_type: str, instance_count: int,
               float(serverless["data_processed_per_gb"]), per="month",
               note=f"no per-request fee (table: {serverless['per_request']})"),
     ]
+
+
+def training_assumption(train: TrainSettings) -> str:
+    held_out = f"max_seq_length {train.max_seq_length}, {train.held_out_fraction:.0%} of documents held out"
+    if train.loss == "batch_kl":
+        cap = f", at most {train.max_steps} steps" if train.max_steps else ""
+        return (f"batch_kl: {train.epochs} epoch(s) of the generated and ~{train.span_rows:,.0f} span queries{cap}, "
+                f"batch {train.batch_size}, {train.candidates_per_query} teacher candidates per query, {held_out}")
+    return f"{train.epochs} epoch(s), batch {train.batch_size}, {train.num_negatives} negative(s), {held_out}"
 
 
 def estimate_cost(documents: Sequence[dict], *, num_documents: int | None = None, queries_per_type: int = 1,
@@ -227,9 +253,9 @@ def estimate_cost(documents: Sequence[dict], *, num_documents: int | None = None
     # Training: one row per kept query; only the first max_seq_length tokens of a passage count.
     passages = [document_text(d, None)[:train.max_seq_length * 10] for d in documents]
     passage_tokens = sum(min(n + 2, train.max_seq_length) for n in count(passages)) / len(documents)
-    rows = total_docs * (1 - train.held_out_fraction) * queries_per_doc * train.epochs
-    items.append(_training_item(prices, rows, passage_tokens, train, training_instance_type, training_instance_count,
-                                training_rows_per_second))
+    rows, passages_per_row = training_rows(train, total_docs * (1 - train.held_out_fraction) * queries_per_doc)
+    items.append(_training_item(prices, rows, passages_per_row, passage_tokens, training_instance_type,
+                                training_instance_count, training_rows_per_second))
     items += _endpoint_items(prices, endpoint_instance_type, endpoint_instance_count, serverless_memory_mb,
                              requests_per_month)
 
@@ -237,8 +263,7 @@ def estimate_cost(documents: Sequence[dict], *, num_documents: int | None = None
         "token count": method,
         "Bedrock input tokens per document": round(input_tokens / max(total_docs, 1), 1),
         "Bedrock output tokens per document": OUTPUT_WRAPPER_TOKENS + queries_per_doc * output_tokens_per_query,
-        "training": f"{train.epochs} epoch(s), batch {train.batch_size}, {train.num_negatives} negative(s), "
-                    f"max_seq_length {train.max_seq_length}, {train.held_out_fraction:.0%} of documents held out",
+        "training": training_assumption(train),
         "sources": "; ".join(prices.source(s) for s in ("bedrock", "sagemaker_training", "sagemaker_serverless")),
     }
     return CostEstimate(documents=total_docs, documents_counted=len(documents), items=items,

@@ -157,6 +157,39 @@ def test_training_hours_follow_rows_and_throughput(documents):
     assert hours(training_instance_count=2) == pytest.approx(one, rel=1e-3)
 
 
+def test_batch_kl_training_counts_span_queries_teacher_candidates_and_the_step_cap(documents):
+    def work(train):  # rows processed, from the line item's note
+        item = next(i for i in estimate(documents, training_rows_per_second=10.0, train=train).items
+                    if i.group == "training")
+        return float(item.note.split(" rows")[0].replace(",", ""))
+
+    generated = len(documents) * 0.8 * 2
+    uncapped = TrainSettings(loss="batch_kl", epochs=2.0, batch_size=32, span_rows=500.0)
+    assert work(uncapped) == pytest.approx((generated + 500) * 2)
+    assert work(TrainSettings(loss="batch_kl", epochs=2.0, batch_size=32, span_rows=500.0, max_steps=10)) == 320
+    # A row carries candidates_per_query passages instead of a positive and its negatives: longer rows, slower.
+    def hours(train):
+        return next(i for i in estimate(documents, train=train).items if i.group == "training").quantity
+    assert hours(TrainSettings(loss="batch_kl", candidates_per_query=8)) > hours(TrainSettings(loss="batch_kl"))
+    assert "batch_kl" in estimate(documents, train=uncapped).assumptions["training"]
+
+
+def test_the_asset_prices_batch_kl_with_the_tables_batch_kl_entry():
+    from finetune_assets.assets.cost import mirrored_settings, train_settings
+    from finetune_assets.config import CostEstimateConfig
+    from finetune_assets.core.smart_defaults import batch_kl_lookup
+
+    entry = batch_kl_lookup("dense")
+    settings = mirrored_settings(CostEstimateConfig(), "dense", 2000)
+    assert (settings["loss"], settings["epochs"], settings["max_steps"]) == ("batch_kl", entry.epochs, entry.max_steps)
+    train = train_settings(CostEstimateConfig(), 256, settings, sampled_documents=1000)
+    assert train.span_rows == pytest.approx(1000 * 0.8 * CostEstimateConfig().span_queries)
+    assert train.max_seq_length == 128  # batch_kl trains on shorter texts than the model reads
+    pairs = mirrored_settings(CostEstimateConfig(loss="mnrl"), "dense", 2000)
+    assert pairs["loss"] == "mnrl" and train_settings(CostEstimateConfig(), 256, pairs, 1000).span_rows == 0
+    assert mirrored_settings(CostEstimateConfig(), "inference_free", 2000)["loss"] == "mnrl"
+
+
 def test_default_token_counter_is_the_packaged_tokenizer():
     count, method = default_token_counter()
     assert "MiniLM" in method
