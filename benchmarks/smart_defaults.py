@@ -23,6 +23,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.model_types import MODEL_TYPES
 from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 
@@ -187,7 +188,7 @@ def build_rows(runs: list[dict]) -> list[dict]:
 def build_batch_kl_entries(runs: list[dict]) -> list[dict]:
     """One entry per model type that batch_kl trains; each must have been benchmarked."""
     entries = []
-    for model_type in ("dense", "sparse"):
+    for model_type in BATCH_KL_MODEL_TYPES:
         of_type = [run for run in runs if run["model_type"] == model_type]
         winner = best_settings(of_type, cost="max_steps") if of_type else None
         if not winner:

@@ -6,6 +6,7 @@ from finetune_assets.clients.bedrock_batch import estimate_batch_plan
 from finetune_assets.config import CostEstimateConfig
 from finetune_assets.core import smart_defaults
 from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH as BATCH_KL_MAX_SEQ_LENGTH
+from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
@@ -44,18 +45,16 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
               "epochs": config.epochs, "batch_size": config.batch_size}
     settings = smart_defaults.resolve(chosen, model_type, num_documents)[0]
     # loss auto picks batch_kl for the model types it trains, from the matrix mined_negatives' default teacher writes
-    loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in ("dense", "sparse") else "mnrl")
+    loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in BATCH_KL_MODEL_TYPES else "mnrl")
     settings.update(loss=loss, max_steps=config.max_steps or 0)
     if loss == "batch_kl":
-        entry = smart_defaults.batch_kl_lookup(model_type)
-        for name in ("epochs", "batch_size", "max_steps"):
-            if getattr(config, name) is None:
-                settings[name] = getattr(entry, name)
+        settings.update(smart_defaults.resolve_batch_kl(
+            {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps}, model_type)[0])
     return settings
 
 
 def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: dict,
-                   sampled_documents: int = 0) -> TrainSettings:
+                   sampled_documents: int) -> TrainSettings:
     """What trained_model will run, for pricing; `sampled_documents` (raw_corpus's sample) give the span queries."""
     batch_kl = settings["loss"] == "batch_kl"
     return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],

@@ -29,15 +29,18 @@ def fill(context: AssetExecutionContext, chosen: dict, model_type: str, num_docu
 
 
 def fill_batch_kl(context: AssetExecutionContext, chosen: dict, model_type: str) -> tuple[dict, dict]:
-    """`chosen` with each None filled from the smart-defaults table's batch_kl entry for the model type."""
-    entry = smart_defaults.batch_kl_lookup(model_type)
-    defaults = {**{name: getattr(entry, name) for name in smart_defaults.BATCH_KL_SETTINGS},
-                "max_seq_length": BATCH_KL_MAX_SEQ_LENGTH}
-    filled = {name: defaults[name] for name, value in chosen.items() if value is None}
+    """`chosen` with each None filled from the smart-defaults table's batch_kl entry for the model type (and the
+    training length from core/batch_distillation)."""
+    in_table = {name: value for name, value in chosen.items() if name != "max_seq_length"}
+    values, filled = smart_defaults.resolve_batch_kl(in_table, model_type)
+    if "max_seq_length" in chosen:
+        values["max_seq_length"] = chosen["max_seq_length"] or BATCH_KL_MAX_SEQ_LENGTH
+        filled += ["max_seq_length"] if chosen["max_seq_length"] is None else []
     if not filled:
         return chosen, {}
+    entry = smart_defaults.batch_kl_lookup(model_type)
+    picked = {name: values[name] for name in filled}
     context.log.info(f"batch_kl defaults for {model_type} ({entry.basis}): "
-                     f"{', '.join(f'{k}={v}' for k, v in filled.items())}; set them in the run config to override")
-    return {**chosen, **filled}, {"smart_defaults": MetadataValue.json({"filled": filled, "loss": "batch_kl",
-                                                                        "model_type": model_type,
-                                                                        "basis": entry.basis})}
+                     f"{', '.join(f'{k}={v}' for k, v in picked.items())}; set them in the run config to override")
+    return values, {"smart_defaults": MetadataValue.json({"filled": picked, "loss": "batch_kl",
+                                                          "model_type": model_type, "basis": entry.basis})}

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, Pip
 from finetune_assets.assets import smart_defaults
 from finetune_assets.assets.metadata import image
 from finetune_assets.config import TrainedModelConfig
+from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.batch_distillation import SCORES_FILE
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
@@ -31,7 +32,7 @@ def chosen_loss(loss: str, model_type: str, train_dir) -> str:
     type (dense, sparse), else mnrl."""
     if loss != "auto":
         return loss
-    return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in ("dense", "sparse") else "mnrl"
+    return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in BATCH_KL_MODEL_TYPES else "mnrl"
 
 
 def regularizer_weight_setting(weight: float | None) -> float:

@@ -31,6 +31,8 @@ MAX_MATRIX_CELLS = 400_000_000  # 800 MB of float16: sample fewer documents or q
 # ([[batch_kl]] in core/smart_defaults.toml). At 256 a step took 28 s instead of 5 s here (bf16, varying padded
 # shapes), and no benchmark run has varied it, so it is a constant rather than a table column.
 MAX_SEQ_LENGTH = 128
+# The model types batch_kl trains (inference_free keeps fixed IDF query weights that a pooled batch cannot train).
+MODEL_TYPES = ("dense", "sparse")
 
 
 def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,

@@ -77,6 +77,16 @@ def batch_kl_lookup(model_type: str, path: Path = TABLE) -> BatchKlDefaults:
     return table[model_type]
 
 
+def resolve_batch_kl(chosen: dict[str, object], model_type: str) -> tuple[dict[str, object], list[str]]:
+    """Like resolve, from the batch_kl entry for `model_type`."""
+    unknown = set(chosen) - set(BATCH_KL_SETTINGS)
+    if unknown:
+        raise ValueError(f"no batch_kl default for {sorted(unknown)}; known: {', '.join(BATCH_KL_SETTINGS)}")
+    entry = batch_kl_lookup(model_type)
+    filled = [name for name, value in chosen.items() if value is None]
+    return {name: getattr(entry, name) if value is None else value for name, value in chosen.items()}, filled
+
+
 def lookup(model_type: str, num_documents: int, table: tuple[SmartDefaults, ...] | None = None) -> SmartDefaults:
     """The row for `model_type` with the smallest max_documents that covers `num_documents`."""
     check_model_type(model_type)

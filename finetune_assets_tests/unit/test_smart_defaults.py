@@ -5,7 +5,8 @@ import pytest
 
 from benchmarks.smart_defaults import (benchmark_sample_sizes, build_batch_kl_entries, build_rows, current_defaults,
                                        describe_batch_kl_run, describe_run, to_toml)
-from finetune_assets.core.smart_defaults import SETTINGS, batch_kl_lookup, load_batch_kl, load_table, lookup, resolve
+from finetune_assets.core.smart_defaults import (SETTINGS, batch_kl_lookup, load_batch_kl, load_table, lookup, resolve,
+                                                 resolve_batch_kl)
 
 
 def row(model_type="dense", max_documents=1000, epochs=1.0, basis="measured: test"):
@@ -61,6 +62,10 @@ def test_the_shipped_table_covers_every_model_type_and_size():
     for model_type in ("dense", "sparse"):
         entry = batch_kl_lookup(model_type)
         assert entry.max_steps >= 1 and entry.learning_rate > 0 and entry.basis.startswith("measured:")
+    values, filled = resolve_batch_kl({"epochs": 5.0, "max_steps": None}, "sparse")
+    assert values == {"epochs": 5.0, "max_steps": batch_kl_lookup("sparse").max_steps} and filled == ["max_steps"]
+    with pytest.raises(ValueError, match="no batch_kl default for \\['num_negatives'\\]"):
+        resolve_batch_kl({"num_negatives": None}, "dense")
 
 
 def report(collection, gain, model_type="dense", docs=400, config=None, effective=None):
