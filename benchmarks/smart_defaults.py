@@ -11,7 +11,7 @@ ones get rows by a stated rule, marked "rule:" in the table.
 
 batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with today's default teacher (as many
 signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
-entry's own settings (epochs, learning_rate, batch_size, max_steps); the same ranking picks the winner, the
+entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length); the same ranking picks the winner, the
 cheaper one (fewer max_steps) on a tie. A result file with a `superseded_by` key (its code has changed since)
 counts for neither.
 """
@@ -26,6 +26,8 @@ from pathlib import Path
 from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.model_types import MODEL_TYPES
 from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
+
+EARLIER_TRAINING_LENGTH = 128  # batch_kl's fixed training length before max_seq_length became a table column
 
 # The values runs used before benchmark JSONs recorded their effective settings (session-2 code defaults).
 LEGACY_SETTINGS = {"epochs": 1.0, "learning_rate": 2e-5, "batch_size": 16, "queries_per_type": 1, "num_negatives": 1}
@@ -113,6 +115,9 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     expected_signals = 2 if defaults[("mined_negatives", "teacher_companion")] == "" else 3
     if teacher_signals(effective.get("teacher", "")) != expected_signals:
         return None
+    if "max_seq_length" not in effective:  # recorded since the column came; earlier runs trained at 128 unless set
+        model_config = settings.get("run_config", {}).get("ops", {}).get("trained_model", {}).get("config", {})
+        effective = {**effective, "max_seq_length": model_config.get("max_seq_length") or EARLIER_TRAINING_LENGTH}
     if any(name not in effective for name in BATCH_KL_SETTINGS):
         return None
     for op, entry in settings.get("run_config", {}).get("ops", {}).items():
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
               f"negatives {row['num_negatives']}  ({row['basis'][:60]})")
     for entry in entries:
         print(f"batch_kl {entry['model_type']:<6}: epochs {entry['epochs']}, lr {entry['learning_rate']}, batch "
-              f"{entry['batch_size']}, max_steps {entry['max_steps']}  ({entry['basis']})")
+              f"{entry['batch_size']}, max_steps {entry['max_steps']}, max_seq_length {entry['max_seq_length']}  "
+              f"({entry['basis']})")
     print(f"written to {args.out}")
     return 0
 

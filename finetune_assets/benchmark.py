@@ -128,6 +128,8 @@ def _effective_settings(result, storage, index: str) -> dict:
     return {"epochs": hyperparameters["epochs"], "learning_rate": hyperparameters["learning_rate"],
             "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
             "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
+            "max_seq_length": min(hyperparameters.get("train_max_seq_length") or hyperparameters["max_seq_length"],
+                                  hyperparameters["max_seq_length"]),
             "precision_setting": hyperparameters.get("precision", "auto"),
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 

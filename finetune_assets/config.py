@@ -153,6 +153,7 @@ class CostEstimateConfig(Config):
     batch_size: Optional[int] = _default(TrainedModelConfig, "batch_size")
     loss: str = _default(TrainedModelConfig, "loss")
     max_steps: Optional[int] = _default(TrainedModelConfig, "max_steps")
+    max_seq_length: Optional[int] = _default(TrainedModelConfig, "max_seq_length")
     candidates_per_query: int = _default(TrainedModelConfig, "candidates_per_query")
     span_queries: int = _default(TrainingPairsConfig, "span_queries")
 

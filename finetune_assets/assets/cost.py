@@ -5,7 +5,6 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from finetune_assets.clients.bedrock_batch import estimate_batch_plan
 from finetune_assets.config import CostEstimateConfig
 from finetune_assets.core import smart_defaults
-from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH as BATCH_KL_MAX_SEQ_LENGTH
 from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
@@ -46,10 +45,11 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
     settings = smart_defaults.resolve(chosen, model_type, num_documents)[0]
     # loss auto picks batch_kl for the model types it trains, from the matrix mined_negatives' default teacher writes
     loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in BATCH_KL_MODEL_TYPES else "mnrl")
-    settings.update(loss=loss, max_steps=config.max_steps or 0)
+    settings.update(loss=loss, max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length)
     if loss == "batch_kl":
         settings.update(smart_defaults.resolve_batch_kl(
-            {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps}, model_type)[0])
+            {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
+             "max_seq_length": config.max_seq_length}, model_type)[0])
     return settings
 
 
@@ -59,7 +59,7 @@ def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: di
     batch_kl = settings["loss"] == "batch_kl"
     return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          num_negatives=settings["num_negatives"], held_out_fraction=config.held_out_fraction,
-                         max_seq_length=min(max_seq_length, BATCH_KL_MAX_SEQ_LENGTH) if batch_kl else max_seq_length,
+                         max_seq_length=min(max_seq_length, settings.get("max_seq_length") or max_seq_length),
                          loss=settings["loss"], max_steps=settings["max_steps"],
                          candidates_per_query=config.candidates_per_query,
                          span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries

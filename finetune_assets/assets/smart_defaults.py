@@ -3,7 +3,6 @@
 from dagster import AssetExecutionContext, MetadataValue
 
 from finetune_assets.core import smart_defaults
-from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH as BATCH_KL_MAX_SEQ_LENGTH
 from finetune_assets.core.jsonl import read_jsonl
 from finetune_assets.resources.storage import ArtifactStorage
 
@@ -29,13 +28,8 @@ def fill(context: AssetExecutionContext, chosen: dict, model_type: str, num_docu
 
 
 def fill_batch_kl(context: AssetExecutionContext, chosen: dict, model_type: str) -> tuple[dict, dict]:
-    """`chosen` with each None filled from the smart-defaults table's batch_kl entry for the model type (and the
-    training length from core/batch_distillation)."""
-    in_table = {name: value for name, value in chosen.items() if name != "max_seq_length"}
-    values, filled = smart_defaults.resolve_batch_kl(in_table, model_type)
-    if "max_seq_length" in chosen:
-        values["max_seq_length"] = chosen["max_seq_length"] or BATCH_KL_MAX_SEQ_LENGTH
-        filled += ["max_seq_length"] if chosen["max_seq_length"] is None else []
+    """`chosen` with each None filled from the smart-defaults table's batch_kl entry for the model type."""
+    values, filled = smart_defaults.resolve_batch_kl(chosen, model_type)
     if not filled:
         return chosen, {}
     entry = smart_defaults.batch_kl_lookup(model_type)

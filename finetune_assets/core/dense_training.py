@@ -61,7 +61,8 @@ class Hyperparameters:
 
     @property
     def training_sequence_length(self) -> int:
-        return self.train_max_seq_length or self.max_seq_length
+        # Never longer than the saved model reads: those tokens would train what inference cuts off.
+        return min(self.train_max_seq_length or self.max_seq_length, self.max_seq_length)
 
     @classmethod
     def from_mapping(cls, values: dict) -> Hyperparameters:

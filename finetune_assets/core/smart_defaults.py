@@ -16,7 +16,7 @@ from finetune_assets.core.model_types import check_model_type
 
 TABLE = Path(__file__).with_name("smart_defaults.toml")
 SETTINGS = ("epochs", "learning_rate", "batch_size", "queries_per_type", "num_negatives")
-BATCH_KL_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_steps")
+BATCH_KL_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_steps", "max_seq_length")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class BatchKlDefaults:
     learning_rate: float
     batch_size: int
     max_steps: int
+    max_seq_length: int  # tokens per text while training (never more than the base model reads)
     basis: str
 
 

@@ -5,8 +5,10 @@ import torch
 from finetune_assets.core.batch_distillation import (
     batch_kl_loss,
     check_inputs,
+    length_sorted_chunks,
     spread_ratio,
     teacher_score_matrix,
+    token_lengths,
     top_candidates,
     train_batch_kl,
 )
@@ -113,3 +115,21 @@ def test_spread_ratio_puts_the_student_on_the_teachers_scale_over_the_cells_the_
     assert ratio == pytest.approx(1 / 2.5)
     assert spread_ratio(student * ratio, teacher) == pytest.approx(1.0)
     assert spread_ratio(torch.zeros(2, 4), teacher) == 1.0  # a flat student: left as it is
+
+
+def test_pool_chunks_run_shortest_first_so_padding_stays_within_similar_lengths():
+    lengths = [200, 12, 40, 12, 256, 30, 90]
+    chunks = length_sorted_chunks([0, 1, 2, 3, 4, 5, 6], lengths, chunk=3)
+    assert chunks == [[1, 3, 5], [2, 6, 0], [4]]  # ties keep index order, the last chunk takes the rest
+    assert length_sorted_chunks([4, 1], lengths, chunk=3) == [[1, 4]]
+    assert sorted(c for chunk in length_sorted_chunks(range(7), lengths, chunk=2) for c in chunk) == list(range(7))
+
+
+def test_token_lengths_count_special_tokens_and_stop_at_the_training_length():
+    from transformers import AutoTokenizer
+
+    from finetune_assets.core.offline_models import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    lengths = token_lengths(tokenizer, ["flutter", "flow " * 100], max_length=32)
+    assert lengths == [3, 32]  # [CLS] flutter [SEP]; the long text truncated

@@ -182,9 +182,13 @@ def test_the_asset_prices_batch_kl_with_the_tables_batch_kl_entry():
     entry = batch_kl_lookup("dense")
     settings = mirrored_settings(CostEstimateConfig(), "dense", 2000)
     assert (settings["loss"], settings["epochs"], settings["max_steps"]) == ("batch_kl", entry.epochs, entry.max_steps)
-    train = train_settings(CostEstimateConfig(), 256, settings, sampled_documents=1000)
+    train = train_settings(CostEstimateConfig(), 512, settings, sampled_documents=1000)
     assert train.span_rows == pytest.approx(1000 * 0.8 * CostEstimateConfig().span_queries)
-    assert train.max_seq_length == 128  # batch_kl trains on shorter texts than the model reads
+    assert train.max_seq_length == entry.max_seq_length  # the entry's training length, the model reading more
+    short = train_settings(CostEstimateConfig(), 64, settings, sampled_documents=1000)
+    assert short.max_seq_length == 64  # never more than the model reads
+    assert train_settings(CostEstimateConfig(max_seq_length=96), 512, mirrored_settings(
+        CostEstimateConfig(max_seq_length=96), "dense", 2000), 1000).max_seq_length == 96
     pairs = mirrored_settings(CostEstimateConfig(loss="mnrl"), "dense", 2000)
     assert pairs["loss"] == "mnrl" and train_settings(CostEstimateConfig(), 256, pairs, 1000).span_rows == 0
     assert mirrored_settings(CostEstimateConfig(), "inference_free", 2000)["loss"] == "mnrl"

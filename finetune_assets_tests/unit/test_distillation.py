@@ -146,3 +146,5 @@ def test_training_on_shorter_texts_saves_a_model_that_reads_the_full_length(tmp_
     assert outcome.steps == 1
     assert SentenceTransformer(str(tmp_path / "model"), device="cpu").max_seq_length == 64
     assert Hyperparameters(max_seq_length=64).training_sequence_length == 64
+    # never longer than the saved model reads
+    assert Hyperparameters(max_seq_length=64, train_max_seq_length=256).training_sequence_length == 64

@@ -63,7 +63,6 @@ def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_
     from dagster import build_asset_context
 
     from finetune_assets.assets.smart_defaults import fill_batch_kl
-    from finetune_assets.core.batch_distillation import MAX_SEQ_LENGTH
     from finetune_assets.core.smart_defaults import batch_kl_lookup
 
     unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": None}
@@ -75,7 +74,7 @@ def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_
     assert sparse["epochs"] == dense["epochs"] == 3.0 and dense["max_seq_length"] == 64
     assert metadata["smart_defaults"].value == {
         "filled": {"batch_size": table_sparse.batch_size, "learning_rate": table_sparse.learning_rate,
-                   "max_steps": table_sparse.max_steps, "max_seq_length": MAX_SEQ_LENGTH},
+                   "max_steps": table_sparse.max_steps, "max_seq_length": table_sparse.max_seq_length},
         "loss": "batch_kl", "model_type": "sparse", "basis": table_sparse.basis}
     chosen, none_filled = fill_batch_kl(build_asset_context(), {"learning_rate": 1e-5}, "sparse")
     assert chosen == {"learning_rate": 1e-5} and none_filled == {}

@@ -113,7 +113,8 @@ THREE_SIGNALS = "hybrid (BM25 0.3 + base model 0.4 + local:splade-tiny 0.3, z-sc
 
 def batch_kl_report(collection, gain, model_type="dense", lr=5e-5, teacher=THREE_SIGNALS, config=None, **extra):
     sizes = benchmark_sample_sizes()
-    effective = {"epochs": 2.0, "learning_rate": lr, "batch_size": 32, "max_steps": 160, "queries_per_type": 1,
+    effective = {"epochs": 2.0, "learning_rate": lr, "batch_size": 32, "max_steps": 160, "max_seq_length": 128,
+                 "queries_per_type": 1,
                  "num_negatives": 1, "loss": "batch_kl", "teacher": teacher}
     run = report(collection, gain, model_type=model_type, docs=sizes["max_docs"], config=config, effective=effective)
     run["settings"]["corpus_docs"] = sizes["corpus_docs"]
@@ -171,3 +172,21 @@ def test_summary_labels_each_run_by_what_it_changed(tmp_path):
                                       "num_negatives": 1, "loss": "batch_kl"}
     assert row(tmp_path / "c.json", batch_kl, defaults)["changed"] == "defaults"
     assert "| cacm (52) | dense | loss=mnrl (no span queries), title_queries=true" in to_markdown([plain, titles])
+
+
+def test_batch_kl_training_length_is_a_setting_and_earlier_runs_count_at_128_tokens():
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    longer = {"trained_model": {"config": {"max_seq_length": 256}}}
+    earlier = batch_kl_report("cranfield", 0.02)
+    del earlier["effective_settings"]["max_seq_length"]  # written before the benchmark recorded it
+    unrecorded_256 = batch_kl_report("cacm", 0.05, config=longer)
+    del unrecorded_256["effective_settings"]["max_seq_length"]
+    runs = [describe_batch_kl_run(r, defaults, sizes) for r in [
+        earlier, batch_kl_report("cacm", 0.04),
+        unrecorded_256, {**batch_kl_report("cranfield", 0.03, config=longer), "effective_settings": {
+            **batch_kl_report("cranfield", 0.03)["effective_settings"], "max_seq_length": 256}},
+        batch_kl_report("cacm", 0.02, "sparse"), batch_kl_report("cranfield", 0.01, "sparse")]]
+    assert dict(runs[0]["settings"])["max_seq_length"] == 128 and dict(runs[2]["settings"])["max_seq_length"] == 256
+    entries = {e["model_type"]: e for e in build_batch_kl_entries(runs)}
+    assert entries["dense"]["max_seq_length"] == 256 and "cacm +0.0500, cranfield +0.0300" in entries["dense"]["basis"]
+    assert entries["sparse"]["max_seq_length"] == 128
