@@ -114,6 +114,7 @@ def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
 
 def _effective_settings(result, storage, index: str) -> dict:
     """The smart-defaults settings this run trained with, whether set in its config or filled from the table."""
+    from finetune_assets.core.dense_training import Hyperparameters
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.querygen.bedrock_records import parse_output_record
 
@@ -128,8 +129,7 @@ def _effective_settings(result, storage, index: str) -> dict:
     return {"epochs": hyperparameters["epochs"], "learning_rate": hyperparameters["learning_rate"],
             "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
             "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
-            "max_seq_length": min(hyperparameters.get("train_max_seq_length") or hyperparameters["max_seq_length"],
-                                  hyperparameters["max_seq_length"]),
+            "max_seq_length": Hyperparameters.from_mapping(hyperparameters).training_sequence_length,
             "precision_setting": hyperparameters.get("precision", "auto"),
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 

@@ -59,7 +59,7 @@ def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: di
     batch_kl = settings["loss"] == "batch_kl"
     return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
                          num_negatives=settings["num_negatives"], held_out_fraction=config.held_out_fraction,
-                         max_seq_length=min(max_seq_length, settings.get("max_seq_length") or max_seq_length),
+                         max_seq_length=min(max_seq_length, settings["max_seq_length"] or max_seq_length),
                          loss=settings["loss"], max_steps=settings["max_steps"],
                          candidates_per_query=config.candidates_per_query,
                          span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
