@@ -124,3 +124,6 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     summary = json.loads(done.stderr.strip().splitlines()[-1])
     assert summary["steps"] == -(-len(rows) // 4) and summary["final_loss"] > 0
     assert (tmp_path / "model" / "modules.json").exists()
+    # The FLOPS term is logged beside the loss it is part of.
+    history = json.loads((tmp_path / "model" / "training_log.json").read_text())["loss_history"]
+    assert all(0 < entry["regularizer"] < entry["loss"] for entry in history)
