@@ -126,4 +126,5 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     assert (tmp_path / "model" / "modules.json").exists()
     # The FLOPS term is logged beside the loss it is part of.
     history = json.loads((tmp_path / "model" / "training_log.json").read_text())["loss_history"]
+    assert len(history) == summary["steps"]  # logging_steps 1: one entry a step
     assert all(0 < entry["regularizer"] < entry["loss"] for entry in history)
