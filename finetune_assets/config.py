@@ -108,6 +108,13 @@ class TrainedModelConfig(Config):
                                                       "vectors (null = the recipe default for the model type)")
     document_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on "
                                                          "document vectors (null = the recipe default)")
+    output_bias_learning_rate: Optional[float] = Field(default=None, description="Sparse batch_kl: learning rate "
+                                                       "of the per-token output bias of the model's MLM head, "
+                                                       "i.e. how much each vocabulary term counts (null = "
+                                                       "learning_rate)")
+    score_scale_learning_rate: Optional[float] = Field(default=None, description="batch_kl: learn a factor on the "
+                                                       "student's scores at this rate (log space; null or 0 = "
+                                                       "fixed scale). Training only: the saved model is unchanged")
     backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
                          "or auto: sagemaker when FINETUNE_MODE=aws, else local")
 

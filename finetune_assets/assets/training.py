@@ -81,6 +81,8 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          precision=config.precision, seed=config.seed, loss=loss,
                          candidates_per_query=config.candidates_per_query,
                          teacher_temperature=config.teacher_temperature,
+                         output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
+                         score_scale_learning_rate=config.score_scale_learning_rate or 0.0,
                          # Hyperparameters reads a negative weight as "the recipe default".
                          query_regularizer_weight=regularizer_weight_setting(config.query_regularizer_weight),
                          document_regularizer_weight=regularizer_weight_setting(config.document_regularizer_weight))

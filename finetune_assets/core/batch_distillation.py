@@ -87,6 +87,13 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
         raise ValueError(f"candidates_per_query must be >= 1, got {hp.candidates_per_query}")
     if hp.teacher_temperature <= 0:
         raise ValueError(f"teacher_temperature must be > 0, got {hp.teacher_temperature}")
+    if hp.score_scale_learning_rate < 0:
+        raise ValueError(f"score_scale_learning_rate must be >= 0, got {hp.score_scale_learning_rate}")
+    if hp.output_bias_learning_rate < 0:
+        raise ValueError(f"output_bias_learning_rate must be >= 0, got {hp.output_bias_learning_rate}")
+    if hp.output_bias_learning_rate and hp.model_type != "sparse":
+        raise ValueError("output_bias_learning_rate applies to sparse models (the bias of the MLM head over the "
+                         f"vocabulary); a {hp.model_type} model has no such head: leave it unset")
     for line, row in enumerate(rows, start=1):
         if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise ValueError(f"training row {line} has no query")
@@ -159,6 +166,22 @@ def _load_student(hp: Hyperparameters, device: str):
                      "that a batch of pooled documents does not train: use its SpladeLoss losses")
 
 
+def parameter_groups(model, hp: Hyperparameters) -> list[dict]:
+    """AdamW groups: everything at hp.learning_rate, except a sparse model's per-token output bias when
+    hp.output_bias_learning_rate is set (its own rate, no weight decay: a bias that decays towards 0 would pull
+    every term's weight back to the pretrained vocabulary's)."""
+    everything = {"params": list(model.parameters()), "lr": hp.learning_rate, "weight_decay": 0.01}
+    if not hp.output_bias_learning_rate:
+        return [everything]
+    head = model[0].auto_model.get_output_embeddings()
+    bias = getattr(head, "bias", None)
+    if bias is None:
+        raise ValueError(f"{hp.base_model} has no output bias over its vocabulary to give its own learning rate: "
+                         "leave output_bias_learning_rate unset")
+    everything["params"] = [p for p in everything["params"] if p is not bias]
+    return [everything, {"params": [bias], "lr": hp.output_bias_learning_rate, "weight_decay": 0.0}]
+
+
 def _flops(embeddings):
     # FLOPS regulariser (SPLADE): squared mean activation per vocabulary entry, summed.
     return (embeddings.abs().mean(dim=0) ** 2).sum()
@@ -183,7 +206,12 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
     lengths = token_lengths(model.tokenizer, texts, hp.training_sequence_length)
     batch = min(hp.batch_size, len(rows))
     steps = total_steps(rows, replace(hp, batch_size=batch))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=0.01)
+    # log of a learned factor on the student's scores (stays 0 without score_scale_learning_rate)
+    log_factor = torch.nn.Parameter(torch.zeros((), device=device))
+    groups = parameter_groups(model, hp)
+    if hp.score_scale_learning_rate:
+        groups.append({"params": [log_factor], "lr": hp.score_scale_learning_rate, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups)
     warmup = max(1, int(hp.warmup_ratio * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
@@ -219,7 +247,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
             student = queries @ docs.T
             if score_scale is None:
                 score_scale = hp.sparse_score_scale or spread_ratio(student, teacher)
-            student = student * score_scale
+            student = student * (score_scale * log_factor.exp())
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:
                 ramp = min(1.0, (step + 1) / max(1, steps // 3))  # regularisers ramp up over the first third
@@ -239,7 +267,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
         if (step + 1) % max(1, hp.logging_steps) == 0 or step + 1 == steps:
             entry = {"step": step + 1, "epoch": round(seen_rows / len(rows), 3), "loss": float(np.mean(window)),
                      "learning_rate": float(schedule.get_last_lr()[0]), "total_steps": steps,
-                     "score_scale": round(score_scale, 4)}
+                     "score_scale": round(score_scale * float(log_factor.detach().exp()), 4)}
             if regularizer_window:  # sparse: the FLOPS term's part of `loss`
                 entry["regularizer"] = float(np.mean(regularizer_window))
             history.append(entry)

@@ -48,6 +48,12 @@ class Hyperparameters:
     # measured on the first batch: SPLADE-tiny's spread is about twice the hybrid teacher's, and matching it
     # through the loss would shrink every activation)
     sparse_score_scale: float = 0.0
+    # batch_kl, sparse: learning rate of the MLM head's output bias, one value per vocabulary token (0 = learning_rate).
+    # A raised rate lets a token's weight in this corpus (how much "over" or "flow" counts) move within a short run.
+    output_bias_learning_rate: float = 0.0
+    # batch_kl: learning rate of a factor on the student's scores, in log space, starting at 1 (0 = the scale stays
+    # fixed). Lets the student match the teacher's sharpness without inflating every activation.
+    score_scale_learning_rate: float = 0.0
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_log(entry: dict) -> None:
             message = f"step {entry['step']}/{entry['total_steps']} loss {entry['loss']:.4f}"
-            if entry.get("score_scale") is not None and entry["step"] <= hp.logging_steps:  # once, at the start
+            if entry.get("score_scale") is not None and hp.score_scale_learning_rate:  # it moves: every time
+                message += f" (student scores x {entry['score_scale']:g}, learned)"
+            elif entry.get("score_scale") is not None and entry["step"] <= hp.logging_steps:  # once, at the start
                 message += f" (student scores x {entry['score_scale']:g}, the teacher's scale)"
             (log.info if log else print)(message)
 

@@ -6,6 +6,7 @@ from finetune_assets.core.batch_distillation import (
     batch_kl_loss,
     check_inputs,
     length_sorted_chunks,
+    parameter_groups,
     spread_ratio,
     teacher_score_matrix,
     token_lengths,
@@ -57,6 +58,12 @@ def test_bad_inputs_are_named():
         check_inputs([{"query": "a"}, {"query": " "}], docs, np.zeros((2, 1), dtype=np.float16), hp)
     with pytest.raises(ValueError, match="no scored document"):
         check_inputs(rows, docs, np.array([[0.0], [-np.inf]], dtype=np.float16), hp)
+    scores = np.zeros((2, 1), dtype=np.float16)
+    with pytest.raises(ValueError, match="applies to sparse models"):
+        check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
+    with pytest.raises(ValueError, match="output_bias_learning_rate must be >= 0"):
+        check_inputs(rows, docs, scores, Hyperparameters(model_type="sparse", loss="batch_kl",
+                                                         output_bias_learning_rate=-1.0))
 
 
 def _mean_kl(model, rows, texts, scores, scale=20.0):
@@ -133,3 +140,76 @@ def test_token_lengths_count_special_tokens_and_stop_at_the_training_length():
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     lengths = token_lengths(tokenizer, ["flutter", "flow " * 100], max_length=32)
     assert lengths == [3, 32]  # [CLS] flutter [SEP]; the long text truncated
+
+
+def _splade_tiny():
+    from sentence_transformers import SparseEncoder
+
+    from finetune_assets.core.offline_models import splade_tiny_path
+
+    return SparseEncoder(str(splade_tiny_path()), device="cpu")
+
+
+def test_only_the_vocabulary_bias_gets_its_own_learning_rate():
+    model = _splade_tiny()
+    bias = model[0].auto_model.get_output_embeddings().bias
+    assert len(parameter_groups(model, Hyperparameters(model_type="sparse", learning_rate=5e-4))) == 1
+    rest, own = parameter_groups(model, Hyperparameters(model_type="sparse", learning_rate=5e-4,
+                                                        output_bias_learning_rate=0.02))
+    assert own["params"] == [bias] and own["lr"] == 0.02 and own["weight_decay"] == 0.0
+    assert rest["lr"] == 5e-4 and all(p is not bias for p in rest["params"])
+    assert len(rest["params"]) + 1 == len(list(model.parameters()))  # nothing dropped, nothing twice
+
+
+@pytest.mark.slow
+def test_a_raised_bias_rate_moves_term_weights_while_the_encoder_barely_moves(tmp_path):
+    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
+             "flutter of a wing at transonic speed", "boundary layer transition on a cone"]
+    rows = [{"query": q} for q in ("shells", "flow", "wing", "cone")]
+    scores = np.full((4, 4), -2.0, dtype=np.float16)
+    for r, d in enumerate([1, 0, 2, 3]):
+        scores[r, d] = 4.0
+    documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-7,
+                         output_bias_learning_rate=0.05, candidates_per_query=2, max_seq_length=32,
+                         warmup_ratio=0.0)
+    train_batch_kl(rows, documents, scores, hp, tmp_path / "model")
+    base, tuned = _splade_tiny(), _load_sparse(tmp_path / "model")
+
+    def head(model):
+        return model[0].auto_model
+
+    bias_moved = (head(tuned).get_output_embeddings().bias - head(base).get_output_embeddings().bias).abs().max()
+    layer = "bert.encoder.layer.0.attention.self.query.weight"
+    encoder_moved = (head(tuned).get_parameter(layer) - head(base).get_parameter(layer)).abs().max()
+    assert bias_moved > 0.05, bias_moved  # several Adam steps of 0.05 (decaying) on the active terms
+    assert encoder_moved < 1e-5, encoder_moved
+
+
+def _load_sparse(path):
+    from sentence_transformers import SparseEncoder
+
+    return SparseEncoder(str(path), device="cpu")
+
+
+@pytest.mark.slow
+def test_a_learned_score_scale_sharpens_towards_a_sharper_teacher_and_stays_fixed_without_a_rate(tmp_path):
+    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
+             "flutter of a wing at transonic speed", "boundary layer transition on a cone"]
+    rows = [{"query": q} for q in ("shells", "flow", "wing", "cone")]
+    scores = np.full((4, 4), -8.0, dtype=np.float16)  # far sharper than the student's first-batch spread
+    for r, d in enumerate([1, 0, 2, 3]):
+        scores[r, d] = 8.0
+    documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+
+    def logged_scales(rate):
+        hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-7,
+                             score_scale_learning_rate=rate, sparse_score_scale=1.0, candidates_per_query=4,
+                             max_seq_length=32, warmup_ratio=0.0, logging_steps=1)
+        logged = []
+        train_batch_kl(rows, documents, scores, hp, tmp_path / f"model-{rate}", on_log=logged.append)
+        return [entry["score_scale"] for entry in logged]
+
+    fixed, learned = logged_scales(0.0), logged_scales(0.1)
+    assert fixed == [1.0] * 8
+    assert learned[-1] > learned[0] > 1.0  # Adam steps of up to 0.1 in log space, each one upwards
