@@ -156,8 +156,9 @@ def best_settings(runs: list[dict], cost: str = "epochs") -> tuple[dict, list[di
 
 
 def describe_gains(behind: list[dict]) -> str:
-    return ", ".join(f"{r['collection']} {r['gain']:+.4f}" + (f" (mean of {r['repeats']} runs)" if r["repeats"] > 1 else "")
-                     for r in behind)
+    """Each collection's gain, saying when it is the mean of repeated runs."""
+    return ", ".join(f"{r['collection']} {r['gain']:+.4f}"
+                     + (f" (mean of {r['repeats']} runs)" if r["repeats"] > 1 else "") for r in behind)
 
 
 def build_rows(runs: list[dict]) -> list[dict]:

@@ -142,16 +142,28 @@ def test_token_lengths_count_special_tokens_and_stop_at_the_training_length():
     assert lengths == [3, 32]  # [CLS] flutter [SEP]; the long text truncated
 
 
-def _splade_tiny():
+def _sparse(path=None):
+    """SPLADE-tiny as packaged, or a trained copy of it."""
     from sentence_transformers import SparseEncoder
 
     from finetune_assets.core.offline_models import splade_tiny_path
 
-    return SparseEncoder(str(splade_tiny_path()), device="cpu")
+    return SparseEncoder(str(path or splade_tiny_path()), device="cpu")
+
+
+def _four_query_task(margin: float):
+    """Four one-word queries, each with one document the teacher scores `margin` above, and `margin` below, the rest."""
+    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
+             "flutter of a wing at transonic speed", "boundary layer transition on a cone"]
+    rows = [{"query": q} for q in ("shells", "flow", "wing", "cone")]
+    scores = np.full((4, 4), -margin, dtype=np.float16)
+    for r, d in enumerate([1, 0, 2, 3]):
+        scores[r, d] = margin
+    return rows, [{"id": str(i), "text": t} for i, t in enumerate(texts)], scores
 
 
 def test_only_the_vocabulary_bias_gets_its_own_learning_rate():
-    model = _splade_tiny()
+    model = _sparse()
     bias = model[0].auto_model.get_output_embeddings().bias
     assert len(parameter_groups(model, Hyperparameters(model_type="sparse", learning_rate=5e-4))) == 1
     rest, own = parameter_groups(model, Hyperparameters(model_type="sparse", learning_rate=5e-4,
@@ -163,44 +175,22 @@ def test_only_the_vocabulary_bias_gets_its_own_learning_rate():
 
 @pytest.mark.slow
 def test_a_raised_bias_rate_moves_term_weights_while_the_encoder_barely_moves(tmp_path):
-    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
-             "flutter of a wing at transonic speed", "boundary layer transition on a cone"]
-    rows = [{"query": q} for q in ("shells", "flow", "wing", "cone")]
-    scores = np.full((4, 4), -2.0, dtype=np.float16)
-    for r, d in enumerate([1, 0, 2, 3]):
-        scores[r, d] = 4.0
-    documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    rows, documents, scores = _four_query_task(margin=3.0)
     hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-7,
                          output_bias_learning_rate=0.05, candidates_per_query=2, max_seq_length=32,
                          warmup_ratio=0.0)
     train_batch_kl(rows, documents, scores, hp, tmp_path / "model")
-    base, tuned = _splade_tiny(), _load_sparse(tmp_path / "model")
-
-    def head(model):
-        return model[0].auto_model
-
-    bias_moved = (head(tuned).get_output_embeddings().bias - head(base).get_output_embeddings().bias).abs().max()
+    base, tuned = _sparse()[0].auto_model, _sparse(tmp_path / "model")[0].auto_model
+    bias_moved = (tuned.get_output_embeddings().bias - base.get_output_embeddings().bias).abs().max()
     layer = "bert.encoder.layer.0.attention.self.query.weight"
-    encoder_moved = (head(tuned).get_parameter(layer) - head(base).get_parameter(layer)).abs().max()
+    encoder_moved = (tuned.get_parameter(layer) - base.get_parameter(layer)).abs().max()
     assert bias_moved > 0.05, bias_moved  # several Adam steps of 0.05 (decaying) on the active terms
     assert encoder_moved < 1e-5, encoder_moved
 
 
-def _load_sparse(path):
-    from sentence_transformers import SparseEncoder
-
-    return SparseEncoder(str(path), device="cpu")
-
-
 @pytest.mark.slow
 def test_a_learned_score_scale_sharpens_towards_a_sharper_teacher_and_stays_fixed_without_a_rate(tmp_path):
-    texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
-             "flutter of a wing at transonic speed", "boundary layer transition on a cone"]
-    rows = [{"query": q} for q in ("shells", "flow", "wing", "cone")]
-    scores = np.full((4, 4), -8.0, dtype=np.float16)  # far sharper than the student's first-batch spread
-    for r, d in enumerate([1, 0, 2, 3]):
-        scores[r, d] = 8.0
-    documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    rows, documents, scores = _four_query_task(margin=8.0)  # far sharper than the student's scores at scale 1
 
     def logged_scales(rate):
         hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-7,
