@@ -22,6 +22,7 @@ import numpy as np
 
 from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome, total_steps
 from finetune_assets.core.offline_models import resolve_model
+from finetune_assets.core.splade_pooling import splade_embeddings
 
 SCORES_FILE = "teacher_scores.npy"  # float16 [training rows, documents]; -inf = masked
 DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per matrix column
@@ -221,8 +222,9 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
 
     def embed(batch_texts: list[str]):
         features = batch_to_device(model.preprocess(batch_texts), device)
-        embeddings = model(features)["sentence_embedding"]
-        return embeddings if sparse else torch.nn.functional.normalize(embeddings, dim=-1)
+        if sparse:
+            return splade_embeddings(model, features)
+        return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 
     def batches():
         while True:
