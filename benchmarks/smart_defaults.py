@@ -28,6 +28,7 @@ from finetune_assets.core.model_types import MODEL_TYPES
 from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 
 EARLIER_TRAINING_LENGTH = 128  # batch_kl's fixed training length before max_seq_length became a table column
+EARLIER_CANDIDATES = 4  # candidates_per_query's fixed default before it became a table column
 
 # The values runs used before benchmark JSONs recorded their effective settings (session-2 code defaults).
 LEGACY_SETTINGS = {"epochs": 1.0, "learning_rate": 2e-5, "batch_size": 16, "queries_per_type": 1, "num_negatives": 1}
@@ -115,9 +116,11 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     expected_signals = 2 if defaults[("mined_negatives", "teacher_companion")] == "" else 3
     if teacher_signals(effective.get("teacher", "")) != expected_signals:
         return None
-    if "max_seq_length" not in effective:  # recorded since the column came; earlier runs trained at 128 unless set
-        model_config = settings.get("run_config", {}).get("ops", {}).get("trained_model", {}).get("config", {})
-        effective = {**effective, "max_seq_length": model_config.get("max_seq_length") or EARLIER_TRAINING_LENGTH}
+    # Recorded since each became a column; earlier runs trained with the fixed value unless their config set one.
+    model_config = settings.get("run_config", {}).get("ops", {}).get("trained_model", {}).get("config", {})
+    for name, earlier in (("max_seq_length", EARLIER_TRAINING_LENGTH), ("candidates_per_query", EARLIER_CANDIDATES)):
+        if name not in effective:
+            effective = {**effective, name: model_config.get(name) or earlier}
     if any(name not in effective for name in BATCH_KL_SETTINGS):
         return None
     for op, entry in settings.get("run_config", {}).get("ops", {}).items():
@@ -260,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
               f"negatives {row['num_negatives']}  ({row['basis'][:60]})")
     for entry in entries:
         print(f"batch_kl {entry['model_type']:<6}: epochs {entry['epochs']}, lr {entry['learning_rate']}, batch "
-              f"{entry['batch_size']}, max_steps {entry['max_steps']}, max_seq_length {entry['max_seq_length']}  "
+              f"{entry['batch_size']}, max_steps {entry['max_steps']}, max_seq_length {entry['max_seq_length']}, "
+              f"candidates {entry['candidates_per_query']}  "
               f"({entry['basis']})")
     print(f"written to {args.out}")
     return 0

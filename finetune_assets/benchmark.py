@@ -130,6 +130,7 @@ def _effective_settings(result, storage, index: str) -> dict:
             "batch_size": hyperparameters["batch_size"], "queries_per_type": queries_per_type,
             "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
             "max_seq_length": Hyperparameters.from_mapping(hyperparameters).training_sequence_length,
+            "candidates_per_query": hyperparameters.get("candidates_per_query", Hyperparameters.candidates_per_query),
             "precision_setting": hyperparameters.get("precision", "auto"),
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 

@@ -100,8 +100,9 @@ class TrainedModelConfig(Config):
                       "mined_negatives wrote a teacher matrix and the model is dense or sparse, else mnrl")
     max_steps: Optional[int] = Field(default=None, description="Stop after this many steps (0 = no cap; None = "
                                      "the batch_kl defaults' cap for batch_kl, no cap otherwise)")
-    candidates_per_query: int = Field(default=4, description="batch_kl: the teacher's top documents each query adds "
-                                      "to its batch's pool (every query is scored against the whole pool)")
+    candidates_per_query: Optional[int] = Field(default=None, description="batch_kl: the teacher's top documents "
+                                                "each query adds to its batch's pool (every query is scored against "
+                                                f"the whole pool; {_SMART})")
     teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
                                        "its softmax (lower = sharper)")
     query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "

@@ -45,11 +45,13 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
     settings = smart_defaults.resolve(chosen, model_type, num_documents)[0]
     # loss auto picks batch_kl for the model types it trains, from the matrix mined_negatives' default teacher writes
     loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in BATCH_KL_MODEL_TYPES else "mnrl")
-    settings.update(loss=loss, max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length)
+    settings.update(loss=loss, max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length,
+                    candidates_per_query=config.candidates_per_query or TrainSettings.candidates_per_query)
     if loss == "batch_kl":
         settings.update(smart_defaults.resolve_batch_kl(
             {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
-             "max_seq_length": config.max_seq_length}, model_type)[0])
+             "max_seq_length": config.max_seq_length, "candidates_per_query": config.candidates_per_query},
+            model_type)[0])
     return settings
 
 
@@ -61,7 +63,7 @@ def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: di
                          num_negatives=settings["num_negatives"], held_out_fraction=config.held_out_fraction,
                          max_seq_length=min(max_seq_length, settings["max_seq_length"] or max_seq_length),
                          loss=settings["loss"], max_steps=settings["max_steps"],
-                         candidates_per_query=config.candidates_per_query,
+                         candidates_per_query=settings["candidates_per_query"],
                          span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
                          if batch_kl else 0.0)
 

@@ -65,13 +65,14 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          "with teacher 'hybrid' first")
     unset = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
     if loss == "batch_kl":
-        chosen, smart_metadata = smart_defaults.fill_batch_kl(
-            context, {**unset, "max_steps": config.max_steps, "max_seq_length": config.max_seq_length},
-            base_model.model_type)
+        batch_kl_unset = {**unset, "max_steps": config.max_steps, "max_seq_length": config.max_seq_length,
+                          "candidates_per_query": config.candidates_per_query}
+        chosen, smart_metadata = smart_defaults.fill_batch_kl(context, batch_kl_unset, base_model.model_type)
     else:
         chosen, smart_metadata = smart_defaults.fill(context, unset, base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))
-        chosen.update(max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length)
+        chosen.update(max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length,
+                      candidates_per_query=config.candidates_per_query or Hyperparameters.candidates_per_query)
     hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
                          epochs=chosen["epochs"], batch_size=chosen["batch_size"],
                          learning_rate=chosen["learning_rate"], warmup_ratio=config.warmup_ratio,
@@ -79,7 +80,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          train_max_seq_length=chosen["max_seq_length"] or 0,
                          max_steps=chosen["max_steps"],
                          precision=config.precision, seed=config.seed, loss=loss,
-                         candidates_per_query=config.candidates_per_query,
+                         candidates_per_query=chosen["candidates_per_query"],
                          teacher_temperature=config.teacher_temperature,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,

@@ -16,7 +16,7 @@ from finetune_assets.core.model_types import check_model_type
 
 TABLE = Path(__file__).with_name("smart_defaults.toml")
 SETTINGS = ("epochs", "learning_rate", "batch_size", "queries_per_type", "num_negatives")
-BATCH_KL_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_steps", "max_seq_length")
+BATCH_KL_SETTINGS = ("epochs", "learning_rate", "batch_size", "max_steps", "max_seq_length", "candidates_per_query")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class BatchKlDefaults:
     batch_size: int
     max_steps: int
     max_seq_length: int  # tokens per text while training (never more than the base model reads)
+    candidates_per_query: int  # the teacher's top documents each query adds to its batch's pool
     basis: str
 
 

@@ -65,7 +65,8 @@ def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_
     from finetune_assets.assets.smart_defaults import fill_batch_kl
     from finetune_assets.core.smart_defaults import batch_kl_lookup
 
-    unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": None}
+    unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": None,
+             "candidates_per_query": None}
     sparse, metadata = fill_batch_kl(build_asset_context(), unset, "sparse")
     dense, _ = fill_batch_kl(build_asset_context(), {**unset, "max_seq_length": 64}, "dense")
     table_sparse, table_dense = batch_kl_lookup("sparse"), batch_kl_lookup("dense")
@@ -74,7 +75,8 @@ def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_
     assert sparse["epochs"] == dense["epochs"] == 3.0 and dense["max_seq_length"] == 64
     assert metadata["smart_defaults"].value == {
         "filled": {"batch_size": table_sparse.batch_size, "learning_rate": table_sparse.learning_rate,
-                   "max_steps": table_sparse.max_steps, "max_seq_length": table_sparse.max_seq_length},
+                   "max_steps": table_sparse.max_steps, "max_seq_length": table_sparse.max_seq_length,
+                   "candidates_per_query": table_sparse.candidates_per_query},
         "loss": "batch_kl", "model_type": "sparse", "basis": table_sparse.basis}
     chosen, none_filled = fill_batch_kl(build_asset_context(), {"learning_rate": 1e-5}, "sparse")
     assert chosen == {"learning_rate": 1e-5} and none_filled == {}

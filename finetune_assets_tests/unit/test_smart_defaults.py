@@ -192,6 +192,23 @@ def test_batch_kl_training_length_is_a_setting_and_earlier_runs_count_at_128_tok
     assert entries["sparse"]["max_seq_length"] == 128
 
 
+def test_teacher_candidates_are_a_setting_and_earlier_runs_count_at_4():
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    eight = {"trained_model": {"config": {"candidates_per_query": 8}}}
+    unrecorded_8 = batch_kl_report("cacm", 0.04, "sparse", config=eight)  # set in its config, not yet recorded
+    runs = [describe_batch_kl_run(r, defaults, sizes) for r in [
+        batch_kl_report("cacm", 0.04), batch_kl_report("cranfield", 0.03),
+        batch_kl_report("cacm", 0.02, "sparse"), batch_kl_report("cranfield", 0.01, "sparse"),
+        unrecorded_8, {**batch_kl_report("cranfield", 0.03, "sparse"), "effective_settings": {
+            **batch_kl_report("cranfield", 0.03)["effective_settings"], "candidates_per_query": 8}},
+        batch_kl_report("cranfield", 0.09, config=eight)]]  # dense with 8: never run on cacm, so not a candidate
+    assert dict(runs[0]["settings"])["candidates_per_query"] == 4
+    assert dict(runs[4]["settings"])["candidates_per_query"] == 8
+    entries = {e["model_type"]: e for e in build_batch_kl_entries(runs)}
+    assert entries["sparse"]["candidates_per_query"] == 8 and "cacm +0.0400, cranfield +0.0300" in entries["sparse"]["basis"]
+    assert entries["dense"]["candidates_per_query"] == 4
+
+
 def test_a_setting_run_twice_on_a_collection_counts_with_its_mean_gain():
     defaults, sizes = current_defaults(), benchmark_sample_sizes()
     higher_lr = {"trained_model": {"config": {"learning_rate": 2e-4}}}
