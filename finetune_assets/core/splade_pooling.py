@@ -7,8 +7,8 @@ moving memory, not computing. log(1 + relu(x)) never decreases, so it can be tak
 
     max_t log1p(relu(l_t)) = log1p(relu(max_t l_t))
 
-`MaxPooledLogits` computes max_t l_t a few texts at a time and keeps only the hidden states and the index of
-the winning token; its backward needs just the (text, term) pairs with a gradient, which relu limits to the
+`MaxPooledLogits` computes max_t l_t one text at a time and keeps only the hidden states and the index of the
+winning token; its backward needs just the (text, term) pairs with a gradient, which relu limits to the
 few hundred active terms per text. Same values and gradients as SpladePooling (tests compare them); on the
 2-core Xeon of this project a SPLADE-tiny step over 160 texts of 128 tokens took 1.2-1.6 s with bf16 autocast
 instead of 11-12 s.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 
-TEXTS_PER_CHUNK = 4  # logits of 4 texts x 128 tokens x 30,522 terms in bf16: 31 MB, about the CPU's cache
 GRADIENT_ENTRIES_PER_CHUNK = 1 << 20  # (text, term) gradients handled at once in backward: bounds its memory
 
 
@@ -31,19 +30,22 @@ def _max_pooled_logits():
 
         @staticmethod
         def forward(ctx, hidden, mask, weight, bias):
-            texts, tokens, width = hidden.shape
+            texts = hidden.shape[0]
             device = hidden.device.type
             dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-            w, b = weight.to(dtype).T, bias.to(dtype)
-            lowest = torch.finfo(dtype).min
+            w, b = weight.to(dtype), bias.to(dtype)[:, None]
             values = torch.empty(texts, weight.shape[0], dtype=torch.float32, device=hidden.device)
-            winners = torch.empty(texts, weight.shape[0], dtype=torch.long, device=hidden.device)
-            for start in range(0, texts, TEXTS_PER_CHUNK):
-                end = start + TEXTS_PER_CHUNK
-                logits = hidden[start:end].to(dtype) @ w + b
-                logits.masked_fill_(~mask[start:end, :, None], lowest)
+            winners = torch.zeros(texts, weight.shape[0], dtype=torch.long, device=hidden.device)
+            for text in range(texts):
+                tokens = mask[text].nonzero().squeeze(1)  # padding never competes, whichever side it is on
+                if len(tokens) == 0:
+                    values[text] = torch.finfo(torch.float32).min  # relu makes it an empty vector
+                    continue
+                # [terms, tokens]: the max runs along contiguous memory, 3x faster here than over a
+                # [tokens, terms] block (and no padding is computed at all)
+                logits = torch.addmm(b, w, hidden[text, tokens].to(dtype).T)
                 best, where = logits.max(dim=1)
-                values[start:end], winners[start:end] = best.float(), where
+                values[text], winners[text] = best.float(), tokens[where]
             ctx.save_for_backward(hidden, weight, winners)
             return values
 
