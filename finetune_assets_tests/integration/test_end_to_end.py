@@ -59,7 +59,8 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
     # epochs and batch_size were set in the run config; the others came from the batch_kl defaults
     assert training["smart_defaults"].value["filled"] == {"learning_rate": hyperparameters["learning_rate"],
                                                           "max_steps": hyperparameters["max_steps"],
-                                                          "max_seq_length": hyperparameters["train_max_seq_length"]}
+                                                          "max_seq_length": hyperparameters["train_max_seq_length"],
+                                                          "candidates_per_query": hyperparameters["candidates_per_query"]}
     assert training["hyperparameters"].value["epochs"] == 1 and training["hyperparameters"].value["batch_size"] == 4
     assert metadata["bedrock_batch_outputs"]["smart_defaults"].value["filled"] == {"queries_per_type": 1}
     assert "| tuned |" in metadata["evaluation_report"]["report"].value
