@@ -39,6 +39,8 @@ SETTING_OPS = {"epochs": "trained_model", "learning_rate": "trained_model", "bat
 BENCHMARK_FIELDS = {("raw_corpus", "source"), ("raw_corpus", "max_documents"),
                     ("bedrock_batch_outputs", "max_documents"), ("cost_estimate", "generate_for_documents")}
 MAX_SMALL_CORPUS_EPOCHS = 4.0
+# Another seed reshuffles the batches of the same setting: such a run is a repeat, averaged with the others.
+REPEAT_FIELDS = {("trained_model", "seed")}
 
 
 def current_defaults() -> dict[tuple[str, str], object]:
@@ -126,7 +128,8 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     for op, entry in settings.get("run_config", {}).get("ops", {}).items():
         for name, value in entry.get("config", {}).items():
             own = op == "trained_model" and name in BATCH_KL_SETTINGS
-            if not own and (op, name) not in BENCHMARK_FIELDS and defaults.get((op, name), object()) != value:
+            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
+            if not own and not ignored and defaults.get((op, name), object()) != value:
                 return None
     return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,
             "settings": tuple((name, effective[name]) for name in BATCH_KL_SETTINGS),

@@ -224,3 +224,17 @@ def test_a_setting_run_twice_on_a_collection_counts_with_its_mean_gain():
     del runs[3:5]  # without 2e-4 the repeated setting wins, and its basis says the figure is a mean
     sparse = {e["model_type"]: e for e in build_batch_kl_entries(runs)}["sparse"]
     assert sparse["learning_rate"] == 5e-5 and "cacm +0.0200, cranfield +0.0200 (mean of 2 runs)" in sparse["basis"]
+
+
+def test_a_run_with_another_seed_is_a_repeat_of_its_setting():
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    seed_1 = {"trained_model": {"config": {"seed": 1}}}
+    other_option = {"trained_model": {"config": {"teacher_temperature": 2.0}}}
+    runs = [describe_batch_kl_run(r, defaults, sizes) for r in [
+        batch_kl_report("cacm", 0.02, "sparse"), batch_kl_report("cranfield", 0.04, "sparse"),
+        batch_kl_report("cranfield", 0.00, "sparse", config=seed_1),
+        batch_kl_report("cacm", 0.01, "dense"), batch_kl_report("cranfield", 0.01, "dense")]]
+    assert describe_batch_kl_run(batch_kl_report("cranfield", 0.09, "sparse", config=other_option),
+                                 defaults, sizes) is None  # a technique outside the table's columns
+    sparse = {e["model_type"]: e for e in build_batch_kl_entries(runs)}["sparse"]
+    assert "cacm +0.0200, cranfield +0.0200 (mean of 2 runs)" in sparse["basis"]
