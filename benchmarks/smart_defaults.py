@@ -112,6 +112,8 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     effective = report.get("effective_settings") or {}
     if effective.get("loss") != "batch_kl" or report.get("superseded_by") or "settings" not in report:
         return None
+    if effective.get("soup_size", 1) != 1:
+        return None  # the table picks one model's settings; a soup of such models gains more and would bias it
     settings = report["settings"]
     if any(settings.get(name) != size for name, size in sample_sizes.items()):
         return None
@@ -128,7 +130,7 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     for op, entry in settings.get("run_config", {}).get("ops", {}).items():
         for name, value in entry.get("config", {}).items():
             own = op == "trained_model" and name in BATCH_KL_SETTINGS
-            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
+            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS or name == "soup_size"
             if not own and not ignored and defaults.get((op, name), object()) != value:
                 return None
     return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,

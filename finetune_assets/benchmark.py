@@ -131,6 +131,7 @@ def _effective_settings(result, storage, index: str) -> dict:
             "num_negatives": mined, "loss": hyperparameters["loss"], "max_steps": hyperparameters.get("max_steps", 0),
             "max_seq_length": Hyperparameters.from_mapping(hyperparameters).training_sequence_length,
             "candidates_per_query": hyperparameters.get("candidates_per_query", Hyperparameters.candidates_per_query),
+            "soup_size": hyperparameters.get("soup_size", 1),
             "precision_setting": hyperparameters.get("precision", "auto"),
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 

@@ -8,6 +8,7 @@ from finetune_assets.core import smart_defaults
 from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
+from finetune_assets.core.model_soup import default_soup_size
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
@@ -52,6 +53,7 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
             {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
              "max_seq_length": config.max_seq_length, "candidates_per_query": config.candidates_per_query},
             model_type)[0])
+    settings["soup_size"] = config.soup_size or default_soup_size(model_type, loss)
     return settings
 
 
@@ -64,6 +66,7 @@ def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: di
                          max_seq_length=min(max_seq_length, settings["max_seq_length"] or max_seq_length),
                          loss=settings["loss"], max_steps=settings["max_steps"],
                          candidates_per_query=settings["candidates_per_query"],
+                         soup_size=settings["soup_size"],
                          span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
                          if batch_kl else 0.0)
 

@@ -12,6 +12,7 @@ from finetune_assets.core.batch_distillation import SCORES_FILE
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.losses import teacher_labels
+from finetune_assets.core.model_soup import default_soup_size
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teacher import negative_columns
 from finetune_assets.partitions import index_partitions
@@ -81,12 +82,17 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          max_steps=chosen["max_steps"],
                          precision=config.precision, seed=config.seed, loss=loss,
                          candidates_per_query=chosen["candidates_per_query"],
+                         soup_size=config.soup_size or default_soup_size(base_model.model_type, loss),
                          teacher_temperature=config.teacher_temperature,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,
                          # Hyperparameters reads a negative weight as "the recipe default".
                          query_regularizer_weight=regularizer_weight_setting(config.query_regularizer_weight),
                          document_regularizer_weight=regularizer_weight_setting(config.document_regularizer_weight))
+    if hp.soup_size > 1:
+        context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "
+                         f"saved as the average of their weights; soup_size: 1 trains one model in a "
+                         f"{hp.soup_size}th of the time")
     folder = storage.artifact_dir(index, "trained_model")
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"

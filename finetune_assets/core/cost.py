@@ -74,6 +74,7 @@ class TrainSettings:
     max_steps: int = 0  # 0 = no cap
     candidates_per_query: int = 4
     span_rows: float = 0.0
+    soup_size: int = 1  # members trained one after another (core/model_soup.py): the rows are processed this often
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,8 @@ def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, i
         rows = (generated_rows + train.span_rows) * train.epochs
         if train.max_steps:
             rows = min(rows, train.max_steps * train.batch_size)
-        return rows, train.candidates_per_query
-    return generated_rows * train.epochs, 1 + train.num_negatives
+        return rows * train.soup_size, train.candidates_per_query
+    return generated_rows * train.epochs * train.soup_size, 1 + train.num_negatives
 
 
 def _training_item(prices: PriceTable, rows: float, passages_per_row: int, passage_tokens: float, instance_type: str,
@@ -207,6 +208,8 @@ def _endpoint_items(prices: PriceTable, instance_type: str, instance_count: int,
 
 def training_assumption(train: TrainSettings) -> str:
     held_out = f"max_seq_length {train.max_seq_length}, {train.held_out_fraction:.0%} of documents held out"
+    if train.soup_size > 1:
+        held_out += f", a soup of {train.soup_size} models trained one after another"
     if train.loss == "batch_kl":
         cap = f", at most {train.max_steps} steps" if train.max_steps else ""
         return (f"batch_kl: {train.epochs} epoch(s) of the generated and ~{train.span_rows:,.0f} span queries{cap}, "

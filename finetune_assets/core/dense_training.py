@@ -54,6 +54,8 @@ class Hyperparameters:
     # batch_kl: learning rate of a factor on the student's scores, in log space, starting at 1 (0 = the scale stays
     # fixed). Lets the student match the teacher's sharpness without inflating every activation.
     score_scale_learning_rate: float = 0.0
+    # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py); 1 = one model.
+    soup_size: int = 1
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)

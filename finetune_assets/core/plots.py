@@ -24,7 +24,14 @@ def _png(fig) -> bytes:
 def loss_curve_png(history: Sequence[Mapping]) -> bytes:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", markersize=3)
+    # A model soup's members each start at step 1: one line per member, labelled by its seed.
+    members = list(dict.fromkeys(h.get("member_seed") for h in history))
+    for member in members:
+        points = [h for h in history if h.get("member_seed") == member]
+        ax.plot([h["step"] for h in points], [h["loss"] for h in points], marker="o", markersize=3,
+                label=None if member is None else f"seed {member}")
+    if len(members) > 1:
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from finetune_assets.core.dense_training import Hyperparameters, train_dense
 from finetune_assets.core.jsonl import read_jsonl, write_json
+from finetune_assets.core.model_soup import train_soup
 
 SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
 
@@ -93,15 +94,20 @@ def main(argv: list[str] | None = None) -> int:
 
         if log:
             log.info(f"training {hp.base_model} on {len(rows)} rows: {json.dumps(hp.to_dict())}")
-        if hp.loss == "batch_kl":
-            outcome = _train_batch_kl(Path(args.train_dir), rows, hp, args.model_dir, on_log)
-        elif hp.model_type == "dense":
-            outcome = train_dense(rows, hp, args.model_dir, on_log=on_log)
-        else:
+        def train_member(member: Hyperparameters, model_dir: str):
+            if member.loss == "batch_kl":
+                return _train_batch_kl(Path(args.train_dir), rows, member, model_dir, on_log)
+            if member.model_type == "dense":
+                return train_dense(rows, member, model_dir, on_log=on_log)
             from finetune_assets.core.sparse_training import flops_weight_note, train_sparse
 
-            (log.info if log else print)(f"{hp.model_type} model; {flops_weight_note(hp)}")
-            outcome = train_sparse(rows, hp, args.model_dir, on_log=on_log)
+            (log.info if log else print)(f"{member.model_type} model; {flops_weight_note(member)}")
+            return train_sparse(rows, member, model_dir, on_log=on_log)
+
+        def on_member(index: int, seed: int) -> None:
+            (log.info if log else print)(f"model soup: member {index + 1}/{hp.soup_size} (seed {seed})")
+
+        outcome = train_soup(train_member, hp, args.model_dir, hp.soup_size, on_member=on_member)
         summary = {
             "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 "final_loss": {"raw_value": outcome.final_loss, "type": "float"},
                 "device": outcome.device,
                 "precision": outcome.precision,
+                "soup_size": hp.soup_size,
             })
         else:
             print(json.dumps(summary), file=sys.stderr)

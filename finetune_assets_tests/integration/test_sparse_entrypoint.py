@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
 
 from finetune_assets.core.jsonl import write_json, write_jsonl
@@ -58,3 +60,31 @@ def test_inference_free_run_reports_through_dagster_pipes(tmp_path):
     router = json.loads((tmp_path / "model" / "router_config.json").read_text())
     assert router["structure"] == {"query": ["query_0_SparseStaticEmbedding"],
                                    "document": ["document_0_Transformer", "document_1_SpladePooling"]}
+
+
+def test_a_soup_of_two_seeds_saves_the_average_of_the_two_models(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from finetune_assets.training.entrypoint import main
+
+    for name in [n for n in os.environ if n.startswith("DAGSTER_PIPES")]:
+        monkeypatch.delenv(name)
+    arguments = inputs(tmp_path, "sparse")
+    hyperparameters = json.loads((tmp_path / "hp.json").read_text())
+    folders = {}
+    for name, extra in {"seed0": {"seed": "0"}, "seed1": {"seed": "1"}, "soup": {"soup_size": "2"}}.items():
+        write_json(tmp_path / f"{name}.json", {**hyperparameters, **extra})
+        folders[name] = tmp_path / name
+        assert main([*arguments[:2], "--model-dir", str(folders[name]),
+                     "--hyperparameters", str(tmp_path / f"{name}.json")]) == 0
+    weights = {name: load_file(str(folder / "model.safetensors")) for name, folder in folders.items()}
+    moved = 0
+    for tensor, value in weights["soup"].items():
+        if value.is_floating_point():
+            expected = (weights["seed0"][tensor] + weights["seed1"][tensor]) / 2
+            assert torch.allclose(value, expected, atol=1e-6), tensor
+            moved += not torch.equal(weights["seed0"][tensor], weights["seed1"][tensor])
+    assert moved > 0  # the two seeds trained apart, so the average is not either of them
+    log = json.loads((folders["soup"] / "training_log.json").read_text())
+    assert [(h["member_seed"], h["step"]) for h in log["loss_history"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert log["steps"] == 4

@@ -200,3 +200,21 @@ def test_default_token_counter_is_the_packaged_tokenizer():
     counts = count(["retrieval", "the quick brown fox jumps over the lazy dog"])
     assert counts[1] == 9 and 1 <= counts[0] <= 3
     assert not math.isnan(sum(counts))
+
+
+def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documents):
+    from finetune_assets.assets.cost import mirrored_settings, train_settings
+    from finetune_assets.config import CostEstimateConfig
+
+    def training(train):
+        return next(i for i in estimate(documents, training_rows_per_second=10.0, train=train).items
+                    if i.group == "training")
+    one = TrainSettings(loss="batch_kl", epochs=2.0, batch_size=32, span_rows=500.0, max_steps=10)
+    four = TrainSettings(loss="batch_kl", epochs=2.0, batch_size=32, span_rows=500.0, max_steps=10, soup_size=4)
+    assert training(four).note.startswith("1,280 rows") and training(one).note.startswith("320 rows")
+    assert "a soup of 4 models" in estimate(documents, train=four).assumptions["training"]
+    # The asset fills soup_size as trained_model does: 4 for sparse batch_kl, 1 for dense, the config's when set.
+    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["soup_size"] == 4
+    assert mirrored_settings(CostEstimateConfig(), "dense", 2000)["soup_size"] == 1
+    settings = mirrored_settings(CostEstimateConfig(soup_size=2), "sparse", 2000)
+    assert train_settings(CostEstimateConfig(soup_size=2), 256, settings, 1000).soup_size == 2

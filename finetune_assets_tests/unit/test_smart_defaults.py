@@ -238,3 +238,13 @@ def test_a_run_with_another_seed_is_a_repeat_of_its_setting():
                                  defaults, sizes) is None  # a technique outside the table's columns
     sparse = {e["model_type"]: e for e in build_batch_kl_entries(runs)}["sparse"]
     assert "cacm +0.0200, cranfield +0.0200 (mean of 2 runs)" in sparse["basis"]
+
+
+def test_a_soup_run_does_not_pick_the_settings_of_one_model():
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    soup = batch_kl_report("cranfield", 0.05, "sparse")
+    soup["effective_settings"]["soup_size"] = 4
+    assert describe_batch_kl_run(soup, defaults, sizes) is None
+    single = batch_kl_report("cranfield", 0.03, "sparse", config={"trained_model": {"config": {"soup_size": 1}}})
+    single["effective_settings"]["soup_size"] = 1
+    assert describe_batch_kl_run(single, defaults, sizes)["gain"] == 0.03
