@@ -8,7 +8,6 @@ from finetune_assets.core import smart_defaults
 from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
-from finetune_assets.core.model_soup import default_soup_size
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
@@ -53,7 +52,7 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
             {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
              "max_seq_length": config.max_seq_length, "candidates_per_query": config.candidates_per_query},
             model_type)[0])
-    settings["soup_size"] = config.soup_size or default_soup_size(model_type, loss)
+    settings["soup_size"] = config.soup_size
     return settings
 
 

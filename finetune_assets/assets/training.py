@@ -12,7 +12,6 @@ from finetune_assets.core.batch_distillation import SCORES_FILE
 from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.losses import teacher_labels
-from finetune_assets.core.model_soup import default_soup_size
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teacher import negative_columns
 from finetune_assets.partitions import index_partitions
@@ -82,7 +81,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          max_steps=chosen["max_steps"],
                          precision=config.precision, seed=config.seed, loss=loss,
                          candidates_per_query=chosen["candidates_per_query"],
-                         soup_size=config.soup_size or default_soup_size(base_model.model_type, loss),
+                         soup_size=config.soup_size,
                          teacher_temperature=config.teacher_temperature,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,

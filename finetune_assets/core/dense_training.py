@@ -60,6 +60,8 @@ class Hyperparameters:
     def __post_init__(self) -> None:
         check_model_type(self.model_type)
         check_loss(self.loss)
+        if self.soup_size < 1:
+            raise ValueError(f"soup_size must be >= 1 (1 = one model), got {self.soup_size}")
         self.base_model = self.base_model or default_base_model(self.model_type)
         query, document = SPARSE_REGULARIZERS.get(self.model_type, (0.0, 0.0))
         if self.query_regularizer_weight < 0:

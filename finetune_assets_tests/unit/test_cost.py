@@ -213,8 +213,7 @@ def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documen
     four = TrainSettings(loss="batch_kl", epochs=2.0, batch_size=32, span_rows=500.0, max_steps=10, soup_size=4)
     assert training(four).note.startswith("1,280 rows") and training(one).note.startswith("320 rows")
     assert "a soup of 4 models" in estimate(documents, train=four).assumptions["training"]
-    # The asset fills soup_size as trained_model does: 4 for sparse batch_kl, 1 for dense, the config's when set.
-    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["soup_size"] == 4
-    assert mirrored_settings(CostEstimateConfig(), "dense", 2000)["soup_size"] == 1
+    # The asset prices trained_model's soup_size: one model unless set.
+    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["soup_size"] == 1
     settings = mirrored_settings(CostEstimateConfig(soup_size=2), "sparse", 2000)
     assert train_settings(CostEstimateConfig(soup_size=2), 256, settings, 1000).soup_size == 2

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome
-from finetune_assets.core.model_soup import average_weights, default_soup_size, train_soup
+from finetune_assets.core.model_soup import average_weights, train_soup
 
 
 def member(folder: Path, scale: float, ids=(0, 1, 2)) -> Path:
@@ -82,10 +82,6 @@ def test_one_member_trains_straight_into_the_model_folder(tmp_path):
     assert calls == [(0, str(tmp_path / "model"))]
     with pytest.raises(ValueError, match="soup_size must be >= 1, got 0"):
         train_soup(fake_trainer(calls), Hyperparameters(), tmp_path / "model", 0)
+    with pytest.raises(ValueError, match=r"soup_size must be >= 1 \(1 = one model\), got 0"):
+        Hyperparameters(soup_size=0)  # the asset builds these before it starts any training
 
-
-def test_soups_are_the_default_for_sparse_batch_kl_only():
-    assert default_soup_size("sparse", "batch_kl") == 4
-    assert default_soup_size("dense", "batch_kl") == 1
-    assert default_soup_size("sparse", "mnrl") == 1
-    assert default_soup_size("inference_free", "batch_kl") == 1
