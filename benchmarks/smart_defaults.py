@@ -130,7 +130,7 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     for op, entry in settings.get("run_config", {}).get("ops", {}).items():
         for name, value in entry.get("config", {}).items():
             own = op == "trained_model" and name in BATCH_KL_SETTINGS
-            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS or name == "soup_size"
+            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
             if not own and not ignored and defaults.get((op, name), object()) != value:
                 return None
     return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,

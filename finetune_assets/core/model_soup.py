@@ -70,21 +70,18 @@ def average_weights(member_dirs: Sequence[str | Path], out_dir: str | Path) -> N
 
 
 def train_soup(train_member: Callable[[Hyperparameters, str], TrainingOutcome], hp: Hyperparameters,
-               model_dir: str | Path, soup_size: int, on_member: Callable[[int, int], None] | None = None
-               ) -> TrainingOutcome:
-    """Train `soup_size` members with seeds hp.seed, hp.seed + 1, ... and save their average in `model_dir`.
+               model_dir: str | Path, on_member: Callable[[int, int], None] | None = None) -> TrainingOutcome:
+    """Train hp.soup_size members with seeds hp.seed, hp.seed + 1, ... and save their average in `model_dir`.
 
     With one member this is a plain training run. The outcome adds the members' steps and seconds; its loss history
     tags each entry with the member's seed, so the loss curve shows one line per member.
     """
-    if soup_size < 1:
-        raise ValueError(f"soup_size must be >= 1, got {soup_size}")
-    if soup_size == 1:
+    if hp.soup_size == 1:  # Hyperparameters refuses sizes below 1
         return train_member(hp, str(model_dir))
     outcomes: list[TrainingOutcome] = []
     with tempfile.TemporaryDirectory(prefix="soup-", dir=Path(model_dir).parent) as scratch:
         members = []
-        for index in range(soup_size):
+        for index in range(hp.soup_size):
             if on_member:
                 on_member(index, hp.seed + index)
             member_dir = Path(scratch) / f"seed-{hp.seed + index}"

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         def on_member(index: int, seed: int) -> None:
             (log.info if log else print)(f"model soup: member {index + 1}/{hp.soup_size} (seed {seed})")
 
-        outcome = train_soup(train_member, hp, args.model_dir, hp.soup_size, on_member=on_member)
+        outcome = train_soup(train_member, hp, args.model_dir, on_member=on_member)
         summary = {
             "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,

@@ -64,7 +64,7 @@ def fake_trainer(calls: list):
 
 def test_a_soup_trains_one_member_per_seed_and_saves_their_average(tmp_path):
     calls, announced = [], []
-    outcome = train_soup(fake_trainer(calls), Hyperparameters(seed=3), tmp_path / "model", 3,
+    outcome = train_soup(fake_trainer(calls), Hyperparameters(seed=3, soup_size=3), tmp_path / "model",
                          on_member=lambda index, seed: announced.append((index, seed)))
     assert [seed for seed, _ in calls] == [3, 4, 5] and announced == [(0, 3), (1, 4), (2, 5)]
     assert all(Path(folder).parent != tmp_path / "model" for _, folder in calls)  # members train elsewhere
@@ -78,10 +78,7 @@ def test_a_soup_trains_one_member_per_seed_and_saves_their_average(tmp_path):
 
 def test_one_member_trains_straight_into_the_model_folder(tmp_path):
     calls = []
-    train_soup(fake_trainer(calls), Hyperparameters(seed=0), tmp_path / "model", 1)
+    train_soup(fake_trainer(calls), Hyperparameters(seed=0), tmp_path / "model")
     assert calls == [(0, str(tmp_path / "model"))]
-    with pytest.raises(ValueError, match="soup_size must be >= 1, got 0"):
-        train_soup(fake_trainer(calls), Hyperparameters(), tmp_path / "model", 0)
     with pytest.raises(ValueError, match=r"soup_size must be >= 1 \(1 = one model\), got 0"):
         Hyperparameters(soup_size=0)  # the asset builds these before it starts any training
-
