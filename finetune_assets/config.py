@@ -106,6 +106,11 @@ class TrainedModelConfig(Config):
     soup_size: int = Field(default=1, description="Train this many models with seeds seed, seed + 1, ... and keep "
                            "the average of their weights, a uniform model soup. Measured on sparse models: 4 halves "
                            "the FLOPS at about one model's quality, for 4 times the training time")
+    student_candidates_per_query: int = Field(default=0, description="batch_kl: the student's own top documents "
+                                              "each query also adds to the pool, mined over the training documents "
+                                              "before the first step (0 = none): the documents it ranks too high")
+    student_candidates_every: int = Field(default=0, description="batch_kl: mine the student's candidates again "
+                                          "every this many steps (0 = only before the first step)")
     teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
                                        "its softmax (lower = sharper)")
     query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "

@@ -82,6 +82,8 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          precision=config.precision, seed=config.seed, loss=loss,
                          candidates_per_query=chosen["candidates_per_query"],
                          soup_size=config.soup_size,
+                         student_candidates_per_query=config.student_candidates_per_query,
+                         student_candidates_every=config.student_candidates_every,
                          teacher_temperature=config.teacher_temperature,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,

@@ -65,6 +65,28 @@ def top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def student_candidates(embed, queries: Sequence[str], texts: Sequence[str], lengths: Sequence[int],
+                       scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k best documents by the student's own scores (cells the teacher masks never), best first.
+
+    Pooled beside the teacher's candidates, they bring the documents the student ranks high and the teacher does
+    not: its own mistakes, which the teacher's top documents alone would never show it (ANCE-style negatives)."""
+    import torch
+
+    chunks = length_sorted_chunks(range(len(texts)), lengths)
+    with torch.no_grad():
+        encoded = torch.cat([embed([texts[c] for c in chunk]) for chunk in chunks]).float()
+        docs = torch.empty_like(encoded)
+        docs[torch.tensor([c for chunk in chunks for c in chunk])] = encoded
+        best = np.empty((len(queries), min(k, len(texts))), dtype=np.int64)
+        for start in range(0, len(queries), ENCODE_CHUNK):
+            stop = min(start + ENCODE_CHUNK, len(queries))
+            student = (embed(list(queries[start:stop])).float() @ docs.T).float().cpu().numpy()
+            masked = ~np.isfinite(scores[start:stop].astype(np.float32))
+            best[start:stop] = top_candidates(np.where(masked, -np.inf, student), k)
+    return best
+
+
 def length_sorted_chunks(pool: Sequence[int], lengths: Sequence[int], chunk: int = ENCODE_CHUNK) -> list[list[int]]:
     """The pool's documents ordered by token length (ties by index, so runs repeat) and cut into chunks of
     `chunk`; their concatenation is the order the pool's scores must follow."""
@@ -86,6 +108,9 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
         raise ValueError(f"batch distillation needs at least 2 training queries, got {len(rows)}")
     if hp.candidates_per_query < 1:
         raise ValueError(f"candidates_per_query must be >= 1, got {hp.candidates_per_query}")
+    if hp.student_candidates_per_query < 0 or hp.student_candidates_every < 0:
+        raise ValueError("student_candidates_per_query and student_candidates_every must be >= 0, got "
+                         f"{hp.student_candidates_per_query} and {hp.student_candidates_every}")
     if hp.teacher_temperature <= 0:
         raise ValueError(f"teacher_temperature must be > 0, got {hp.teacher_temperature}")
     if hp.score_scale_learning_rate < 0:
@@ -233,14 +258,34 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
             for start in range(0, len(order) - batch + 1, batch):
                 yield order[start:start + batch]
 
+    mining_seconds = 0.0  # logged with the next history entry
+
+    def mine_own_candidates():
+        nonlocal mining_seconds
+        began = time.perf_counter()
+        model.eval()  # no dropout: rank as the saved model would
+        found = student_candidates(embed, [r["query"] for r in rows], texts, lengths, scores,
+                                   hp.student_candidates_per_query)
+        model.train()
+        mining_seconds += time.perf_counter() - began
+        return found
+
     score_scale = hp.cosine_scale if not sparse else None  # sparse: set on the first batch
+    own = None
     model.train()
     history: list[dict] = []
     seen_rows, window, regularizer_window = 0, [], []
     started = time.perf_counter()
     progress = tqdm(total=steps, desc="batch distillation", unit="step")
     for step, chosen in zip(range(steps), batches()):
-        chunks = length_sorted_chunks(dict.fromkeys(int(c) for r in chosen for c in candidates[r]), lengths)
+        if hp.student_candidates_per_query and (
+                own is None or (hp.student_candidates_every and step % hp.student_candidates_every == 0)):
+            with autocast:
+                own = mine_own_candidates()
+        pooled = [int(c) for r in chosen for c in candidates[r]]
+        if own is not None:
+            pooled += [int(c) for r in chosen for c in own[r]]
+        chunks = length_sorted_chunks(dict.fromkeys(pooled), lengths)
         pool = [c for chunk in chunks for c in chunk]
         teacher = torch.from_numpy(scores[np.ix_(chosen, pool)].astype(np.float32)).to(device)
         with autocast:
@@ -272,6 +317,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
                      "score_scale": round(score_scale * float(log_factor.detach().exp()), 4)}
             if regularizer_window:  # sparse: the FLOPS term's part of `loss`
                 entry["regularizer"] = float(np.mean(regularizer_window))
+            if mining_seconds:
+                entry["student_candidates_seconds"], mining_seconds = round(mining_seconds, 2), 0.0
             history.append(entry)
             window, regularizer_window = [], []
             if on_log:

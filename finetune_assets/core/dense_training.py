@@ -43,6 +43,10 @@ class Hyperparameters:
     loss: str = "mnrl"  # mnrl | margin_mse | distill_kl | mnrl+margin_mse (see core/losses.py)
     cosine_scale: float = 20.0  # distillation losses: multiplies a cosine student's scores (teacher logit range)
     candidates_per_query: int = 4  # batch_kl: the teacher's top documents each query adds to the batch's pool
+    # batch_kl: each query also pools the student's own top documents (0 = none), mined before the first step and
+    # again every student_candidates_every steps (0 = only then)
+    student_candidates_per_query: int = 0
+    student_candidates_every: int = 0
     teacher_temperature: float = 1.0  # batch_kl: divides the teacher's scores before its softmax
     # batch_kl, sparse: multiplies the student's dot products (0 = the teacher's score spread over the student's,
     # measured on the first batch: SPLADE-tiny's spread is about twice the hybrid teacher's, and matching it

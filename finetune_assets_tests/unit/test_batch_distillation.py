@@ -8,6 +8,7 @@ from finetune_assets.core.batch_distillation import (
     length_sorted_chunks,
     parameter_groups,
     spread_ratio,
+    student_candidates,
     teacher_score_matrix,
     token_lengths,
     top_candidates,
@@ -37,6 +38,22 @@ def test_top_candidates_are_best_first_and_never_masked():
     assert top_candidates(scores, 2).tolist() == [[2, 3], [0, 1]]
 
 
+def test_student_candidates_are_its_own_best_documents_by_index_never_masked_ones():
+    # Documents are encoded shortest first; the ranking must come back in document order all the same.
+    vectors = {"q0": [1.0, 0.0], "q1": [0.0, 1.0], "long a": [0.9, 0.1], "b": [0.2, 0.8], "c c c": [0.5, 0.5],
+               "d": [0.95, 0.0]}
+
+    def embed(texts):
+        return torch.tensor([vectors[t] for t in texts])
+
+    texts, lengths = ["long a", "b", "c c c", "d"], [9, 1, 5, 2]
+    scores = np.zeros((2, 4), dtype=np.float16)
+    scores[0, 3] = -np.inf  # q0's best by the student, but the teacher masks it (its own source)
+    found = student_candidates(embed, ["q0", "q1"], texts, lengths, scores, 2)
+    assert found.tolist() == [[0, 2], [1, 2]]
+    assert student_candidates(embed, ["q0", "q1"], texts, lengths, scores, 9).shape == (2, 4)
+
+
 def test_batch_kl_is_zero_when_the_student_matches_and_ignores_masked_cells():
     teacher = torch.tensor([[2.0, 1.0, -float("inf")], [0.0, 3.0, 1.0]])
     matching = torch.tensor([[4.0, 2.0, 9.0], [0.0, 6.0, 2.0]])  # teacher / 0.5, any value where masked
@@ -61,6 +78,8 @@ def test_bad_inputs_are_named():
     scores = np.zeros((2, 1), dtype=np.float16)
     with pytest.raises(ValueError, match="applies to sparse models"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
+    with pytest.raises(ValueError, match="student_candidates_per_query and student_candidates_every must be >= 0"):
+        check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", student_candidates_every=-1))
     with pytest.raises(ValueError, match="output_bias_learning_rate must be >= 0"):
         check_inputs(rows, docs, scores, Hyperparameters(model_type="sparse", loss="batch_kl",
                                                          output_bias_learning_rate=-1.0))
@@ -203,3 +222,19 @@ def test_a_learned_score_scale_sharpens_towards_a_sharper_teacher_and_stays_fixe
     fixed, learned = logged_scales(0.0), logged_scales(0.1)
     assert fixed == [1.0] * 8
     assert learned[-1] > learned[0] > 1.0  # Adam steps of up to 0.1 in log space, each one upwards
+
+
+@pytest.mark.slow
+def test_the_students_own_candidates_are_mined_before_the_first_step_and_again_on_schedule(tmp_path):
+    rows, documents, scores = _four_query_task(margin=3.0)
+
+    def mined_at(every):
+        hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-4,
+                             candidates_per_query=1, student_candidates_per_query=2, student_candidates_every=every,
+                             max_seq_length=32, logging_steps=1)
+        logged = []
+        train_batch_kl(rows, documents, scores, hp, tmp_path / f"model-{every}", on_log=logged.append)
+        return [entry["step"] for entry in logged if entry.get("student_candidates_seconds")]
+
+    assert mined_at(0) == [1]
+    assert mined_at(3) == [1, 4, 7]
