@@ -172,6 +172,7 @@ class CostEstimateConfig(Config):
     max_seq_length: Optional[int] = _default(TrainedModelConfig, "max_seq_length")
     candidates_per_query: Optional[int] = _default(TrainedModelConfig, "candidates_per_query")
     soup_size: int = _default(TrainedModelConfig, "soup_size")
+    student_candidates_per_query: int = _default(TrainedModelConfig, "student_candidates_per_query")
     span_queries: int = _default(TrainingPairsConfig, "span_queries")
 
 

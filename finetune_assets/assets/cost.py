@@ -53,6 +53,7 @@ def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents
              "max_seq_length": config.max_seq_length, "candidates_per_query": config.candidates_per_query},
             model_type)[0])
     settings["soup_size"] = config.soup_size
+    settings["student_candidates_per_query"] = config.student_candidates_per_query
     return settings
 
 
@@ -66,6 +67,7 @@ def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: di
                          loss=settings["loss"], max_steps=settings["max_steps"],
                          candidates_per_query=settings["candidates_per_query"],
                          soup_size=settings["soup_size"],
+                         student_candidates_per_query=settings["student_candidates_per_query"],
                          span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
                          if batch_kl else 0.0)
 

@@ -75,6 +75,9 @@ class TrainSettings:
     candidates_per_query: int = 4
     span_rows: float = 0.0
     soup_size: int = 1  # members trained one after another (core/model_soup.py): the rows are processed this often
+    # batch_kl: the student's own top documents each query adds to the pool; priced as more passages per row (an
+    # upper bound: some are already among the teacher's candidates)
+    student_candidates_per_query: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, i
         rows = (generated_rows + train.span_rows) * train.epochs
         if train.max_steps:
             rows = min(rows, train.max_steps * train.batch_size)
-        return rows * train.soup_size, train.candidates_per_query
+        return rows * train.soup_size, train.candidates_per_query + train.student_candidates_per_query
     return generated_rows * train.epochs * train.soup_size, 1 + train.num_negatives
 
 

@@ -217,3 +217,21 @@ def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documen
     assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["soup_size"] == 1
     settings = mirrored_settings(CostEstimateConfig(soup_size=2), "sparse", 2000)
     assert train_settings(CostEstimateConfig(soup_size=2), 256, settings, 1000).soup_size == 2
+
+
+def test_the_students_own_candidates_are_priced_as_more_passages_per_row(documents):
+    from finetune_assets.assets.cost import mirrored_settings, train_settings
+    from finetune_assets.config import CostEstimateConfig
+
+    def training_cost(train):
+        return next(i for i in estimate(documents, training_rows_per_second=None, train=train).items
+                    if i.group == "training").usd
+
+    plain = TrainSettings(loss="batch_kl", batch_size=32, span_rows=500.0, max_steps=10, candidates_per_query=8)
+    own = TrainSettings(loss="batch_kl", batch_size=32, span_rows=500.0, max_steps=10, candidates_per_query=8,
+                        student_candidates_per_query=4)
+    assert training_cost(own) > training_cost(plain)
+    config = CostEstimateConfig(student_candidates_per_query=4)
+    settings = mirrored_settings(config, "sparse", 2000)
+    assert train_settings(config, 256, settings, 1000).student_candidates_per_query == 4
+    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["student_candidates_per_query"] == 0
