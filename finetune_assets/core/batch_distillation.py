@@ -81,7 +81,10 @@ def student_candidates(embed, queries: Sequence[str], texts: Sequence[str], leng
         best = np.empty((len(queries), min(k, len(texts))), dtype=np.int64)
         for start in range(0, len(queries), ENCODE_CHUNK):
             stop = min(start + ENCODE_CHUNK, len(queries))
-            student = (embed(list(queries[start:stop])).float() @ docs.T).float().cpu().numpy()
+            query_vectors = embed(list(queries[start:stop])).float()
+            # Scored in float32 outside the caller's autocast, so the document matrix is not re-cast every chunk.
+            with torch.autocast(docs.device.type, enabled=False):
+                student = (query_vectors @ docs.T).cpu().numpy()
             masked = ~np.isfinite(scores[start:stop].astype(np.float32))
             best[start:stop] = top_candidates(np.where(masked, -np.inf, student), k)
     return best
@@ -111,6 +114,9 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
     if hp.student_candidates_per_query < 0 or hp.student_candidates_every < 0:
         raise ValueError("student_candidates_per_query and student_candidates_every must be >= 0, got "
                          f"{hp.student_candidates_per_query} and {hp.student_candidates_every}")
+    if hp.student_candidates_every and not hp.student_candidates_per_query:
+        raise ValueError(f"student_candidates_every is {hp.student_candidates_every} but student_candidates_per_query "
+                         "is 0, so nothing would be mined: set student_candidates_per_query too")
     if hp.teacher_temperature <= 0:
         raise ValueError(f"teacher_temperature must be > 0, got {hp.teacher_temperature}")
     if hp.score_scale_learning_rate < 0:

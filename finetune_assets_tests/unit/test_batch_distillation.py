@@ -80,6 +80,8 @@ def test_bad_inputs_are_named():
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
     with pytest.raises(ValueError, match="student_candidates_per_query and student_candidates_every must be >= 0"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", student_candidates_every=-1))
+    with pytest.raises(ValueError, match="student_candidates_every is 40 but student_candidates_per_query is 0"):
+        check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", student_candidates_every=40))
     with pytest.raises(ValueError, match="output_bias_learning_rate must be >= 0"):
         check_inputs(rows, docs, scores, Hyperparameters(model_type="sparse", loss="batch_kl",
                                                          output_bias_learning_rate=-1.0))
