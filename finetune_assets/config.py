@@ -78,6 +78,9 @@ class MinedNegativesConfig(Config):
                                    "for a dense base model, all-MiniLM-L6-v2 for a sparse one), a model folder or "
                                    "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
                                    "sparse model 0.3")
+    teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights for "
+                                                   "BM25, the base model and teacher_companion, summing to 1 "
+                                                   "(null = by kind: BM25 0.3, dense 0.4, sparse 0.3)")
     teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
     teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
 
@@ -111,6 +114,12 @@ class TrainedModelConfig(Config):
                                               "before the first step (0 = none): the documents it ranks too high")
     student_candidates_every: int = Field(default=0, description="batch_kl: mine the student's candidates again "
                                           "every this many steps (0 = only before the first step)")
+    average_weights_from: float = Field(default=0.0, description="batch_kl: from this fraction of the steps on, "
+                                        "average the weights after every step and save the mean (0 = save the "
+                                        "last weights)")
+    untie_output_embeddings: bool = Field(default=False, description="Sparse batch_kl: train the MLM head's "
+                                          "vocabulary projection apart from the input word embeddings (one tensor "
+                                          "in BERT); the saved model keeps them untied")
     teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
                                        "its softmax (lower = sharper)")
     query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "

@@ -85,6 +85,8 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          student_candidates_per_query=config.student_candidates_per_query,
                          student_candidates_every=config.student_candidates_every,
                          teacher_temperature=config.teacher_temperature,
+                         average_weights_from=config.average_weights_from,
+                         untie_output_embeddings=config.untie_output_embeddings,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,
                          # Hyperparameters reads a negative weight as "the recipe default".

@@ -126,6 +126,12 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
     if hp.output_bias_learning_rate and hp.model_type != "sparse":
         raise ValueError("output_bias_learning_rate applies to sparse models (the bias of the MLM head over the "
                          f"vocabulary); a {hp.model_type} model has no such head: leave it unset")
+    if not 0.0 <= hp.average_weights_from < 1.0:
+        raise ValueError(f"average_weights_from is a fraction of the training steps in [0, 1) (0 = save the last "
+                         f"weights), got {hp.average_weights_from}")
+    if hp.untie_output_embeddings and hp.model_type != "sparse":
+        raise ValueError("untie_output_embeddings applies to sparse models (the MLM head that writes vocabulary "
+                         f"weights); a {hp.model_type} model has no such head: leave it false")
     for line, row in enumerate(rows, start=1):
         if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise ValueError(f"training row {line} has no query")
@@ -198,6 +204,60 @@ def _load_student(hp: Hyperparameters, device: str):
                      "that a batch of pooled documents does not train: use its SpladeLoss losses")
 
 
+def untie_output_embeddings(model) -> None:
+    """Give a SPLADE model's MLM head its own copy of the word embeddings and mark the config untied, so
+    save_pretrained writes both and loading keeps them apart."""
+    import torch
+
+    auto_model = model[0].auto_model
+    head = auto_model.get_output_embeddings()
+    if head is None or head.weight is not auto_model.get_input_embeddings().weight:
+        raise ValueError("untie_output_embeddings: this model's output projection is not tied to its word "
+                         "embeddings, so there is nothing to untie: leave it false")
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    auto_model.config.tie_word_embeddings = False
+
+
+def give_the_head_its_own_bias(model) -> None:
+    """Before saving an untied model: BERT's head bias is one tensor under two names (decoder.bias and
+    predictions.bias), which save_pretrained writes once, and an untied config loads only the other name (the
+    decoder's bias came back as zeros). Two equal copies are both written and load back."""
+    import torch
+
+    head = model[0].auto_model.get_output_embeddings()
+    if head.bias is not None:
+        head.bias = torch.nn.Parameter(head.bias.detach().clone())
+
+
+class TailAverage:
+    """Running mean of the trainable weights over the steps from `start` on (Polyak averaging of one run's
+    late checkpoints, which a uniform soup of seeds approximates at several times the cost)."""
+
+    def __init__(self, model, start: int) -> None:
+        self.model, self.start, self.count = model, start, 0
+        self.mean: dict[str, object] = {}
+
+    def update(self, step: int) -> None:
+        if step < self.start:
+            return
+        self.count += 1
+        for name, parameter in self.model.named_parameters():
+            value = parameter.detach().float()
+            if name not in self.mean:
+                self.mean[name] = value.clone()
+            else:
+                self.mean[name] += (value - self.mean[name]) / self.count
+
+    def apply(self) -> None:
+        """Write the mean into the model (no-op before the first averaged step)."""
+        import torch
+
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                if name in self.mean:
+                    parameter.copy_(self.mean[name].to(parameter.dtype))
+
+
 def parameter_groups(model, hp: Hyperparameters) -> list[dict]:
     """AdamW groups: everything at hp.learning_rate, except a sparse model's per-token output bias when
     hp.output_bias_learning_rate is set (its own rate, no weight decay: a bias that decays towards 0 would pull
@@ -231,6 +291,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
     torch.manual_seed(hp.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _load_student(hp, device)
+    if hp.untie_output_embeddings:
+        untie_output_embeddings(model)
     model.max_seq_length = hp.training_sequence_length
     sparse = hp.model_type != "dense"
     candidates = top_candidates(scores, hp.candidates_per_query)
@@ -250,6 +312,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
     precision = training_precision(hp.precision, device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
     order_rng = random.Random(hp.seed)
+    average = TailAverage(model, int(hp.average_weights_from * steps)) if hp.average_weights_from else None
 
     def embed(batch_texts: list[str]):
         features = batch_to_device(model.preprocess(batch_texts), device)
@@ -314,6 +377,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update(step)
         seen_rows += len(chosen)
         window.append(float(loss.detach()))
         progress.update(1)
@@ -331,6 +396,10 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
                 on_log(entry)
     progress.close()
     train_seconds = time.perf_counter() - started
+    if average is not None:
+        average.apply()
+    if hp.untie_output_embeddings:
+        give_the_head_its_own_bias(model)
     model.eval()
     model.max_seq_length = hp.max_seq_length
     model.save_pretrained(str(model_dir))

@@ -60,6 +60,12 @@ class Hyperparameters:
     score_scale_learning_rate: float = 0.0
     # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py); 1 = one model.
     soup_size: int = 1
+    # batch_kl: from this fraction of the steps on, keep the running mean of the weights and save it instead of the
+    # last weights (0 = the last weights): a tail average, the soup of one run's late checkpoints.
+    average_weights_from: float = 0.0
+    # batch_kl, sparse: give the MLM head its own copy of the word embeddings (they are one tensor in BERT), so the
+    # terms a text expands to can move without moving how its tokens are read. Saved untied.
+    untie_output_embeddings: bool = False
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)
@@ -91,13 +97,26 @@ class Hyperparameters:
         for name, value in values.items():
             kind = type(getattr(cls(), name))
             try:
-                parsed[name] = kind(value) if kind is not int else int(float(value))
+                parsed[name] = (_boolean(name, value) if kind is bool else
+                                int(float(value)) if kind is int else kind(value))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"hyperparameter {name}={value!r} is not a valid {kind.__name__}") from exc
         return cls(**parsed)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _boolean(name: str, value) -> bool:
+    # SageMaker passes "True"/"False" strings, where bool("False") would be True.
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"hyperparameter {name}={value!r} is not a valid bool (true or false)")
 
 
 @dataclass

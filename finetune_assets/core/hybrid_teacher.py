@@ -67,14 +67,20 @@ class HybridTeacher:
         companion = f" + {self.companion_name} {self.companion_weight:g}" if self._companion is not None else ""
         return f"hybrid (BM25 {self.bm25_weight:g} + base model {base:g}{companion}, z-score)"
 
-    def add_companion(self, name: str, kind: str, scores: np.ndarray) -> HybridTeacher:
+    def add_companion(self, name: str, kind: str, scores: np.ndarray,
+                      weights: Sequence[float] | None = None) -> HybridTeacher:
         """A third signal: another model's [bound queries, documents] scores. The weights become BM25 0.3 and
-        the companion's by its kind (dense 0.4, sparse 0.3); the base model gets the rest."""
+        the companion's by its kind (dense 0.4, sparse 0.3); the base model gets the rest. `weights` = (BM25,
+        base model, companion) sets them instead."""
         expected = (len(self.queries), len(self.doc_embeddings))
         if scores.shape != expected:
             raise ValueError(f"companion scores have shape {scores.shape}; the bound queries and documents need "
                              f"{expected}")
-        self.bm25_weight, self.companion_weight = BM25_WEIGHT_WITH_COMPANION, COMPANION_WEIGHT[kind]
+        bm25, companion = BM25_WEIGHT_WITH_COMPANION, COMPANION_WEIGHT[kind]
+        if weights is not None:
+            check_teacher_weights(weights)
+            bm25, _, companion = (float(w) for w in weights)
+        self.bm25_weight, self.companion_weight = bm25, companion
         self.companion_name, self._companion = name, scores
         self._rows = {}
         return self
@@ -112,6 +118,13 @@ class HybridTeacher:
     def score(self, pairs, *, on_progress=None):
         raise TypeError("the hybrid teacher scores (query row, document) keys inside mining; it has no text-pair "
                         "scorer, so every score it gives is written by mined_negatives")
+
+
+def check_teacher_weights(weights: Sequence[float]) -> None:
+    """Three weights (BM25, base model, companion), each >= 0, summing to 1."""
+    if len(weights) != 3 or any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"teacher_weights are three weights (BM25, base model, companion), each >= 0 and summing "
+                         f"to 1, got {list(weights)}")
 
 
 def companion_model(setting: str, base_model_type: str) -> str | None:

@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from finetune_assets.core.batch_distillation import (
+    TailAverage,
     batch_kl_loss,
     check_inputs,
+    untie_output_embeddings,
     length_sorted_chunks,
     parameter_groups,
     spread_ratio,
@@ -78,6 +80,11 @@ def test_bad_inputs_are_named():
     scores = np.zeros((2, 1), dtype=np.float16)
     with pytest.raises(ValueError, match="applies to sparse models"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
+    with pytest.raises(ValueError, match="untie_output_embeddings applies to sparse models"):
+        check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", untie_output_embeddings=True))
+    for fraction in (1.0, -0.1):
+        with pytest.raises(ValueError, match=f"average_weights_from is a fraction.*got {fraction}"):
+            check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", average_weights_from=fraction))
     with pytest.raises(ValueError, match="student_candidates_per_query and student_candidates_every must be >= 0"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", student_candidates_every=-1))
     with pytest.raises(ValueError, match="student_candidates_every is 40 but student_candidates_per_query is 0"):
@@ -240,3 +247,51 @@ def test_the_students_own_candidates_are_mined_before_the_first_step_and_again_o
 
     assert mined_at(0) == [1]
     assert mined_at(3) == [1, 4, 7]
+
+
+def test_the_tail_average_is_the_mean_of_the_weights_after_each_step_from_the_start_on():
+    model = torch.nn.Linear(2, 1)
+    average = TailAverage(model, start=2)
+    for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 8.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.bias.fill_(-value)
+        average.update(step)
+    average.apply()
+    assert model.weight.tolist() == [[5.0, 5.0]]  # steps 2, 3, 4: (3 + 4 + 8) / 3
+    assert model.bias.tolist() == [-5.0]
+    untouched = torch.nn.Linear(2, 1)
+    before = untouched.weight.detach().clone()
+    TailAverage(untouched, start=10).apply()  # nothing averaged yet: the weights stay
+    assert torch.equal(untouched.weight, before)
+
+
+def test_untying_gives_the_head_its_own_copy_and_refuses_an_untied_model():
+    model = _sparse()
+    auto_model = model[0].auto_model
+    embeddings = auto_model.get_input_embeddings().weight
+    assert auto_model.get_output_embeddings().weight is embeddings  # BERT ties them
+    untie_output_embeddings(model)
+    head = auto_model.get_output_embeddings().weight
+    assert head is not embeddings and torch.equal(head, embeddings)
+    assert auto_model.config.tie_word_embeddings is False
+    with pytest.raises(ValueError, match="nothing to untie"):
+        untie_output_embeddings(model)
+
+
+@pytest.mark.slow
+def test_an_untied_head_trains_apart_from_the_input_embeddings_and_is_saved_untied(tmp_path):
+    rows, documents, scores = _four_query_task(margin=3.0)
+    hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-3,
+                         untie_output_embeddings=True, average_weights_from=0.5, candidates_per_query=2,
+                         max_seq_length=32, warmup_ratio=0.0)
+    train_batch_kl(rows, documents, scores, hp, tmp_path / "model")
+    base, tuned = _sparse()[0].auto_model, _sparse(tmp_path / "model")[0].auto_model
+    head, embeddings = tuned.get_output_embeddings().weight, tuned.get_input_embeddings().weight
+    start = base.get_input_embeddings().weight
+    assert (head - start).abs().max() > 1e-4 and (embeddings - start).abs().max() > 1e-4  # both trained
+    assert (head - embeddings).abs().max() > 1e-4  # and apart, after a reload
+    # The vocabulary bias survives the reload (an untied config once loaded it as zeros) and was trained.
+    bias, start_bias = tuned.get_output_embeddings().bias, base.get_output_embeddings().bias
+    assert torch.equal(bias, tuned.cls.predictions.bias)
+    assert 0 < (bias - start_bias).abs().max() < 0.1

@@ -98,6 +98,14 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
         2 * (0.3 * _z(lexical) + 0.3 * _z(docs @ query[0]) + 0.4 * _z(companion[0])))
     with pytest.raises(ValueError, match="shape"):
         teacher.add_companion("x", "dense", np.zeros((2, len(TEXTS)), dtype=np.float32))
+    # Weights set by hand: (BM25, base model, companion).
+    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", companion, weights=[0.2, 0.2, 0.6])
+    assert teacher.row_scores(0) == pytest.approx(
+        2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0]) + 0.6 * _z(companion[0])))
+    assert "BM25 0.2 + base model 0.2" in teacher.name and "all-MiniLM-L6-v2 0.6" in teacher.name
+    for bad in ([0.5, 0.5], [0.5, 0.6, -0.1], [0.3, 0.3, 0.3]):
+        with pytest.raises(ValueError, match=r"teacher_weights are three weights .* got"):
+            teacher.add_companion("x", "dense", companion, weights=bad)
     # Binding new queries drops the companion: its scores belonged to the old ones.
     teacher.bind([QUERY], query, TEXTS, docs)
     assert teacher.row_scores(0) == pytest.approx(_z(lexical) + _z(docs @ query[0]))

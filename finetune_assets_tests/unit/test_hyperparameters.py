@@ -18,6 +18,14 @@ def test_unknown_and_malformed_hyperparameters_are_named():
         Hyperparameters.from_mapping({"batch_size": "many"})
 
 
+def test_boolean_hyperparameters_read_sagemakers_strings():
+    assert Hyperparameters.from_mapping({"untie_output_embeddings": "False"}).untie_output_embeddings is False
+    assert Hyperparameters.from_mapping({"untie_output_embeddings": "true"}).untie_output_embeddings is True
+    assert Hyperparameters.from_mapping({"untie_output_embeddings": True}).untie_output_embeddings is True
+    with pytest.raises(ValueError, match="untie_output_embeddings='maybe' is not a valid bool"):
+        Hyperparameters.from_mapping({"untie_output_embeddings": "maybe"})
+
+
 def test_training_rows_must_have_every_column():
     rows = [{"query": "q", "positive": "p", "negative_1": "n"}, {"query": "q2", "positive": "p2"}]
     assert training_columns(rows[:1], 1) == ["query", "positive", "negative_1"]
