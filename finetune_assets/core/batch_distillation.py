@@ -37,10 +37,16 @@ MODEL_TYPES = ("dense", "sparse")
 ENCODE_CHUNK = 32
 
 
+def masks_its_source(row: dict) -> bool:
+    """A span query, or a title query (title_queries): copied from its document, whose text the teacher reads
+    with the title, so its source is a lexical certainty; masked, the row teaches the ranking of the others."""
+    return bool(row.get("exclude_source")) or row.get("query_type") == "title"
+
+
 def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,
                          on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Scores of every (row, document), from a bound hybrid teacher; the source of an `exclude_source` row is
-    -inf. float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside its range."""
+    """Scores of every (row, document), from a bound hybrid teacher; the source of a span or title row is -inf
+    (masks_its_source). float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside its range."""
     cells = len(rows) * len(doc_ids)
     if cells > MAX_MATRIX_CELLS:
         raise ValueError(f"teacher matrix of {len(rows)} queries x {len(doc_ids)} documents is over "
@@ -49,7 +55,7 @@ def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], 
     matrix = np.empty((len(rows), len(doc_ids)), dtype=np.float16)
     for r, row in enumerate(rows):
         scores = teacher.row_scores(r).astype(np.float16)
-        if row.get("exclude_source"):
+        if masks_its_source(row):
             scores[column[row["doc_id"]]] = -np.inf
         matrix[r] = scores
         if on_progress and ((r + 1) % 500 == 0 or r + 1 == len(rows)):

@@ -23,7 +23,7 @@ QUERIES = {
 }
 
 
-def _materialize(tmp_path, config: dict, span_rows: int = 0):
+def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: bool = True):
     documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
     assert set(QUERIES) <= {d["id"] for d in documents}
     by_id = {d["id"]: d for d in documents}
@@ -43,7 +43,11 @@ def _materialize(tmp_path, config: dict, span_rows: int = 0):
         result = materialize([mined_negatives], partition_key="docs", instance=instance,
                              resources={"storage": storage,
                                         "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
-                             run_config={"ops": {"mined_negatives": {"config": config}}})
+                             run_config={"ops": {"mined_negatives": {"config": config}}},
+                             raise_on_error=expect_success)
+    if not expect_success:
+        assert not result.success
+        return result, [], pairs
     assert result.success
     rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))
     return result.asset_materializations_for_node("mined_negatives")[0].metadata, rows, pairs
@@ -128,3 +132,14 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     history = json.loads((tmp_path / "model" / "training_log.json").read_text())["loss_history"]
     assert len(history) == summary["steps"]  # logging_steps 1: one entry a step
     assert all(0 < entry["regularizer"] < entry["loss"] for entry in history)
+
+
+@pytest.mark.slow
+def test_teacher_weights_set_the_three_signals_and_need_a_companion(tmp_path):
+    metadata, _, _ = _materialize(tmp_path / "set", {"num_negatives": 0, "teacher_weights": [0.2, 0.2, 0.6]})
+    assert metadata["teacher"].value == "hybrid (BM25 0.2 + base model 0.2 + local:splade-tiny 0.6, z-score)"
+    result, _, _ = _materialize(tmp_path / "alone", {"num_negatives": 0, "teacher_weights": [0.5, 0.5, 0.0],
+                                                     "teacher_companion": ""}, expect_success=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "teacher_companion is empty" in failure.step_failure_data.error.cause.message
+    assert not (tmp_path / "alone" / "artifacts" / "docs" / "mined_negatives").exists()  # failed before mining

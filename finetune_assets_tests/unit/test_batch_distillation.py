@@ -27,12 +27,16 @@ class RowTeacher:
         return self.matrix[row].copy()
 
 
-def test_the_matrix_masks_only_the_source_of_span_rows():
-    rows = [{"query": "a", "doc_id": "d1", "exclude_source": True}, {"query": "b", "doc_id": "d2"}]
-    matrix = teacher_score_matrix(RowTeacher([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), rows, ["d0", "d1", "d2"])
+def test_the_matrix_masks_only_the_source_of_span_and_title_rows():
+    rows = [{"query": "a", "doc_id": "d1", "exclude_source": True}, {"query": "b", "doc_id": "d2"},
+            {"query": "c", "doc_id": "d0", "query_type": "title"}, {"query": "d", "doc_id": "d0", "query_type": "factoid"}]
+    matrix = teacher_score_matrix(RowTeacher([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
+                                  rows, ["d0", "d1", "d2"])
     assert matrix.dtype == np.float16
     assert np.isneginf(matrix[0, 1]) and np.isfinite(np.delete(matrix[0], 1)).all()
     assert matrix[1].tolist() == [4.0, 5.0, 6.0]
+    assert np.isneginf(matrix[2, 0]) and matrix[2, 1:].tolist() == [8.0, 9.0]
+    assert matrix[3].tolist() == [1.0, 1.0, 1.0]  # a generated query keeps its source
 
 
 def test_top_candidates_are_best_first_and_never_masked():
