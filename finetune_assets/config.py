@@ -120,6 +120,8 @@ class TrainedModelConfig(Config):
     untie_output_embeddings: bool = Field(default=False, description="Sparse batch_kl: train the MLM head's "
                                           "vocabulary projection apart from the input word embeddings (one tensor "
                                           "in BERT); the saved model keeps them untied")
+    dropout: Optional[float] = Field(default=None, description="batch_kl: dropout probability while training "
+                                     "(null = the model's own, 0.1 for BERT models)")
     teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
                                        "its softmax (lower = sharper)")
     query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "

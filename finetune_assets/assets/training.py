@@ -87,6 +87,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                          teacher_temperature=config.teacher_temperature,
                          average_weights_from=config.average_weights_from,
                          untie_output_embeddings=config.untie_output_embeddings,
+                         dropout=-1.0 if config.dropout is None else config.dropout,
                          output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
                          score_scale_learning_rate=config.score_scale_learning_rate or 0.0,
                          # Hyperparameters reads a negative weight as "the recipe default".

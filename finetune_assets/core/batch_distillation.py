@@ -135,6 +135,8 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
     if not 0.0 <= hp.average_weights_from < 1.0:
         raise ValueError(f"average_weights_from is a fraction of the training steps in [0, 1) (0 = save the last "
                          f"weights), got {hp.average_weights_from}")
+    if hp.dropout >= 1.0:
+        raise ValueError(f"dropout is a probability below 1 (< 0 = the model's own), got {hp.dropout}")
     if hp.untie_output_embeddings and hp.model_type != "sparse":
         raise ValueError("untie_output_embeddings applies to sparse models (the MLM head that writes vocabulary "
                          f"weights); a {hp.model_type} model has no such head: leave it false")
@@ -208,6 +210,17 @@ def _load_student(hp: Hyperparameters, device: str):
         return load_splade(hp.base_model, hp.max_seq_length, device)
     raise ValueError("loss 'batch_kl' trains dense and sparse models; inference_free keeps fixed query weights "
                      "that a batch of pooled documents does not train: use its SpladeLoss losses")
+
+
+def set_dropout(model, probability: float) -> int:
+    """Every dropout layer of `model` (attention probabilities included: BERT reads the layer's p) to
+    `probability`; returns how many layers changed. Inference never drops anything, so the saved model is the same."""
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer in layers:
+        layer.p = probability
+    return len(layers)
 
 
 def untie_output_embeddings(model) -> None:
@@ -299,6 +312,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
     model = _load_student(hp, device)
     if hp.untie_output_embeddings:
         untie_output_embeddings(model)
+    if hp.dropout >= 0:
+        set_dropout(model, hp.dropout)
     model.max_seq_length = hp.training_sequence_length
     sparse = hp.model_type != "dense"
     candidates = top_candidates(scores, hp.candidates_per_query)

@@ -66,6 +66,8 @@ class Hyperparameters:
     # batch_kl, sparse: give the MLM head its own copy of the word embeddings (they are one tensor in BERT), so the
     # terms a text expands to can move without moving how its tokens are read. Saved untied.
     untie_output_embeddings: bool = False
+    # batch_kl: dropout probability of every dropout layer while training (< 0 = the model's own, 0.1 for BERT)
+    dropout: float = -1.0
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)

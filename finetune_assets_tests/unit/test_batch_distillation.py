@@ -6,6 +6,7 @@ from finetune_assets.core.batch_distillation import (
     TailAverage,
     batch_kl_loss,
     check_inputs,
+    set_dropout,
     untie_output_embeddings,
     length_sorted_chunks,
     parameter_groups,
@@ -86,6 +87,8 @@ def test_bad_inputs_are_named():
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
     with pytest.raises(ValueError, match="untie_output_embeddings applies to sparse models"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", untie_output_embeddings=True))
+    with pytest.raises(ValueError, match="dropout is a probability below 1"):
+        check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", dropout=1.0))
     for fraction in (1.0, -0.1):
         with pytest.raises(ValueError, match=f"average_weights_from is a fraction.*got {fraction}"):
             check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", average_weights_from=fraction))
@@ -299,3 +302,14 @@ def test_an_untied_head_trains_apart_from_the_input_embeddings_and_is_saved_unti
     bias, start_bias = tuned.get_output_embeddings().bias, base.get_output_embeddings().bias
     assert torch.equal(bias, tuned.cls.predictions.bias)
     assert 0 < (bias - start_bias).abs().max() < 0.1
+
+
+def test_dropout_is_set_on_every_layer_and_makes_training_forwards_deterministic_at_zero():
+    model = _sparse()
+    model.train()
+    features = model.preprocess(["boundary layer transition on a cone"])
+    noisy = [model(dict(features))["sentence_embedding"] for _ in range(2)]
+    assert not torch.equal(noisy[0], noisy[1])  # BERT's own dropout, 0.1
+    assert set_dropout(model, 0.0) >= 5  # embeddings, attention and output of each of the 2 layers
+    quiet = [model(dict(features))["sentence_embedding"] for _ in range(2)]
+    assert torch.equal(quiet[0], quiet[1])
