@@ -46,7 +46,8 @@ def masks_its_source(row: dict) -> bool:
 def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,
                          on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Scores of every (row, document), from a bound hybrid teacher; the source of a span or title row is -inf
-    (masks_its_source). float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside its range."""
+    (masks_its_source). float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside
+    its range."""
     cells = len(rows) * len(doc_ids)
     if cells > MAX_MATRIX_CELLS:
         raise ValueError(f"teacher matrix of {len(rows)} queries x {len(doc_ids)} documents is over "
@@ -249,8 +250,8 @@ def give_the_head_its_own_bias(model) -> None:
 
 
 class TailAverage:
-    """Running mean of the trainable weights over the steps from `start` on (Polyak averaging of one run's
-    late checkpoints, which a uniform soup of seeds approximates at several times the cost)."""
+    """Running mean of the trainable weights over the steps from `start` on: Polyak averaging of one run's late
+    checkpoints, a soup that costs no extra training (a soup of seeds trains every member)."""
 
     def __init__(self, model, start: int) -> None:
         self.model, self.start, self.count = model, start, 0
