@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
+from finetune_assets.core.hybrid_teacher import companion_models
 from finetune_assets.core.model_types import MODEL_TYPES
 from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 
@@ -117,8 +118,8 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
     settings = report["settings"]
     if any(settings.get(name) != size for name, size in sample_sizes.items()):
         return None
-    expected_signals = 2 if defaults[("mined_negatives", "teacher_companion")] == "" else 3
-    if teacher_signals(effective.get("teacher", "")) != expected_signals:
+    default_companions = companion_models(defaults[("mined_negatives", "teacher_companion")], settings["model_type"])
+    if teacher_signals(effective.get("teacher", "")) != 2 + len(default_companions):
         return None
     # Recorded since each became a column; earlier runs trained with the fixed value unless their config set one.
     model_config = settings.get("run_config", {}).get("ops", {}).get("trained_model", {}).get("config", {})
@@ -131,6 +132,8 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
         for name, value in entry.get("config", {}).items():
             own = op == "trained_model" and name in BATCH_KL_SETTINGS
             ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
+            if (op, name) == ("mined_negatives", "teacher_companion"):  # spelled out, the default's models
+                ignored = companion_models(value, settings["model_type"]) == default_companions
             if not own and not ignored and defaults.get((op, name), object()) != value:
                 return None
     return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,

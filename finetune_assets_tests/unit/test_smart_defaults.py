@@ -109,9 +109,12 @@ def test_batch_kl_runs_do_not_feed_the_table():
 
 
 THREE_SIGNALS = "hybrid (BM25 0.3 + base model 0.4 + local:splade-tiny 0.3, z-score)"
+# A sparse base model's default teacher: BM25, itself, all-MiniLM-L6-v2 and bge-small-en.
+FOUR_SIGNALS = "hybrid (BM25 0.2 + base model 0.2 + local:all-MiniLM-L6-v2 0.3 + local:bge-small-en 0.3, z-score)"
 
 
-def batch_kl_report(collection, gain, model_type="dense", lr=5e-5, teacher=THREE_SIGNALS, config=None, **extra):
+def batch_kl_report(collection, gain, model_type="dense", lr=5e-5, teacher=None, config=None, **extra):
+    teacher = teacher or (FOUR_SIGNALS if model_type == "sparse" else THREE_SIGNALS)
     sizes = benchmark_sample_sizes()
     effective = {"epochs": 2.0, "learning_rate": lr, "batch_size": 32, "max_steps": 160, "max_seq_length": 128,
                  "queries_per_type": 1,
@@ -130,7 +133,11 @@ def test_batch_kl_entries_come_from_runs_with_todays_teacher_and_sample_sizes(tm
                batch_kl_report("cacm", 0.9, config=two_signal_config),
                {**batch_kl_report("cacm", 0.9), "settings": {**batch_kl_report("cacm", 0.9)["settings"],
                                                              "max_docs": sizes["max_docs"] * 3}}]
-    assert [describe_batch_kl_run(r, defaults, sizes) for r in ignored] == [None] * 4
+    ignored.append(batch_kl_report("cacm", 0.9, "sparse", teacher=THREE_SIGNALS))  # the sparse default has four
+    assert [describe_batch_kl_run(r, defaults, sizes) for r in ignored] == [None] * 5
+    # Spelling the default companions out is still the default teacher.
+    spelled = {"mined_negatives": {"config": {"teacher_companion": "local:all-MiniLM-L6-v2, local:bge-small-en"}}}
+    assert describe_batch_kl_run(batch_kl_report("cacm", 0.9, "sparse", config=spelled), defaults, sizes)
     assert describe_run(batch_kl_report("cacm", 0.9), defaults) is None  # nor do they feed the [[row]] table
     runs = [describe_batch_kl_run(r, defaults, sizes) for r in [
         batch_kl_report("cacm", 0.04), batch_kl_report("cranfield", 0.02),
@@ -200,7 +207,7 @@ def test_teacher_candidates_are_a_setting_and_earlier_runs_count_at_4():
         batch_kl_report("cacm", 0.04), batch_kl_report("cranfield", 0.03),
         batch_kl_report("cacm", 0.02, "sparse"), batch_kl_report("cranfield", 0.01, "sparse"),
         unrecorded_8, {**batch_kl_report("cranfield", 0.03, "sparse"), "effective_settings": {
-            **batch_kl_report("cranfield", 0.03)["effective_settings"], "candidates_per_query": 8}},
+            **batch_kl_report("cranfield", 0.03, "sparse")["effective_settings"], "candidates_per_query": 8}},
         batch_kl_report("cranfield", 0.09, config=eight)]]  # dense with 8: never run on cacm, so not a candidate
     assert dict(runs[0]["settings"])["candidates_per_query"] == 4
     assert dict(runs[4]["settings"])["candidates_per_query"] == 8
