@@ -85,8 +85,8 @@ class HybridTeacher:
         """Other models' scores beside BM25 and the base model, each (name, kind, [queries, documents] scores),
         in place of any earlier ones. One companion: the weights of add_companion. Several: BM25 0.2, every
         sparse signal (the base model's when `base_kind` is sparse) 0.2, the dense ones share the rest, as
-        measured on Cranfield's real queries (a scratch probe, 2026-12-04: BM25 0.2 + MiniLM 0.3 + SPLADE-tiny 0.2 + bge-small
-        0.3 ranked 0.4214 against 0.4090 for the three-signal default). `weights` = (BM25, base model, each
+        measured on Cranfield's real queries (a scratch probe, 2026-12-04: BM25 0.2 + MiniLM 0.3 + SPLADE-tiny
+        0.2 + bge-small 0.3 ranked 0.4214 against 0.4090 for the three-signal default). `weights` = (BM25, base model, each
         companion in order) sets them instead."""
         expected = (len(self.queries), len(self.doc_embeddings))
         for name, _, scores in companions:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_assets.core.onnx_models import OnnxModel
+
 # BGE v1.5's instruction for short queries that look for passages (its model card).
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
@@ -33,39 +35,25 @@ def query_instruction(folder: Path) -> str:
 
 class OnnxDenseEncoder:
     def __init__(self, folder: str | Path, *, max_length: int = 256, threads: int = 0) -> None:
-        import onnxruntime
-        from tokenizers import Tokenizer
-
         self.folder = Path(folder)
         if not is_onnx_encoder(self.folder):
             raise ValueError(f"{self.folder} is not an ONNX encoder folder (model.onnx + tokenizer.json)")
-        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length)
-        self.tokenizer.enable_padding()
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(self.folder / "model.onnx"), options,
-                                                    providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.model = OnnxModel(self.folder, max_length=max_length, threads=threads)
         self.instruction = query_instruction(self.folder)
 
     def encode(self, texts: Sequence[str], *, role: str = "document", batch_size: int = 32) -> np.ndarray:
-        """[texts, width] float32, unit length; shortest texts batched together so padding stays small."""
+        """[texts, width] float32, unit length; texts of similar token length batched together."""
         texts = [self.instruction + t for t in texts] if role == "query" else list(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        vectors: list[np.ndarray | None] = [None] * len(texts)
+        encodings = self.model.tokenizer.encode_batch(texts)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        vectors = np.zeros((len(texts), 0), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             chosen = order[start:start + batch_size]
-            encodings = self.tokenizer.encode_batch([texts[i] for i in chosen])
-            feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                    "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
-            hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+            hidden = self.model.run(encodings, chosen)
             cls = hidden[:, 0] if hidden.ndim == 3 else hidden
-            cls = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
-            for i, vector in zip(chosen, cls):
-                vectors[i] = vector.astype(np.float32)
-        return np.stack(vectors)
+            if vectors.shape[1] == 0:
+                vectors = np.zeros((len(texts), cls.shape[1]), dtype=np.float32)
+            vectors[chosen] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+        return vectors

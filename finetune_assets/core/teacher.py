@@ -16,6 +16,7 @@ import numpy as np
 
 from finetune_assets.core.hybrid_teacher import HybridTeacher, is_hybrid_teacher_name
 from finetune_assets.core.offline_models import reranker_onnx_dir, resolve_model
+from finetune_assets.core.onnx_models import OnnxModel
 
 DEFAULT_TEACHER_NAMES = ("default", "ms-marco-minilm-l-12-v2")
 Progress = Callable[[int, int], None]  # (pairs scored so far, total pairs)
@@ -33,24 +34,11 @@ class OnnxCrossEncoder:
 
     def __init__(self, model_dir: str | Path, *, max_length: int = 256, threads: int = 0, batch_size: int = 32,
                  name: str = "") -> None:
-        import onnxruntime
-        from tokenizers import Tokenizer
-
         model_dir = Path(model_dir)
         self.name = name or model_dir.name
         self.batch_size = batch_size
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        # The shipped tokenizer pads to a fixed 512: pad per batch ourselves instead.
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
-        options = onnxruntime.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), options,
-                                                    providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        self.model = OnnxModel(model_dir, max_length=max_length, threads=threads)
+        self.tokenizer = self.model.tokenizer
 
     def score(self, pairs: Sequence[tuple[str, str]], *, on_progress: Progress | None = None) -> np.ndarray:
         scores = np.zeros(len(pairs), dtype=np.float32)
@@ -62,16 +50,7 @@ class OnnxCrossEncoder:
         done = 0
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            width = max(len(encodings[i].ids) for i in batch)
-            inputs = {name: np.zeros((len(batch), width), dtype=np.int64)
-                      for name in ("input_ids", "attention_mask", "token_type_ids")}
-            inputs["input_ids"].fill(self.pad_id)
-            for row, i in enumerate(batch):
-                e = encodings[i]
-                inputs["input_ids"][row, :len(e.ids)] = e.ids
-                inputs["attention_mask"][row, :len(e.ids)] = e.attention_mask
-                inputs["token_type_ids"][row, :len(e.ids)] = e.type_ids
-            logits = self.session.run(None, {k: v for k, v in inputs.items() if k in self.input_names})[0]
+            logits = self.model.run(encodings, batch)
             scores[batch] = np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:, 0]
             done += len(batch)
             if on_progress:
