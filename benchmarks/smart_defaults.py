@@ -23,10 +23,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from finetune_assets.core.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
-from finetune_assets.core.hybrid_teacher import companion_models
+from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 from finetune_assets.core.model_types import MODEL_TYPES
-from finetune_assets.core.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
+from finetune_assets.core.teachers.hybrid_teacher import companion_models
+from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 
 EARLIER_TRAINING_LENGTH = 128  # batch_kl's fixed training length before max_seq_length became a table column
 EARLIER_CANDIDATES = 4  # candidates_per_query's fixed default before it became a table column
@@ -95,7 +95,7 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
 def benchmark_sample_sizes() -> dict:
     """The sample sizes a plain `finetune-assets benchmark` run takes."""
     from finetune_assets.benchmark import run_benchmark
-    from finetune_assets.config import RawCorpusConfig
+    from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
 
     return {"max_docs": inspect.signature(run_benchmark).parameters["max_docs"].default,
             "corpus_docs": RawCorpusConfig().max_documents}

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from finetune_assets.benchmark import read_beir
-from finetune_assets.core.hybrid_teacher import companion_scores
-from finetune_assets.core.metrics import evaluate_run
 from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
-from finetune_assets.core.retrieval import bm25_index
+from finetune_assets.core.retrieval.metrics import evaluate_run
+from finetune_assets.core.retrieval.retrieval import bm25_index
+from finetune_assets.core.teachers.hybrid_teacher import companion_scores
 
 # (bm25, dense, sparse) weights; the three-signal default of core/hybrid_teacher.py is (0.3, 0.4, 0.3).
 WEIGHTS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.4, 0.6, 0), (0.5, 0, 0.5), (0.4, 0, 0.6),

@@ -114,9 +114,9 @@ def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
 
 def _effective_settings(result, storage, index: str) -> dict:
     """The smart-defaults settings this run trained with, whether set in its config or filled from the table."""
-    from finetune_assets.core.dense_training import Hyperparameters
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.querygen.bedrock_records import parse_output_record
+    from finetune_assets.core.training.dense_training import Hyperparameters
 
     hyperparameters = read_json(storage.fetch(index, "trained_model") / "hyperparameters.json")
     mined_metadata = result.asset_materializations_for_node("mined_negatives")[0].metadata
@@ -165,9 +165,9 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     stops after query generation: its work dir is then for later runs' `reuse_queries`."""
     from dagster import DagsterInstance, materialize
 
-    from finetune_assets.core.evaluation import compare_systems
+    from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.model_types import check_model_type
-    from finetune_assets.core.pairs import document_text
+    from finetune_assets.core.retrieval.evaluation import compare_systems
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
@@ -179,7 +179,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     work = Path(work_dir or tempfile.mkdtemp(prefix=f"finetune-benchmark-{index}-"))
     storage = ArtifactStorage(root=str(work / "storage"))
     if corpus_docs is None:  # the sample a user's run takes
-        from finetune_assets.config import RawCorpusConfig
+        from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
 
         corpus_docs = RawCorpusConfig().max_documents
     source = str(beir_dir / "corpus.jsonl")

@@ -15,7 +15,7 @@ DEMO_INDEX = "python-docs"
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from finetune_assets.core.demo_corpus import describe, write_python_docs_corpus
+    from finetune_assets.core.data.demo_corpus import describe, write_python_docs_corpus
     from finetune_assets.instance import add_index_partition, ensure_dagster_home
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,14 +60,20 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from finetune_assets.assets.cost import estimate_with_batch_plan, mirrored_settings, plan_summary, train_settings
-    from finetune_assets.config import CostEstimateConfig, RawCorpusConfig
-    from finetune_assets.core.corpus_io import CorpusError, read_corpus
+    from finetune_assets.core.cost.prices import PriceTableError
+    from finetune_assets.core.data.corpus_io import CorpusError, read_corpus
+    from finetune_assets.core.data.sampling import sample_documents
     from finetune_assets.core.jsonl import write_json
-    from finetune_assets.core.prices import PriceTableError
-    from finetune_assets.core.sampling import sample_documents
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.query_generator import DEFAULT_BEDROCK_MODEL_ID
+    from finetune_assets.stages.corpus.cost_estimate import (
+        CostEstimateConfig,
+        estimate_with_batch_plan,
+        mirrored_settings,
+        plan_summary,
+        train_settings,
+    )
+    from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
 
     defaults = CostEstimateConfig()  # the asset's defaults, so both price the same run
     max_docs = RawCorpusConfig().max_documents if args.max_docs is None else args.max_docs

@@ -1,32 +1,51 @@
 """The code location: assets, checks, jobs and resources. No logic of its own."""
 
 import os
+import warnings
+from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, PipesSubprocessClient, define_asset_job
+from dagster import (
+    AnchorBasedFilePathMapping,
+    BetaWarning,
+    Definitions,
+    EnvVar,
+    PipesSubprocessClient,
+    define_asset_job,
+    link_code_references_to_git,
+    with_source_code_references,
+)
 
-from finetune_assets import checks
-from finetune_assets.assets.corpus import raw_corpus
-from finetune_assets.assets.cost import cost_estimate
-from finetune_assets.assets.endpoint import model_endpoint
-from finetune_assets.assets.evaluation import evaluation_report
-from finetune_assets.assets.negatives import mined_negatives
-from finetune_assets.assets.pairs import training_pairs
-from finetune_assets.assets.queries import bedrock_batch_outputs
-from finetune_assets.assets.registration import model_package, registered_model_id
-from finetune_assets.assets.training import trained_model
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.query_generator import DEFAULT_BEDROCK_MODEL_ID, QueryGeneratorResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
-from finetune_assets.sensors import opensearch_index_sensor, s3_corpus_sensor
-from finetune_assets.resources.storage import ArtifactStorage, default_storage
+from finetune_assets.resources.storage import default_storage
+from finetune_assets.stages import corpus, deploy, evaluation, queries, training
 
-all_assets = [raw_corpus, cost_estimate, bedrock_batch_outputs, training_pairs, mined_negatives, trained_model,
-              evaluation_report, model_package, model_endpoint, registered_model_id]
+STAGES = (corpus, queries, training, evaluation, deploy)  # in pipeline order
+all_assets = [asset for stage in STAGES for asset in stage.assets]
+all_asset_checks = [check for stage in STAGES for check in stage.asset_checks]
+all_sensors = [sensor for stage in STAGES for sensor in stage.sensors]
+
+
+def _code_references(assets: list) -> list:
+    """Each asset links to its source line in the UI; to the git host's file too when FINETUNE_GIT_URL is set."""
+    with warnings.catch_warnings():  # the code-reference API is marked beta in this Dagster release
+        warnings.simplefilter("ignore", BetaWarning)
+        assets = with_source_code_references(assets)
+    git_url = os.environ.get("FINETUNE_GIT_URL", "")
+    if not git_url:
+        return assets
+    return link_code_references_to_git(
+        assets, git_url=git_url, git_branch=os.environ.get("FINETUNE_GIT_BRANCH", "main"),
+        file_path_mapping=AnchorBasedFilePathMapping(local_file_anchor=Path(__file__).parent.parent,
+                                                     file_anchor_path_in_repository=""),
+    )
+
 
 finetune_job = define_asset_job(
-    "finetune", selection=AssetSelection.assets(*all_assets),
+    "finetune", selection=all_assets,
     description="Corpus to registered model for one index: the whole graph.",
 )
 
@@ -45,10 +64,10 @@ def _secret(name: str) -> str | EnvVar:
 
 
 defs = Definitions(
-    assets=all_assets,
-    asset_checks=[checks.tuned_not_worse_than_base, checks.few_records_quarantined, checks.held_out_documents_unseen],
+    assets=_code_references(all_assets),
+    asset_checks=all_asset_checks,
     jobs=[finetune_job],
-    sensors=[s3_corpus_sensor, opensearch_index_sensor],
+    sensors=all_sensors,
     resources={
         "storage": default_storage(),
         "base_model": BaseModelResource(model_type=os.environ.get("FINETUNE_MODEL_TYPE", "dense")),

@@ -27,7 +27,7 @@ def add_index_partition(index: str) -> None:
     """Register `index` as a partition in the instance at $DAGSTER_HOME (no-op when it exists)."""
     from dagster import DagsterInstance
 
-    from finetune_assets.core.index_names import validate_index_name
+    from finetune_assets.core.data.index_names import validate_index_name
     from finetune_assets.partitions import index_partitions
 
     validate_index_name(index)

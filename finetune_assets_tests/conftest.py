@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.instance import INSTANCE_YAML
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

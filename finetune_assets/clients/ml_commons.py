@@ -79,8 +79,7 @@ from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
 from finetune_assets.clients.retry import RetryPolicy, http_status
-
-from finetune_assets.core.export import (
+from finetune_assets.core.export.export import (
     MANIFEST_FILE,
     MODEL_CHUNK_SIZE_BYTES,
     REGISTER_BODY_FILE,
@@ -181,7 +180,7 @@ class RegistrationResult:
 
 @dataclass(frozen=True)
 class ModelPackage:
-    """A package folder written by ``finetune_assets.core.export`` (zip + register body + manifest)."""
+    """A package folder written by ``finetune_assets.core.export.export`` (zip + register body + manifest)."""
 
     directory: Path
     zip_path: Path

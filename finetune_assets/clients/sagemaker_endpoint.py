@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune_assets.clients import sagemaker_training as sm
-from finetune_assets.core import cost
-from finetune_assets.core.export import sha256_file
+from finetune_assets.core.cost import cost
+from finetune_assets.core.export.export import sha256_file
 from finetune_assets.serving import inference
 
 logger = logging.getLogger(__name__)

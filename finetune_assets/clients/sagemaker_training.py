@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from finetune_assets.core.export import sha256_file
+from finetune_assets.core.export.export import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ class BaseModelResource(ConfigurableResource):
             model = SentenceTransformer(path or resolve_model(self.model_name), device=None)
             model.max_seq_length = self.max_seq_length
             return model
-        from finetune_assets.core.sparse_training import load_splade
+        from finetune_assets.core.training.sparse_training import load_splade
 
         return load_splade(path or self.model_name, self.max_seq_length)
 
@@ -42,6 +42,6 @@ class BaseModelResource(ConfigurableResource):
         model = self.load()
         if self.model_type != "inference_free":
             return model
-        from finetune_assets.core.sparse_training import inference_free_model
+        from finetune_assets.core.training.sparse_training import inference_free_model
 
         return inference_free_model(model, documents)

@@ -4,7 +4,11 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from finetune_assets.clients.bedrock_batch import (
-    BatchJobOptions, BedrockBatchClient, GenerationSettings, PollSettings, model_family,
+    BatchJobOptions,
+    BedrockBatchClient,
+    GenerationSettings,
+    PollSettings,
+    model_family,
 )
 from finetune_assets.core.querygen.prompts import max_answer_tokens
 from finetune_assets.resources.storage import ArtifactStorage

@@ -30,8 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, ConfigurableResource, MetadataValue, OpExecutionContext, PipesClient
-from dagster import open_pipes_session
+from dagster import (
+    AssetExecutionContext,
+    ConfigurableResource,
+    MetadataValue,
+    OpExecutionContext,
+    PipesClient,
+    open_pipes_session,
+)
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesParams

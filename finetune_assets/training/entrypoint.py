@@ -14,9 +14,9 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from finetune_assets.core.dense_training import Hyperparameters, train_dense
 from finetune_assets.core.jsonl import read_jsonl, write_json
-from finetune_assets.core.model_soup import train_soup
+from finetune_assets.core.training.dense_training import Hyperparameters, train_dense
+from finetune_assets.core.training.model_soup import train_soup
 
 SAGEMAKER_HYPERPARAMETERS = "/opt/ml/input/config/hyperparameters.json"
 
@@ -57,7 +57,7 @@ def _train_batch_kl(train_dir: Path, rows: list[dict], hp: Hyperparameters, mode
     """batch_kl reads the teacher matrix and its documents, written beside train.jsonl by mined_negatives."""
     import numpy as np
 
-    from finetune_assets.core.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, train_batch_kl
+    from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, train_batch_kl
 
     missing = [name for name in (SCORES_FILE, DOCUMENTS_FILE) if not (train_dir / name).exists()]
     if missing:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _train_batch_kl(Path(args.train_dir), rows, member, model_dir, on_log)
             if member.model_type == "dense":
                 return train_dense(rows, member, model_dir, on_log=on_log)
-            from finetune_assets.core.sparse_training import flops_weight_note, train_sparse
+            from finetune_assets.core.training.sparse_training import flops_weight_note, train_sparse
 
             (log.info if log else print)(f"{member.model_type} model; {flops_weight_note(member)}")
             return train_sparse(rows, member, model_dir, on_log=on_log)

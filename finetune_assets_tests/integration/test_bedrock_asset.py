@@ -14,16 +14,24 @@ import pytest
 from botocore.stub import ANY
 from dagster import AssetKey, DagsterInstance, materialize
 
-from finetune_assets.assets.queries import bedrock_batch_outputs
 from finetune_assets.clients import bedrock_batch
-from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.querygen import parse_output_record
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt, max_answer_tokens
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.queries.bedrock_batch_outputs import bedrock_batch_outputs
 from finetune_assets_tests.bedrock_stubs import (
-    BUCKET, CLAUDE, ROLE, claude_output, converse_answer, job_arn, job_description, stubbed, write_bedrock_outputs,
+    BUCKET,
+    CLAUDE,
+    ROLE,
+    claude_output,
+    converse_answer,
+    job_arn,
+    job_description,
+    stubbed,
+    write_bedrock_outputs,
 )
 from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
 

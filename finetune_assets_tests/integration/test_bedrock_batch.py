@@ -17,13 +17,35 @@ import botocore.session
 import pytest
 
 from finetune_assets.clients.bedrock_batch import (
-    BatchJobOptions, BatchQuotas, BedrockBatchClient, BedrockBatchJobFailed, BedrockBatchTimeout, ConverseRetry,
-    GenerationSettings, PollSettings, UnsupportedModelError, build_model_input, estimate_batch_plan, make_client,
-    model_family, plan_parts,
+    BatchJobOptions,
+    BatchQuotas,
+    BedrockBatchClient,
+    BedrockBatchJobFailed,
+    BedrockBatchTimeout,
+    ConverseRetry,
+    GenerationSettings,
+    PollSettings,
+    UnsupportedModelError,
+    build_model_input,
+    estimate_batch_plan,
+    make_client,
+    model_family,
+    plan_parts,
 )
 from finetune_assets_tests.bedrock_stubs import (
-    BASE_URI, BUCKET, CLAUDE, INDEX, NOVA, REGION, ROLE, claude_output, converse_answer, job_arn, job_description,
-    stubbed, write_bedrock_outputs,
+    BASE_URI,
+    BUCKET,
+    CLAUDE,
+    INDEX,
+    NOVA,
+    REGION,
+    ROLE,
+    claude_output,
+    converse_answer,
+    job_arn,
+    job_description,
+    stubbed,
+    write_bedrock_outputs,
 )
 from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
 

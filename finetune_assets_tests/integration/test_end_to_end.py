@@ -91,8 +91,9 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
 def test_failed_quality_gate_blocks_registration(pipeline_run):
     """An impossible tolerance makes the gate fail: registration must not run, and the gate says why."""
     assert pipeline_run["completed"].returncode == 0
-    from finetune_assets.definitions import all_assets, checks, defs
+    from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets.stages.evaluation.evaluation_report import tuned_not_worse_than_base
 
     resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"]))}
     registration = pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "registration.json"
@@ -100,7 +101,7 @@ def test_failed_quality_gate_blocks_registration(pipeline_run):
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [INDEX])
         result = materialize(
-            [*all_assets, checks.tuned_not_worse_than_base], selection=["evaluation_report", "registered_model_id"],
+            [*all_assets, tuned_not_worse_than_base], selection=["evaluation_report", "registered_model_id"],
             partition_key=INDEX, resources=resources, instance=instance, raise_on_error=False,
             run_config={"ops": {"evaluation_report": {"config": {"tolerance": -1.0}}},
                         "resources": {"base_model": {"config": {"max_seq_length": 128}}}},

@@ -12,8 +12,16 @@ import pytest
 from opensearchpy import OpenSearch
 
 from finetune_assets.clients.index_dump import (
-    AuthenticationError, EmptyIndexError, IndexDumpError, IndexNotFoundError, RetryPolicy, TextFieldError,
-    UnsupportedClusterError, dump_index, extract_main, make_client,
+    AuthenticationError,
+    EmptyIndexError,
+    IndexDumpError,
+    IndexNotFoundError,
+    RetryPolicy,
+    TextFieldError,
+    UnsupportedClusterError,
+    dump_index,
+    extract_main,
+    make_client,
 )
 from finetune_assets_tests import osmem_server as osmem_helpers
 from finetune_assets_tests.osmem_server import FaultProxy, bulk_index, open_pits

@@ -8,15 +8,18 @@ from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
-from finetune_assets.assets.pairs import training_pairs
-from finetune_assets.assets.queries import OUTPUT_FILE
-from finetune_assets.core.augment import load_synonyms, query_variants
+from finetune_assets.core.data.augment import load_synonyms, query_variants
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.querygen.bedrock_records import (
-    build_model_input, make_output_record, prompt_of, queries_json,
+    build_model_input,
+    make_output_record,
+    prompt_of,
+    queries_json,
 )
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt, max_answer_tokens
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.queries.bedrock_batch_outputs import OUTPUT_FILE
+from finetune_assets.stages.training.training_pairs import training_pairs
 
 DATA = Path(__file__).parents[1] / "data" / "mixed_ko_en"
 INDEX = "mixed-ko-en"

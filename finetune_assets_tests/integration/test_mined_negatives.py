@@ -2,13 +2,13 @@
 import pytest
 from dagster import DagsterInstance, materialize
 
-from finetune_assets.assets.negatives import mined_negatives
-from finetune_assets.assets.training import mined_negative_count
-from finetune_assets.core.demo_corpus import python_docs_documents
+from finetune_assets.core.data.demo_corpus import python_docs_documents
+from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.pairs import document_text
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.training.mined_negatives import mined_negatives
+from finetune_assets.stages.training.trained_model import mined_negative_count
 
 QUERIES = {
     "argparse.ArgumentParser": "object that parses command line strings into python objects",

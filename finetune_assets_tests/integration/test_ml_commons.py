@@ -31,7 +31,7 @@ from finetune_assets.clients.ml_commons import (
     register_sagemaker_model,
     verify_neural_search,
 )
-from finetune_assets.core.export import MODEL_CHUNK_SIZE_BYTES
+from finetune_assets.core.export.export import MODEL_CHUNK_SIZE_BYTES
 from finetune_assets_tests.ml_commons_fake import (
     DEV_SETTINGS,
     LOCAL_FILE_DISABLED,

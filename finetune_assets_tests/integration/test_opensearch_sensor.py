@@ -4,7 +4,7 @@ from dagster._config import validate_config
 
 from finetune_assets.definitions import defs
 from finetune_assets.resources.opensearch import OpenSearchResource
-from finetune_assets.sensors import opensearch_index_sensor, plan_index_runs
+from finetune_assets.stages.corpus.sensors import opensearch_index_sensor, plan_index_runs
 from finetune_assets_tests.osmem_server import osmem  # noqa: F401  (pytest fixture)
 
 PATTERN = "*watched-docs*"

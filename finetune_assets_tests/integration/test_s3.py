@@ -7,7 +7,7 @@ from dagster import DagsterInstance, build_sensor_context
 
 from finetune_assets.definitions import defs
 from finetune_assets.resources.storage import ArtifactStorage
-from finetune_assets.sensors import s3_corpus_sensor
+from finetune_assets.stages.corpus.sensors import s3_corpus_sensor
 from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
 
 BUCKET = "corpora-bucket"

@@ -22,8 +22,6 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from dagster import DagsterInstance, materialize
 
-from finetune_assets.assets.endpoint import model_endpoint
-from finetune_assets.assets.registration import registered_model_id
 from finetune_assets.clients import sagemaker_endpoint as ep
 from finetune_assets.clients.sagemaker_training import PollSettings, make_client
 from finetune_assets.core.jsonl import read_json, write_json, write_jsonl
@@ -32,6 +30,8 @@ from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.serving import inference
+from finetune_assets.stages.deploy.model_endpoint import model_endpoint
+from finetune_assets.stages.deploy.registered_model_id import registered_model_id
 from finetune_assets_tests.ml_commons_fake import DEV_SETTINGS, running_fake
 from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401
 

@@ -25,8 +25,14 @@ import pytest
 from botocore.stub import ANY, Stubber
 from dagster import AssetExecutionContext, DagsterInstance, StaticPartitionsDefinition, asset, materialize
 from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster_pipes import PipesContext, PipesMappingParamsLoader, PipesS3ContextLoader, PipesS3MessageWriter
-from dagster_pipes import decode_param, encode_param
+from dagster_pipes import (
+    PipesContext,
+    PipesMappingParamsLoader,
+    PipesS3ContextLoader,
+    PipesS3MessageWriter,
+    decode_param,
+    encode_param,
+)
 
 from finetune_assets.clients import sagemaker_training as sm
 from finetune_assets.resources.sagemaker_pipes import PipesSageMakerTrainingClient, SageMakerTrainingResource
@@ -310,8 +316,8 @@ def test_create_training_job_request_recorded_by_moto(moto_aws, tmp_path):
         names = set(tar.getnames())
         requirements = tar.extractfile("requirements.txt").read().decode()
     assert {"train.py", "requirements.txt", "finetune_assets/__init__.py", "finetune_assets/training/entrypoint.py",
-            "finetune_assets/core/dense_training.py", "dagster_pipes/__init__.py"} <= names
-    assert not any("__pycache__" in n or n.startswith(("finetune_assets/assets", "finetune_assets/resources"))
+            "finetune_assets/core/training/dense_training.py", "dagster_pipes/__init__.py"} <= names
+    assert not any("__pycache__" in n or n.startswith(("finetune_assets/stages", "finetune_assets/resources"))
                    for n in names)
     assert "sentence-transformers==6.2.0" in requirements and "torch" not in requirements.replace("sentence", "")
 

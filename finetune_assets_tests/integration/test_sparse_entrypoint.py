@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
 
 from finetune_assets.core.jsonl import write_json, write_jsonl

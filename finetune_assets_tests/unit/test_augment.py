@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from finetune_assets.core.augment import augment_pairs, load_synonyms, query_variants
+from finetune_assets.core.data.augment import augment_pairs, load_synonyms, query_variants
 
 
 def write(tmp_path, name: str, text: str):

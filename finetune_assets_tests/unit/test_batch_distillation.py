@@ -2,22 +2,22 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_assets.core.batch_distillation import (
+from finetune_assets.core.training.batch_distillation import (
     TailAverage,
     batch_kl_loss,
     check_inputs,
-    set_dropout,
-    untie_output_embeddings,
     length_sorted_chunks,
     parameter_groups,
+    set_dropout,
     spread_ratio,
     student_candidates,
     teacher_score_matrix,
     token_lengths,
     top_candidates,
     train_batch_kl,
+    untie_output_embeddings,
 )
-from finetune_assets.core.dense_training import Hyperparameters
+from finetune_assets.core.training.dense_training import Hyperparameters
 
 
 class RowTeacher:
@@ -137,7 +137,7 @@ def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
 
 
 def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
-    from finetune_assets.core import batch_distillation
+    from finetune_assets.core.training import batch_distillation
 
     monkeypatch.setattr(batch_distillation, "cpu_has_bf16", lambda: False)
     assert batch_distillation.training_precision("auto", "cpu") == "fp32"

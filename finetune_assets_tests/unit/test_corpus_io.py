@@ -11,14 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finetune_assets.core.corpus_io import (
+from finetune_assets.core.data.corpus_io import (
     CorpusError,
     CorpusReadResult,
     find_corpus_files,
     read_corpus,
     write_quarantine,
 )
-from finetune_assets.core.sampling import reservoir_sample, sample_documents
+from finetune_assets.core.data.sampling import reservoir_sample, sample_documents
 
 CRANFIELD = Path("/work/shared/ir-data/cranfield/corpus.jsonl")
 
@@ -405,7 +405,7 @@ def test_mixed_formats_in_one_folder(tmp_path):
 
 
 def test_core_modules_do_not_import_dagster_or_boto3():
-    code = ("import sys, finetune_assets.core.corpus_io, finetune_assets.core.sampling; "
+    code = ("import sys, finetune_assets.core.data.corpus_io, finetune_assets.core.data.sampling; "
             "print(sorted(m for m in ('dagster', 'boto3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -6,11 +6,15 @@ import math
 
 import pytest
 
-from finetune_assets.core.cost import (
-    CHARS_PER_TOKEN_METHOD, TrainSettings, chars_per_token_counter, default_token_counter, estimate_cost,
+from finetune_assets.core.cost.cost import (
+    CHARS_PER_TOKEN_METHOD,
+    TrainSettings,
+    chars_per_token_counter,
+    default_token_counter,
+    estimate_cost,
 )
-from finetune_assets.core.demo_corpus import python_docs_documents
-from finetune_assets.core.prices import PRICES_FILE, PriceTableError, base_model_id, load_prices
+from finetune_assets.core.cost.prices import PRICES_FILE, PriceTableError, base_model_id, load_prices
+from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt
 
 NOVA_LITE = "amazon.nova-lite-v1:0"
@@ -175,9 +179,8 @@ def test_batch_kl_training_counts_span_queries_teacher_candidates_and_the_step_c
 
 
 def test_the_asset_prices_batch_kl_with_the_tables_batch_kl_entry():
-    from finetune_assets.assets.cost import mirrored_settings, train_settings
-    from finetune_assets.config import CostEstimateConfig
-    from finetune_assets.core.smart_defaults import batch_kl_lookup
+    from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
+    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
 
     entry = batch_kl_lookup("dense")
     settings = mirrored_settings(CostEstimateConfig(), "dense", 2000)
@@ -203,8 +206,7 @@ def test_default_token_counter_is_the_packaged_tokenizer():
 
 
 def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documents):
-    from finetune_assets.assets.cost import mirrored_settings, train_settings
-    from finetune_assets.config import CostEstimateConfig
+    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
 
     def training(train):
         return next(i for i in estimate(documents, training_rows_per_second=10.0, train=train).items
@@ -220,8 +222,7 @@ def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documen
 
 
 def test_the_students_own_candidates_are_priced_as_more_passages_per_row(documents):
-    from finetune_assets.assets.cost import mirrored_settings, train_settings
-    from finetune_assets.config import CostEstimateConfig
+    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
 
     def training_cost(train):
         return next(i for i in estimate(documents, training_rows_per_second=None, train=train).items

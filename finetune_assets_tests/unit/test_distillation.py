@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from finetune_assets.core.dense_training import Hyperparameters, train_dense
-from finetune_assets.core.losses import teacher_labels, training_dataset
+from finetune_assets.core.training.dense_training import Hyperparameters, train_dense
+from finetune_assets.core.training.losses import teacher_labels, training_dataset
 
 ROWS = [
     {"query": "q1", "positive": "p1", "doc_id": "d1", "negative_1": "n1", "negative_1_id": "d7",
@@ -102,8 +102,8 @@ def test_dense_mnrl_plus_margin_mse_runs_both_parts(tmp_path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MarginMSELoss, MultipleNegativesRankingLoss
 
-    from finetune_assets.core.losses import ranking_loss
     from finetune_assets.core.offline_models import resolve_model
+    from finetune_assets.core.training.losses import ranking_loss
 
     rows = taught_rows()
     model = SentenceTransformer(resolve_model("local:all-MiniLM-L6-v2"), device="cpu").eval()
@@ -126,7 +126,7 @@ def test_dense_mnrl_plus_margin_mse_runs_both_parts(tmp_path):
 
 
 def test_sparse_distill_kl_trains_one_step(tmp_path):
-    from finetune_assets.core.sparse_training import train_sparse
+    from finetune_assets.core.training.sparse_training import train_sparse
 
     rows = taught_rows()
     hp = Hyperparameters(model_type="sparse", loss="distill_kl", num_negatives=1, batch_size=8, max_seq_length=32,

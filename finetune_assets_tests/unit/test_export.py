@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune_assets.core import export
-from finetune_assets.core.export import ExportError, export_dense_model, export_sparse_model
+from finetune_assets.core.export import export
+from finetune_assets.core.export.export import ExportError, export_dense_model, export_sparse_model
 from finetune_assets.core.offline_models import minilm_path, splade_tiny_path
 
 pytestmark = pytest.mark.slow

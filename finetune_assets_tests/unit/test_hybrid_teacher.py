@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
 
-from finetune_assets.core.hybrid_teacher import HybridTeacher, companion_model, companion_models, companion_scores
-from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
-from finetune_assets.core.teacher import add_teacher_scores, load_teacher
+from finetune_assets.core.retrieval.mining import MiningSettings, mine_hard_negatives
+from finetune_assets.core.teachers.hybrid_teacher import (
+    HybridTeacher,
+    companion_model,
+    companion_models,
+    companion_scores,
+)
+from finetune_assets.core.teachers.teacher import add_teacher_scores, load_teacher
 from finetune_assets_tests.unit.test_mining import VectorModel, _angle
 
 # The query's rare term "scramjet" appears in d1 only; the base model (vectors) prefers d2, which lacks it.
@@ -156,7 +161,7 @@ def test_several_companions_are_read_from_a_comma_separated_setting():
 
 def test_the_packaged_onnx_bge_ranks_the_matching_document_first_and_gets_its_query_instruction():
     from finetune_assets.core.offline_models import bge_small_onnx_dir, minilm_path
-    from finetune_assets.core.onnx_encoder import BGE_QUERY_INSTRUCTION, OnnxDenseEncoder, is_onnx_encoder
+    from finetune_assets.core.teachers.onnx_encoder import BGE_QUERY_INSTRUCTION, OnnxDenseEncoder, is_onnx_encoder
 
     assert is_onnx_encoder(bge_small_onnx_dir()) and not is_onnx_encoder(minilm_path())
     encoder = OnnxDenseEncoder(bge_small_onnx_dir(), max_length=64)

@@ -1,6 +1,6 @@
 import pytest
 
-from finetune_assets.core.dense_training import SPARSE_REGULARIZERS, Hyperparameters, training_columns
+from finetune_assets.core.training.dense_training import SPARSE_REGULARIZERS, Hyperparameters, training_columns
 
 
 def test_sagemaker_string_values_are_parsed():
@@ -34,7 +34,7 @@ def test_training_rows_must_have_every_column():
 
 
 def test_fewer_pairs_than_one_batch_is_a_clear_error(tmp_path):
-    from finetune_assets.core.dense_training import train_dense
+    from finetune_assets.core.training.dense_training import train_dense
 
     rows = [{"query": f"q{i}", "positive": f"p{i}"} for i in range(3)]
     with pytest.raises(ValueError, match="only 3 training pairs, fewer than one batch \\(batch_size=16\\)"):
@@ -55,7 +55,7 @@ def test_model_type_picks_base_model_and_regularisers():
 
 
 def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_recipe_default():
-    from finetune_assets.assets.training import regularizer_weight_setting
+    from finetune_assets.stages.training.trained_model import regularizer_weight_setting
 
     default = Hyperparameters(model_type="sparse", query_regularizer_weight=regularizer_weight_setting(None),
                               document_regularizer_weight=regularizer_weight_setting(None))
@@ -70,8 +70,8 @@ def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_reci
 def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_type():
     from dagster import build_asset_context
 
-    from finetune_assets.assets.smart_defaults import fill_batch_kl
-    from finetune_assets.core.smart_defaults import batch_kl_lookup
+    from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
+    from finetune_assets.stages.smart_defaults import fill_batch_kl
 
     unset = {"epochs": 3.0, "batch_size": None, "learning_rate": None, "max_steps": None, "max_seq_length": None,
              "candidates_per_query": None}

@@ -1,6 +1,6 @@
 import pytest
 
-from finetune_assets.core.index_names import InvalidIndexName, index_name_problem, validate_index_name
+from finetune_assets.core.data.index_names import InvalidIndexName, index_name_problem, validate_index_name
 
 
 @pytest.mark.parametrize("name", ["docs", "my-index_2", "logs.2026", "検索"])

@@ -1,6 +1,6 @@
 """Non-English corpora: script detection, the prompt's language hint, script-aware query filters, CJK answers."""
+from finetune_assets.core.data.pairs import QueryFilter, build_pairs
 from finetune_assets.core.languages import dominant_script, language_hint, repetition_tokens, word_count
-from finetune_assets.core.pairs import QueryFilter, build_pairs
 from finetune_assets.core.querygen.bedrock_records import parse_queries_text
 from finetune_assets.core.querygen.prompts import LANGUAGE_RULE, build_query_prompt
 from finetune_assets.core.querygen.smollm import passage_block

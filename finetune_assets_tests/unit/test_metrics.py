@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from finetune_assets.core.metrics import evaluate_run, per_query
+from finetune_assets.core.retrieval.metrics import evaluate_run, per_query
 
 
 def test_metrics_match_hand_computed_values():

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from finetune_assets.assets.training import mined_negative_count
 from finetune_assets.core.jsonl import write_jsonl
-from finetune_assets.core.mining import MiningSettings, mine_hard_negatives
-from finetune_assets.core.teacher import add_teacher_scores
+from finetune_assets.core.retrieval.mining import MiningSettings, mine_hard_negatives
+from finetune_assets.core.teachers.teacher import add_teacher_scores
+from finetune_assets.stages.training.trained_model import mined_negative_count
 
 
 class VectorModel:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from finetune_assets.core.dense_training import Hyperparameters, TrainingOutcome
-from finetune_assets.core.model_soup import average_weights, train_soup
+from finetune_assets.core.training.dense_training import Hyperparameters, TrainingOutcome
+from finetune_assets.core.training.model_soup import average_weights, train_soup
 
 
 def member(folder: Path, scale: float, ids=(0, 1, 2)) -> Path:

@@ -1,4 +1,4 @@
-from finetune_assets.core.pairs import QueryFilter, build_pairs, document_text, title_pairs
+from finetune_assets.core.data.pairs import QueryFilter, build_pairs, document_text, title_pairs
 
 DOCS = {
     f"d{i}": {"id": f"d{i}", "title": f"Title {i}", "text": f"Document {i} explains how boundary layers separate on wing number {i}."}

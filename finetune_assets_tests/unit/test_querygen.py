@@ -11,8 +11,14 @@ import pytest
 
 from finetune_assets.core.querygen import make_generator
 from finetune_assets.core.querygen.bedrock_records import (
-    ANTHROPIC_VERSION, GeneratedQuery, build_model_input, make_error_record, make_output_record,
-    parse_output_record, parse_queries_text, queries_json,
+    ANTHROPIC_VERSION,
+    GeneratedQuery,
+    build_model_input,
+    make_error_record,
+    make_output_record,
+    parse_output_record,
+    parse_queries_text,
+    queries_json,
 )
 from finetune_assets.core.querygen.prompts import build_query_prompt, document_text, truncate_text
 
@@ -179,7 +185,11 @@ def test_factory_knows_its_backends():
 
 def test_smollm_line_checks_without_a_model():
     from finetune_assets.core.querygen.smollm import (
-        FEW_SHOT_EXAMPLES, broken_reason, few_shot_prefix, passage_block, tidy_line,
+        FEW_SHOT_EXAMPLES,
+        broken_reason,
+        few_shot_prefix,
+        passage_block,
+        tidy_line,
     )
 
     assert broken_reason("", False) == "empty"

@@ -3,10 +3,24 @@ import json
 
 import pytest
 
-from benchmarks.smart_defaults import (benchmark_sample_sizes, build_batch_kl_entries, build_rows, current_defaults,
-                                       describe_batch_kl_run, describe_run, to_toml)
-from finetune_assets.core.smart_defaults import (SETTINGS, batch_kl_lookup, load_batch_kl, load_table, lookup, resolve,
-                                                 resolve_batch_kl)
+from benchmarks.smart_defaults import (
+    benchmark_sample_sizes,
+    build_batch_kl_entries,
+    build_rows,
+    current_defaults,
+    describe_batch_kl_run,
+    describe_run,
+    to_toml,
+)
+from finetune_assets.core.cost.smart_defaults import (
+    SETTINGS,
+    batch_kl_lookup,
+    load_batch_kl,
+    load_table,
+    lookup,
+    resolve,
+    resolve_batch_kl,
+)
 
 
 def row(model_type="dense", max_documents=1000, epochs=1.0, basis="measured: test"):

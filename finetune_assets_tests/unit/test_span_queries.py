@@ -1,5 +1,5 @@
-from finetune_assets.core.pairs import _in_held_out
-from finetune_assets.core.span_queries import sentences, span_pairs
+from finetune_assets.core.data.pairs import _in_held_out
+from finetune_assets.core.data.span_queries import sentences, span_pairs
 
 BODY = ("experimental investigation of a wing in a slipstream . a study of a wing in a propeller slipstream was "
         "made to find the spanwise lift increase . short one . the results were intended in part as an evaluation "

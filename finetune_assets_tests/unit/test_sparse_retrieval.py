@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune_assets.core.demo_corpus import python_docs_documents
-from finetune_assets.core.evaluation import compare_systems
-from finetune_assets.core.sparse_retrieval import encode_sparse, sparse_score_blocks, sparse_top_k, sparsity
-from finetune_assets.core.sparse_training import inference_free_model, load_splade
+from finetune_assets.core.data.demo_corpus import python_docs_documents
+from finetune_assets.core.retrieval.evaluation import compare_systems
+from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, sparse_score_blocks, sparse_top_k, sparsity
+from finetune_assets.core.training.sparse_training import inference_free_model, load_splade
 
 
 def sparse(rows: list[dict[int, float]], width: int = 5):

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from finetune_assets.core.dense_training import Hyperparameters
 from finetune_assets.core.model_types import detect_model_type
 from finetune_assets.core.offline_models import splade_tiny_path
-from finetune_assets.core.sparse_training import (
+from finetune_assets.core.training.dense_training import Hyperparameters
+from finetune_assets.core.training.sparse_training import (
     idf_weights,
     inference_free_model,
     load_splade,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from finetune_assets.core import splade_pooling
-from finetune_assets.core.splade_pooling import fast_pooling_head, splade_embeddings
+from finetune_assets.core.retrieval import splade_pooling
+from finetune_assets.core.retrieval.splade_pooling import fast_pooling_head, splade_embeddings
 
 TEXTS = ["heat transfer to a flat plate in hypersonic flow at high mach numbers and low reynolds numbers",
          "buckling of thin cylindrical shells", "flutter", "boundary layer transition on a cone " * 4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finetune_assets.core.teacher import OnnxCrossEncoder, add_teacher_scores, load_teacher, negative_columns
+from finetune_assets.core.teachers.teacher import OnnxCrossEncoder, add_teacher_scores, load_teacher, negative_columns
 
 PAIRS = [
     ("how many people live in berlin",
@@ -51,7 +51,7 @@ def test_no_teacher_names():
 def test_other_names_load_a_sentence_transformers_cross_encoder():
     # No torch cross-encoder ships offline: a BERT checkpoint with a fresh one-logit head exercises the path.
     from finetune_assets.core.offline_models import minilm_path
-    from finetune_assets.core.teacher import SentenceTransformersCrossEncoder
+    from finetune_assets.core.teachers.teacher import SentenceTransformersCrossEncoder
 
     teacher = load_teacher(str(minilm_path()), max_length=64, batch_size=1)
     assert isinstance(teacher, SentenceTransformersCrossEncoder)
@@ -111,7 +111,7 @@ def test_scores_the_rows_already_hold_are_kept():
 def test_mined_negatives_asset_scores_with_the_default_teacher(onnx_teacher):
     from dagster import build_asset_context
 
-    from finetune_assets.assets.negatives import score_with_teacher
+    from finetune_assets.stages.training.mined_negatives import score_with_teacher
 
     rows = [{"query": q, "positive": relevant, "negative_1": irrelevant}
             for (q, relevant), (_, irrelevant) in [(PAIRS[0], PAIRS[1]), (PAIRS[3], PAIRS[2])]]

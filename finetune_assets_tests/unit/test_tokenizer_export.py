@@ -6,15 +6,15 @@ import zipfile
 
 import pytest
 
-from finetune_assets.core import tokenizer_export
-from finetune_assets.core.export import ExportError
-from finetune_assets.core.offline_models import splade_tiny_path
-from finetune_assets.core.sparse_training import inference_free_model, load_splade
-from finetune_assets.core.tokenizer_export import (
+from finetune_assets.core.export import tokenizer_export
+from finetune_assets.core.export.export import ExportError
+from finetune_assets.core.export.tokenizer_export import (
     export_inference_free_model,
     export_sparse_tokenizer,
     sparse_tokenize,
 )
+from finetune_assets.core.offline_models import splade_tiny_path
+from finetune_assets.core.training.sparse_training import inference_free_model, load_splade
 
 DOCUMENTS = ["Sorting a list in Python with sorted() and list.sort().", "Reading files with open() in Python.",
              "Bananas are yellow.", "Threads run code concurrently."]

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from finetune_assets.core.querygen.base import ProgressCallback, QueryGenerator
 from finetune_assets.core.querygen.bedrock_records import (
-    GeneratedQuery, ParsedRecord, build_model_input, make_error_record, make_output_record, parse_output_record,
+    GeneratedQuery,
+    ParsedRecord,
+    build_model_input,
+    make_error_record,
+    make_output_record,
+    parse_output_record,
 )
 from finetune_assets.core.querygen.prompts import build_query_prompt
 

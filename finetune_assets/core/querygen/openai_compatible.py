@@ -16,11 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from finetune_assets.core.querygen.base import (
-    ProgressCallback, QueryGenerator, check_documents, check_queries_per_type,
+    ProgressCallback,
+    QueryGenerator,
+    check_documents,
+    check_queries_per_type,
 )
 from finetune_assets.core.querygen.bedrock_records import build_model_input, make_error_record, make_output_record
 from finetune_assets.core.querygen.prompts import (
-    DEFAULT_MAX_DOCUMENT_CHARS, SYSTEM_PROMPT, build_query_prompt, document_id, max_answer_tokens,
+    DEFAULT_MAX_DOCUMENT_CHARS,
+    SYSTEM_PROMPT,
+    build_query_prompt,
+    document_id,
+    max_answer_tokens,
 )
 
 log = logging.getLogger(__name__)

@@ -44,10 +44,17 @@ from pathlib import Path
 from finetune_assets.core.languages import LATIN, UNKNOWN, dominant_script, language_hint
 from finetune_assets.core.offline_models import smollm2_gguf_path
 from finetune_assets.core.querygen.base import (
-    ProgressCallback, QueryGenerator, check_documents, check_queries_per_type,
+    ProgressCallback,
+    QueryGenerator,
+    check_documents,
+    check_queries_per_type,
 )
 from finetune_assets.core.querygen.bedrock_records import (
-    QUERY_TYPES, build_model_input, make_error_record, make_output_record, queries_json,
+    QUERY_TYPES,
+    build_model_input,
+    make_error_record,
+    make_output_record,
+    queries_json,
 )
 from finetune_assets.core.querygen.prompts import DEFAULT_MAX_DOCUMENT_CHARS, document_id, document_text
 

@@ -1,1 +1,0 @@
-"""One module per stage, named after its asset."""

@@ -1,0 +1,1 @@
+"""Prices, the cost estimate and the smart-defaults table."""

@@ -1,0 +1,1 @@
+"""Corpus reading, sampling and the (query, document) pairs built from it."""

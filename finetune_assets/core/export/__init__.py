@@ -1,0 +1,1 @@
+"""Export of a trained model into packages OpenSearch ml-commons can register."""

@@ -1,0 +1,1 @@
+"""Encoding, ranking, negative mining and IR metrics for dense and sparse models."""

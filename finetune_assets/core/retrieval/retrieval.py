@@ -1,0 +1,106 @@
+"""Rank a corpus for a set of queries: BM25 (bm25s) and dense bi-encoders (sentence-transformers).
+
+Sparse models rank through sparse_retrieval.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def bm25_index(doc_texts: Sequence[str], *, language: str = "english"):
+    """A BM25 index (Lucene variant, k1=1.2, b=0.75 as OpenSearch uses) with stop words and Snowball stemming,
+    and the function that tokenizes queries the same way (`return_ids=False` gives token strings)."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer(language)
+    stopwords = "en" if language == "english" else None
+    retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    retriever.index(bm25s.tokenize(list(doc_texts), stopwords=stopwords, stemmer=stemmer, show_progress=False),
+                    show_progress=False)
+
+    def tokenize(texts: Sequence[str], **options):
+        return bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=stemmer, show_progress=False, **options)
+
+    return retriever, tokenize
+
+
+def bm25_top_k(
+    doc_texts: Sequence[str],
+    query_texts: Sequence[str],
+    k: int,
+    *,
+    language: str = "english",
+) -> list[list[tuple[int, float]]]:
+    """Per query, the (document index, score) of its k best documents by BM25 (see bm25_index); documents that
+    match no query term are left out."""
+    retriever, tokenize = bm25_index(doc_texts, language=language)
+    indices, scores = retriever.retrieve(tokenize(query_texts), k=min(k, len(doc_texts)), show_progress=False,
+                                         n_threads=1)
+    # bm25s pads with arbitrary documents when fewer than k match: keep only scored ones.
+    return [[(int(i), float(s)) for i, s in zip(indices[row], scores[row]) if s > 0] for row in range(len(query_texts))]
+
+
+def bm25_search(
+    doc_ids: Sequence[str],
+    doc_texts: Sequence[str],
+    queries: dict[str, str],
+    *,
+    k: int = 100,
+    language: str = "english",
+) -> dict[str, list[str]]:
+    query_ids = list(queries)
+    ranked = bm25_top_k(doc_texts, [queries[q] for q in query_ids], k, language=language)
+    return {query_id: [doc_ids[i] for i, _ in hits] for query_id, hits in zip(query_ids, ranked)}
+
+
+def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False,
+           role: str = "document") -> np.ndarray:
+    """Normalised dense embeddings; for a sparse model, its (unnormalised) vocabulary-sized vectors as a dense
+    array, so that a dot product is the sparse model's score (`role`: query or document side)."""
+    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, is_sparse_model
+
+    if is_sparse_model(model):
+        return encode_sparse(model, texts, role=role, batch_size=batch_size).to_dense().numpy()
+    return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                        normalize_embeddings=True, show_progress_bar=show_progress)
+
+
+def top_k(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best documents per query (cosine: embeddings are normalised)."""
+    import torch
+
+    scores = torch.from_numpy(query_embeddings) @ torch.from_numpy(doc_embeddings).T
+    k = min(k, doc_embeddings.shape[0])
+    values, indices = torch.topk(scores, k=k, dim=1)
+    return indices.numpy(), values.numpy()
+
+
+def dense_search(
+    model,
+    doc_ids: Sequence[str],
+    doc_texts: Sequence[str],
+    queries: dict[str, str],
+    *,
+    k: int = 100,
+    batch_size: int = 64,
+    doc_embeddings: np.ndarray | None = None,
+) -> dict[str, list[str]]:
+    if doc_embeddings is None:
+        doc_embeddings = encode(model, doc_texts, batch_size=batch_size)
+    query_ids = list(queries)
+    query_embeddings = encode(model, [queries[q] for q in query_ids], batch_size=batch_size)
+    indices, _ = top_k(query_embeddings, doc_embeddings, k)
+    return {q: [doc_ids[i] for i in indices[row]] for row, q in enumerate(query_ids)}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 2000, seed: int = 0):
+    """Mean of b - a with a 95% bootstrap interval, over paired per-query scores."""
+    diffs = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if diffs.size == 0:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, diffs.size, size=(samples, diffs.size))].mean(axis=1)
+    return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

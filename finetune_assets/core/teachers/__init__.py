@@ -1,0 +1,1 @@
+"""Teachers that score (query, document) pairs for distillation: cross-encoder and hybrid fusion."""

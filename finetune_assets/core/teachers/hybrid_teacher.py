@@ -1,0 +1,236 @@
+"""The hybrid teacher: BM25 and the base model together (and by default a third model of the other kind, or for a
+sparse base model two dense ones, see `add_companions`), as an OpenSearch hybrid query would rank.
+
+Each query's BM25 scores and base-model cosine scores are z-normalised over the candidate documents (subtract
+the query's mean, divide by its standard deviation) and added with equal weights: OpenSearch's `z_score`
+normalisation with the `arithmetic_mean` combination, over the whole candidate set instead of each
+sub-query's top hits.
+
+Why a teacher that is not a cross-encoder: on older technical collections the packaged ms-marco cross-encoder
+barely beats the bi-encoder (Cranfield 0.376 vs 0.374 nDCG@10), while the hybrid of BM25 and all-MiniLM-L6-v2
+ranks much better than either alone (measured on the real qrels: Cranfield 0.3926 vs BM25 0.3494 and dense
+0.3578; CACM 0.5649 vs 0.4994 and 0.4092). It costs no model run: the base model's embeddings are computed
+for mining anyway. Distilling it into all-MiniLM-L6-v2 from 400 documents' SmolLM2 queries did NOT carry that
+gain over to the real queries (benchmarks/results/*-hybrid-*-2026-12-02.json: KL over 3 negatives, CACM
++0.016 vs +0.026 for the plain recipe, Cranfield -0.007; MarginMSE Cranfield -0.020, its margins are too wide
+for a cosine student). Distilled over every document of a batch instead (core/batch_distillation.py, with
+span queries), it is the default teacher: CACM +0.045, Cranfield +0.015 (benchmarks/results/*-batch-kl-*.json).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from finetune_assets.core.offline_models import (
+    BGE_SMALL_MODEL,
+    DEFAULT_DENSE_MODEL,
+    DEFAULT_SPARSE_MODEL,
+    resolve_model,
+)
+from finetune_assets.core.retrieval.retrieval import bm25_index
+from finetune_assets.core.teachers.onnx_encoder import is_onnx_encoder
+
+HYBRID_TEACHER_NAMES = ("hybrid", "bm25+dense")
+# With a companion model the teacher weighs three signals by kind: BM25, a dense and a sparse model. Measured on
+# the real qrels (benchmarks/teacher_signals.py): BM25 0.3 + all-MiniLM-L6-v2 0.4 + SPLADE-tiny 0.3 ranks
+# Cranfield at 0.4086 and CACM at 0.5713 nDCG@10, against 0.4031 / 0.5649 for BM25 + MiniLM and 0.3773 / 0.5188
+# for BM25 + SPLADE-tiny (the two-signal teacher a sparse base model got before).
+BM25_WEIGHT_WITH_COMPANION = 0.3
+COMPANION_WEIGHT = {"dense": 0.4, "sparse": 0.3, "inference_free": 0.3}
+# Two or more companions: BM25 0.2, each sparse signal 0.2, the dense ones share the rest (see add_companions).
+MANY_SIGNALS_BM25_WEIGHT = 0.2
+MANY_SIGNALS_SPARSE_WEIGHT = 0.2
+
+
+def is_hybrid_teacher_name(name: str) -> bool:
+    return name.strip().lower() in HYBRID_TEACHER_NAMES
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    std = scores.std()
+    return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+
+
+class HybridTeacher:
+    """Scores (query row, document index) keys; `bind` gives it the rows' queries and the base model's vectors.
+
+    `bm25_weight` in [0, 1] weighs BM25 against the base model (0.5: equal weights, the measured default).
+    """
+
+    scores_by_index = True  # mining passes (row, document) keys instead of text pairs
+
+    def __init__(self, *, bm25_weight: float = 0.5, language: str = "english") -> None:
+        if not 0.0 <= bm25_weight <= 1.0:
+            raise ValueError(f"hybrid teacher bm25_weight must be between 0 and 1, got {bm25_weight}")
+        self.bm25_weight, self.language = bm25_weight, language
+        self._own_bm25_weight = bm25_weight  # restored when a new bind drops the companions
+        self._companions: list[tuple[str, float, np.ndarray]] = []  # (name, weight, [queries, documents] scores)
+        self._rows: dict[int, np.ndarray] = {}
+
+    @property
+    def base_weight(self) -> float:
+        return 1 - self.bm25_weight - sum(weight for _, weight, _ in self._companions)
+
+    @property
+    def name(self) -> str:
+        companions = "".join(f" + {name} {weight:g}" for name, weight, _ in self._companions)
+        return f"hybrid (BM25 {self.bm25_weight:g} + base model {self.base_weight:g}{companions}, z-score)"
+
+    def add_companion(self, name: str, kind: str, scores: np.ndarray,
+                      weights: Sequence[float] | None = None) -> HybridTeacher:
+        """A third signal: another model's [bound queries, documents] scores, in place of any earlier companion.
+        The weights become BM25 0.3 and the companion's by its kind (dense 0.4, sparse 0.3); the base model gets
+        the rest. `weights` = (BM25, base model, companion) sets them instead."""
+        return self.add_companions([(name, kind, scores)], weights)
+
+    def add_companions(self, companions: Sequence[tuple[str, str, np.ndarray]],
+                       weights: Sequence[float] | None = None, *, base_kind: str = "dense") -> HybridTeacher:
+        """Other models' scores beside BM25 and the base model, each (name, kind, [queries, documents] scores),
+        in place of any earlier ones. One companion: the weights of add_companion. Several: BM25 0.2, every
+        sparse signal (the base model's when `base_kind` is sparse) 0.2, the dense ones share the rest, as
+        measured on Cranfield's real queries (a scratch probe, 2026-12-04: BM25 0.2 + MiniLM 0.3 + SPLADE-tiny
+        0.2 + bge-small 0.3 ranked 0.4214 against 0.4090 for the three-signal default). `weights` = (BM25, base model, each
+        companion in order) sets them instead."""
+        expected = (len(self.queries), len(self.doc_embeddings))
+        for name, _, scores in companions:
+            if scores.shape != expected:
+                raise ValueError(f"companion {name} scores have shape {scores.shape}; the bound queries and "
+                                 f"documents need {expected}")
+        if weights is not None:
+            check_teacher_weights(weights, len(companions))
+            bm25, own = float(weights[0]), [float(w) for w in weights[2:]]
+        elif len(companions) == 1:
+            bm25, own = BM25_WEIGHT_WITH_COMPANION, [COMPANION_WEIGHT[companions[0][1]]]
+        else:
+            kinds = [base_kind, *(kind for _, kind, _ in companions)]
+            dense = sum(kind == "dense" for kind in kinds)
+            rest = 1 - MANY_SIGNALS_BM25_WEIGHT - MANY_SIGNALS_SPARSE_WEIGHT * (len(kinds) - dense)
+            if dense == 0 or rest <= 0:
+                raise ValueError(f"no default weights for a base model and companions of kinds {kinds}: set "
+                                 "teacher_weights (BM25, base model, each companion)")
+            own = [rest / dense if kind == "dense" else MANY_SIGNALS_SPARSE_WEIGHT for kind in kinds[1:]]
+            bm25 = MANY_SIGNALS_BM25_WEIGHT
+        self.bm25_weight = bm25
+        self._companions = [(name, weight, scores) for (name, _, scores), weight in zip(companions, own)]
+        self._rows = {}
+        return self
+
+    def bind(self, queries: Sequence[str], query_embeddings: np.ndarray, doc_texts: Sequence[str],
+             doc_embeddings: np.ndarray) -> HybridTeacher:
+        if len(queries) != len(query_embeddings) or len(doc_texts) != len(doc_embeddings):
+            raise ValueError("hybrid teacher: one embedding per query and per document is needed")
+        self.queries = list(queries)
+        self.query_embeddings, self.doc_embeddings = query_embeddings, doc_embeddings
+        self.retriever, tokenize = bm25_index(doc_texts, language=self.language)
+        self.query_tokens = tokenize(queries, return_ids=False)
+        self._rows, self._companions = {}, []
+        self.bm25_weight = self._own_bm25_weight
+        return self
+
+    def row_scores(self, row: int) -> np.ndarray:
+        """The teacher's score of every candidate document for query row `row` (cached per row)."""
+        if row not in self._rows:
+            dense = (self.doc_embeddings @ self.query_embeddings[row]).astype(np.float64)
+            tokens = [t for t in self.query_tokens[row] if t in self.retriever.vocab_dict]
+            lexical = (np.asarray(self.retriever.get_scores(tokens), dtype=np.float64) if tokens
+                       else np.zeros(len(dense)))
+            # x 2: at equal weights the score is the plain sum of the two z-scores (the measured variant)
+            combined = self.bm25_weight * _standardise(lexical) + self.base_weight * _standardise(dense)
+            for _, weight, scores in self._companions:
+                combined += weight * _standardise(scores[row].astype(np.float64))
+            self._rows[row] = 2 * combined
+        return self._rows[row]
+
+    def score_keys(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
+        return np.array([self.row_scores(row)[doc] for row, doc in keys], dtype=np.float64)
+
+    def score(self, pairs, *, on_progress=None):
+        raise TypeError("the hybrid teacher scores (query row, document) keys inside mining; it has no text-pair "
+                        "scorer, so every score it gives is written by mined_negatives")
+
+
+def check_teacher_weights(weights: Sequence[float], companions: int = 1) -> None:
+    """One weight for BM25, the base model and each companion, each >= 0, summing to 1."""
+    if len(weights) != 2 + companions or any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"teacher_weights are {2 + companions} weights (BM25, base model, then each of the "
+                         f"{companions} companion(s)), each >= 0 and summing to 1, got {list(weights)}")
+
+
+def companion_model(setting: str, base_model_type: str) -> str | None:
+    """The model that joins BM25 and the base model in the teacher: 'auto' = the packaged model of the other
+    kind (SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 for a sparse one); '' or 'none' = no third signal."""
+    setting = setting.strip()
+    if setting.lower() in ("", "none"):
+        return None
+    if setting.lower() == "auto":
+        return DEFAULT_SPARSE_MODEL if base_model_type == "dense" else DEFAULT_DENSE_MODEL
+    return setting
+
+
+# What 'auto' adds beside a sparse base model's BM25 and itself: MiniLM and bge-small-en, the two dense signals.
+# Measured 2026-12-04 (sparse default, 3 seeds per collection, benchmarks/results/*-bge4-*): see the README.
+AUTO_SPARSE_COMPANIONS = (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL)
+
+
+def companion_models(setting: str, base_model_type: str) -> list[str]:
+    """The companions a teacher_companion setting names, comma-separated, each read as companion_model reads one,
+    except that 'auto' beside a sparse base model is all-MiniLM-L6-v2 and bge-small-en (AUTO_SPARSE_COMPANIONS);
+    empty entries are skipped and a model named twice counts once (so 'auto, local:bge-small-en', which spelled
+    out the four-signal teacher before it became 'auto', still means it)."""
+    models = []
+    for part in setting.split(","):
+        if part.strip().lower() == "auto" and base_model_type == "sparse":
+            models += AUTO_SPARSE_COMPANIONS
+        elif model := companion_model(part, base_model_type):
+            models.append(model)
+    return list(dict.fromkeys(models))
+
+
+def _model_kind(path: str) -> str:
+    """dense, sparse or inference_free: from a sentence-transformers folder's modules, else a bare masked-LM
+    checkpoint (as the packaged SPLADE-tiny is) is SPLADE; anything else, a hub id included, is read as dense."""
+    import json
+
+    from finetune_assets.core.model_types import detect_model_type
+
+    folder = Path(path)
+    if (folder / "modules.json").is_file():
+        return detect_model_type(folder)
+    if (folder / "config.json").is_file():
+        architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        if any(a.endswith("ForMaskedLM") for a in architectures):
+            return "sparse"
+    return "dense"
+
+
+def companion_scores(name: str, queries: Sequence[str], doc_texts: Sequence[str], *, max_seq_length: int = 256,
+                     batch_size: int = 32) -> tuple[np.ndarray, str]:
+    """float32 [queries, documents] scores of model `name` (alias, folder or hub id), and its kind."""
+    import torch
+
+    from finetune_assets.core.retrieval.retrieval import encode
+    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, sparse_score_blocks
+
+    path = resolve_model(name)
+    if is_onnx_encoder(path):
+        from finetune_assets.core.teachers.onnx_encoder import OnnxDenseEncoder
+
+        encoder = OnnxDenseEncoder(path, max_length=max_seq_length)
+        query_vectors = encoder.encode(queries, role="query", batch_size=batch_size)
+        return (query_vectors @ encoder.encode(doc_texts, batch_size=batch_size).T).astype(np.float32), "dense"
+    kind = _model_kind(path)
+    if kind == "dense":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(path)
+        model.max_seq_length = max_seq_length
+        query_vectors = encode(model, queries, batch_size=batch_size, role="query")
+        return (query_vectors @ encode(model, doc_texts, batch_size=batch_size).T).astype(np.float32), kind
+    from finetune_assets.core.training.sparse_training import load_splade
+
+    model = load_splade(path, max_seq_length)
+    query_vectors = encode_sparse(model, queries, role="query", batch_size=batch_size)
+    doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
+    return torch.cat(list(sparse_score_blocks(query_vectors, doc_vectors))).numpy().astype(np.float32), kind

@@ -1,0 +1,1 @@
+"""Training recipes and losses, run by the training entry point."""

@@ -1,0 +1,9 @@
+"""deploy: the OpenSearch package (model_package), an optional SageMaker endpoint (model_endpoint), and the model
+registered in ml-commons (registered_model_id)."""
+from finetune_assets.stages.deploy.model_endpoint import model_endpoint
+from finetune_assets.stages.deploy.model_package import model_package
+from finetune_assets.stages.deploy.registered_model_id import registered_model_id
+
+assets = [model_package, model_endpoint, registered_model_id]
+asset_checks = []
+sensors = []

@@ -1,0 +1,55 @@
+"""model_package: the tuned model exported as a zip OpenSearch ml-commons can register."""
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from finetune_assets.core.export.export import export_dense_model, export_sparse_model
+from finetune_assets.core.export.tokenizer_export import export_inference_free_model
+from finetune_assets.core.model_types import detect_model_type
+from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.storage import ArtifactStorage
+
+
+class ModelPackageConfig(Config):
+    model_format: str = Field(default="TORCH_SCRIPT", description="TORCH_SCRIPT or ONNX")
+
+
+
+@asset(partitions_def=index_partitions, group_name="deploy", deps=["trained_model"], kinds={"opensearch"})
+def model_package(context: AssetExecutionContext, config: ModelPackageConfig,
+                  storage: ArtifactStorage) -> MaterializeResult:
+    """A zip OpenSearch ml-commons can register: traced model, tokenizer.json, model_config and SHA-256.
+
+    By model type: dense -> TEXT_EMBEDDING; sparse -> SPARSE_ENCODING; inference_free -> document/ (SPARSE_ENCODING)
+    plus query/ (SPARSE_TOKENIZE: tokenizer.json + idf.json).
+    """
+    index = context.partition_key
+    model_dir = storage.fetch(index, "trained_model") / "model"
+    folder = storage.artifact_dir(index, "model_package")
+    model_type = detect_model_type(model_dir)
+    name, about = f"finetune-assets/{index}", f"fine-tuned on index '{index}' by finetune-assets"
+    extra = {}
+    if model_type == "dense":
+        package = export_dense_model(model_dir, folder, model_format=config.model_format, name=name, version="1",
+                                     description=f"dense retrieval model {about}")
+    elif model_type == "sparse":
+        package = export_sparse_model(model_dir, folder, name=name, version="1", description=f"SPLADE model {about}")
+    else:
+        pair = export_inference_free_model(model_dir, folder, name=name, version="1",
+                                           description=f"inference-free sparse model {about}")
+        package = pair.document
+        extra = {"query_zip": MetadataValue.path(str(pair.query.zip_path)), "query_sha256": pair.query.sha256,
+                 "idf_tokens": pair.query.manifest["idf_tokens"]}
+    uri = storage.publish(index, "model_package")
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(uri),
+        "model_type": model_type,
+        "function_name": package.function_name,
+        "zip": MetadataValue.path(str(package.zip_path)),
+        "sha256": package.sha256,
+        "size_mb": round(package.size_bytes / 2**20, 2),
+        "model_format": package.model_format,
+        "embedding_dimension": package.embedding_dimension,
+        "export_cosine_vs_original": package.cosine,
+        **extra,
+    })

@@ -1,0 +1,107 @@
+"""evaluation_report: BM25 vs base model vs tuned model on the held-out synthetic queries."""
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from finetune_assets.core.data.pairs import document_text
+from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
+from finetune_assets.core.plots import metric_bars_png
+from finetune_assets.core.retrieval.evaluation import TABLE_METRICS, compare_systems
+from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.metadata import image
+
+REPORT_FILE = "report.json"
+
+
+class EvaluationReportConfig(Config):
+    tolerance: float = Field(default=0.01, description="Largest nDCG@10 drop vs the base model that still passes the gate")
+
+
+
+def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Each held-out query is judged relevant to the document it was written for."""
+    queries, qrels = {}, {}
+    for number, pair in enumerate(pairs, start=1):
+        query_id = f"q{number}"
+        queries[query_id] = pair["query"]
+        qrels[query_id] = {pair["doc_id"]: 1}
+    return queries, qrels
+
+
+@asset(partitions_def=index_partitions, group_name="evaluation", deps=["raw_corpus", "training_pairs", "trained_model"],
+       kinds={"python"})
+def evaluation_report(context: AssetExecutionContext, config: EvaluationReportConfig, storage: ArtifactStorage,
+                      base_model: BaseModelResource) -> MaterializeResult:
+    """nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100 and Precision@1/5/10 for each system, as JSON, table and chart.
+
+    Sparse model types also get active dimensions per query / document and FLOPS. The inference-free baseline
+    is the base SPLADE with IDF query weights from this corpus, untrained.
+    """
+    index = context.partition_key
+    documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
+    tuned_dir = storage.fetch(index, "trained_model") / "model"
+    queries, qrels = held_out_judgements(pairs)
+    texts = [document_text(d) for d in documents]
+    comparison = compare_systems(
+        [d["id"] for d in documents], texts, queries, qrels,
+        {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
+        batch_size=base_model.batch_size,
+    )
+    gain = comparison.gain()
+    report = {**comparison.to_dict(), "index": index, "model_type": base_model.model_type,
+              "base_model": base_model.model_name,
+              "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
+              "evaluated_on": "held-out synthetic queries (documents never seen in training)"}
+    folder = storage.artifact_dir(index, "evaluation_report")
+    write_json(folder / REPORT_FILE, report)
+    (folder / "report.md").write_text(comparison.markdown() + "\n", encoding="utf-8")
+    chart = metric_bars_png(comparison.results, TABLE_METRICS)
+    (folder / "metrics.png").write_bytes(chart)
+    uri = storage.publish(index, "evaluation_report")
+    context.log.info(f"nDCG@10 base {comparison.results['base']['ndcg@10']:.4f} -> tuned "
+                     f"{comparison.results['tuned']['ndcg@10']:.4f} ({gain:+.4f}) on {comparison.judged_queries} queries")
+    ci = report.get("tuned_minus_base_ndcg@10", {})
+    sparsity = {f"{key}_tuned": value for key, value in comparison.sparsity.get("tuned", {}).items()}
+    return MaterializeResult(metadata={
+        **sparsity,
+        "path": MetadataValue.path(uri),
+        "judged_queries": comparison.judged_queries,
+        "documents": comparison.documents,
+        "ndcg@10_bm25": comparison.results["bm25"]["ndcg@10"],
+        "ndcg@10_base": comparison.results["base"]["ndcg@10"],
+        "ndcg@10_tuned": comparison.results["tuned"]["ndcg@10"],
+        "ndcg@10_gain": gain,
+        "ndcg@10_gain_ci95": MetadataValue.json([ci.get("ci95_low"), ci.get("ci95_high")]),
+        "report": MetadataValue.md(comparison.markdown()),
+        "chart": image(chart, "metrics per system"),
+    })
+
+
+@asset_check(asset=evaluation_report, blocking=True, partitions_def=index_partitions,
+             description="Stops registration when the tuned model is worse than the base model beyond the tolerance.")
+def tuned_not_worse_than_base(context: AssetCheckExecutionContext, storage: ArtifactStorage) -> AssetCheckResult:
+    report = read_json(storage.fetch(context.partition_key, "evaluation_report") / REPORT_FILE)
+    base, tuned = report["results"]["base"]["ndcg@10"], report["results"]["tuned"]["ndcg@10"]
+    tolerance = report["tolerance"]
+    passed = tuned >= base - tolerance
+    verdict = "passes" if passed else "FAILS: the tuned model is not registered"
+    return AssetCheckResult(
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=(f"tuned nDCG@10 {tuned:.4f} vs base {base:.4f} (gain {tuned - base:+.4f}, "
+                     f"tolerance {tolerance}) on {report['judged_queries']} held-out queries: {verdict}"),
+        metadata={"ndcg@10_base": base, "ndcg@10_tuned": tuned, "tolerance": tolerance},
+    )

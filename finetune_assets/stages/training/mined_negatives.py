@@ -1,0 +1,200 @@
+"""mined_negatives: the training pairs plus hard negatives mined with the base model."""
+
+import time
+from typing import Optional
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from finetune_assets.core.data.pairs import document_text
+from finetune_assets.core.jsonl import read_jsonl, write_jsonl
+from finetune_assets.core.retrieval.mining import MiningResult, MiningSettings, mine_hard_negatives
+from finetune_assets.core.retrieval.retrieval import encode
+from finetune_assets.core.teachers.hybrid_teacher import (
+    HybridTeacher,
+    check_teacher_weights,
+    companion_models,
+    companion_scores,
+)
+from finetune_assets.core.teachers.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
+from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
+from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages import smart_defaults
+from finetune_assets.stages.metadata import table
+
+# Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
+_SMART = "None = the smart-defaults table's value for the model type and corpus size"
+
+
+class MinedNegativesConfig(Config):
+    num_negatives: Optional[int] = Field(default=None, description="Hard negatives per pair (0 = in-batch negatives "
+                                         f"only; {_SMART})")
+    range_min: int = Field(default=3, description="Skip this many top-ranked candidates (likely unjudged positives)")
+    range_max: int = Field(default=50, description="Consider candidates up to this rank")
+    relative_margin: Optional[float] = Field(default=0.05, description="A negative must score below positive x "
+                                             "(1 - margin); null = no margin guard")
+    negative_sources: list[str] = Field(default=["dense"], description="Candidate sources merged by rank: "
+                                        "the base model ('dense') and BM25 ('bm25'); each gets range_min/range_max")
+    roundtrip_top_k: int = Field(default=0, description="Keep a training query only if the base model (or the "
+                                 "teacher) ranks its source document within this many (0 = keep all; 5 kept 78% "
+                                 "of SmolLM2's CACM queries)")
+    roundtrip_rerank_depth: int = Field(default=10, description="With a teacher: rerank this many of the base "
+                                        "model's top documents for the round trip (0 = base model ranks only)")
+    teacher_margin: Optional[float] = Field(default=1.0, description="With a teacher: drop a candidate the "
+                                            "teacher scores above the positive's score minus this (teacher units; "
+                                            "likely false negative); null = no teacher guard")
+    teacher: str = Field(default="auto", description="Teacher that scores positive and negatives for distillation "
+                         "losses: 'hybrid' (BM25 + the base model + teacher_companion, z-scores summed), 'default' "
+                         "(ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX, offline), a CrossEncoder path "
+                         "or hub id, or '' for none. 'auto' = the hybrid teacher's score matrix for trained_model's "
+                         "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "
+                         "writes that matrix")
+    teacher_companion: str = Field(default="auto", description="A third model in the hybrid teacher, beside BM25 "
+                                   "and the base model: 'auto' = SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 "
+                                   "and bge-small-en (a fourth signal) for a sparse one; a model folder or "
+                                   "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
+                                   "sparse model 0.3. Several, comma-separated ('auto, local:bge-small-en', the "
+                                   "packaged int8 ONNX bge-small): BM25 0.2, each sparse signal 0.2, the dense ones "
+                                   "share the rest")
+    teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights for "
+                                                   "BM25, the base model and each teacher_companion, summing to 1 "
+                                                   "(null = by kind: BM25 0.3, dense 0.4, sparse 0.3)")
+    teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
+    teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
+
+
+
+@asset(partitions_def=index_partitions, group_name="training", deps=["raw_corpus", "training_pairs"],
+       kinds={"python"})
+def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig, storage: ArtifactStorage,
+                    base_model: BaseModelResource) -> MaterializeResult:
+    """Training rows `query, positive, negative_1..n`; n = 0 keeps in-batch negatives only."""
+    index = context.partition_key
+    if config.teacher_weights is not None:  # fail before mining, not after
+        companions = companion_models(config.teacher_companion, base_model.model_type)
+        if not companions:
+            raise ValueError("teacher_weights weigh BM25, the base model and teacher_companion, but "
+                             "teacher_companion is empty: set a companion or leave teacher_weights null")
+        check_teacher_weights(config.teacher_weights, len(companions))
+    pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl"))
+    train_doc_ids = {p["doc_id"] for p in pairs}
+    # Candidates come from training documents only, so held-out documents never enter training.
+    sample = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    documents = [d for d in sample if d["id"] in train_doc_ids]
+    chosen, smart_metadata = smart_defaults.fill(context, {"num_negatives": config.num_negatives},
+                                                 base_model.model_type, len(sample))
+    num_negatives = chosen["num_negatives"]
+    settings = MiningSettings(num_negatives=num_negatives, range_min=config.range_min,
+                              range_max=config.range_max, relative_margin=config.relative_margin,
+                              sources=tuple(config.negative_sources), roundtrip_top_k=config.roundtrip_top_k,
+                              roundtrip_rerank_depth=config.roundtrip_rerank_depth,
+                              teacher_margin=config.teacher_margin)
+    started = time.perf_counter()
+    model = base_model.load() if num_negatives > 0 or config.roundtrip_top_k > 0 else None
+    # The teacher, when configured, also judges the round trip and guards against false negatives.
+    automatic = config.teacher.strip().lower() == "auto"  # the matrix only: mining runs as with no teacher
+    teacher = None if automatic else load_teacher(config.teacher, max_length=config.teacher_max_length,
+                                                  threads=config.teacher_threads)
+    result = mine_hard_negatives(model, pairs, [d["id"] for d in documents],
+                                 [document_text(d) for d in documents], settings,
+                                 batch_size=base_model.batch_size, teacher=teacher)
+    teacher_metadata = score_with_teacher(context, teacher, result.rows)
+    folder = storage.artifact_dir(index, "mined_negatives")
+    write_jsonl(folder / "train.jsonl", result.rows)
+    if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
+        teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
+                                                     base_model=base_model, model=model,
+                                                     companions=companion_models(config.teacher_companion,
+                                                                                 base_model.model_type),
+                                                     weights=config.teacher_weights))
+    uri = storage.publish(index, "mined_negatives")
+    examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
+                for r in result.rows[:5]]
+    context.log.info(f"mined {num_negatives} negative(s) for {len(result.rows)} pairs; "
+                     f"guard removed {dict(result.removed)}")
+    roundtrip = {}
+    if result.roundtrip:
+        roundtrip = {**result.roundtrip.metadata(), "roundtrip_dropped_examples": table(
+            result.roundtrip.dropped_examples, ["query", "doc_id", "rank"])}
+        context.log.info(f"round trip kept {len(result.roundtrip.kept)} of {len(pairs)} queries")
+    return MaterializeResult(metadata={
+        **smart_metadata,
+        "path": MetadataValue.path(uri),
+        "rows": len(result.rows),
+        "num_negatives": num_negatives,
+        "candidate_documents": len(documents),
+        "candidates_seen": result.candidates_seen,
+        "removed_by_guard": MetadataValue.json(dict(result.removed)),
+        "negatives_by_source": MetadataValue.json(dict(result.chosen_sources)),
+        "teacher_pairs_scored_in_mining": result.teacher_pairs_scored,
+        **roundtrip,
+        "rows_filled_with_random_negatives": result.pairs_without_negative,
+        "seconds": round(time.perf_counter() - started, 2),
+        "examples": table(examples, ["query", "positive", "negative_1"]),
+        **teacher_metadata,
+    })
+
+
+def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
+                         documents: list, folder, *, base_model: BaseModelResource, model=None,
+                         companions: list[str] | None = None, weights: list[float] | None = None) -> dict:
+    """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
+    import numpy as np
+
+    started = time.perf_counter()
+    metadata = {}
+    rows = result.rows
+    queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
+    if getattr(teacher, "queries", None) != queries:  # not bound by mining (no teacher there, or a round trip)
+        if result.doc_embeddings is not None:  # mining encoded them already
+            query_vectors, doc_vectors = result.query_embeddings, result.doc_embeddings
+        else:
+            model = model or base_model.load()
+            query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
+            doc_vectors = encode(model, texts, batch_size=base_model.batch_size)
+        teacher.bind(queries, query_vectors, texts, doc_vectors)
+    if companions:
+        companion_started = time.perf_counter()
+        scored = [(name, *companion_scores(name, queries, texts, max_seq_length=base_model.max_seq_length,
+                                           batch_size=base_model.batch_size)) for name in companions]
+        teacher.add_companions([(name, kind, scores) for name, scores, kind in scored], weights,
+                               base_kind=base_model.model_type)
+        metadata["teacher_companion_seconds"] = round(time.perf_counter() - companion_started, 2)
+    context.log.info(f"teacher: {teacher.name}")
+    matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],
+                                  on_progress=lambda done, total: context.log.info(f"teacher matrix {done}/{total} rows"))
+    np.save(folder / SCORES_FILE, matrix)
+    write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
+    return {**metadata, "teacher": teacher.name, "teacher_matrix_shape": MetadataValue.json(list(matrix.shape)),
+            "teacher_matrix_seconds": round(time.perf_counter() - started, 2),
+            "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
+
+
+def score_with_teacher(context: AssetExecutionContext, teacher: CrossEncoderTeacher | None, rows: list) -> dict:
+    """Teacher scores for distillation losses, computed once here so every training run reuses them."""
+    if teacher is None:
+        return {}
+    logged = [0]
+
+    def on_progress(done: int, total: int) -> None:
+        if done == total or done - logged[0] >= total / 10:
+            logged[0] = done
+            context.log.info(f"teacher scored {done}/{total} pairs")
+
+    scoring = add_teacher_scores(rows, teacher, on_progress=on_progress)
+    context.log.info(f"{teacher.name}: {scoring.pairs} pairs in {scoring.seconds} s "
+                     f"({scoring.pairs_per_second} pairs/s), mean margin {scoring.mean_margin}")
+    metadata = {
+        "teacher": teacher.name,
+        "teacher_pairs_scored": scoring.pairs,
+        "teacher_scores_reused": scoring.reused,
+        "teacher_pairs_per_second": scoring.pairs_per_second,
+        "teacher_seconds": scoring.seconds,
+        # Negatives the teacher prefers to the positive are likely false negatives.
+        "teacher_negatives_above_positive": scoring.negatives_above_positive,
+    }
+    if scoring.mean_margin is not None:  # mean teacher logit of the positive minus each negative
+        metadata["teacher_mean_margin"] = scoring.mean_margin
+    return metadata
