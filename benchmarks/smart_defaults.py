@@ -46,12 +46,18 @@ REPEAT_FIELDS = {("trained_model", "seed")}
 
 def current_defaults() -> dict[tuple[str, str], object]:
     """Today's default for every asset config field, keyed by (op, field)."""
-    from finetune_assets import config
+    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig
+    from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
+    from finetune_assets.stages.evaluation.evaluation_report import EvaluationReportConfig
+    from finetune_assets.stages.queries.bedrock_batch_outputs import QueryGenerationConfig
+    from finetune_assets.stages.training.mined_negatives import MinedNegativesConfig
+    from finetune_assets.stages.training.trained_model import TrainedModelConfig
+    from finetune_assets.stages.training.training_pairs import TrainingPairsConfig
 
-    classes = {"raw_corpus": config.RawCorpusConfig, "bedrock_batch_outputs": config.QueryGenerationConfig,
-               "training_pairs": config.TrainingPairsConfig, "mined_negatives": config.MinedNegativesConfig,
-               "trained_model": config.TrainedModelConfig, "evaluation_report": config.EvaluationReportConfig,
-               "cost_estimate": config.CostEstimateConfig}
+    classes = {"raw_corpus": RawCorpusConfig, "bedrock_batch_outputs": QueryGenerationConfig,
+               "training_pairs": TrainingPairsConfig, "mined_negatives": MinedNegativesConfig,
+               "trained_model": TrainedModelConfig, "evaluation_report": EvaluationReportConfig,
+               "cost_estimate": CostEstimateConfig}
     return {(op, name): field.default for op, cls in classes.items() for name, field in cls.model_fields.items()}
 
 

@@ -1,11 +1,12 @@
 """Compare BM25, the base model and the tuned model on one set of judged queries (dense or sparse models;
-sparse ones also report how sparse their vectors are)."""
+sparse ones also report how sparse their vectors are), alone and fused with BM25 in a hybrid query."""
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from finetune_assets.core.retrieval.fusion import FusionChoice, FusionSetting, choose_setting, fuse_runs
 from finetune_assets.core.retrieval.metrics import DEFAULT_METRICS, Qrels, evaluate_run, per_query
 from finetune_assets.core.retrieval.retrieval import bm25_search, dense_search, paired_bootstrap
 from finetune_assets.core.retrieval.sparse_retrieval import is_sparse_model, sparse_search
@@ -23,6 +24,8 @@ class Comparison:
     ndcg_per_query: dict[str, dict[str, float]] = field(default_factory=dict)
     sparsity: dict[str, dict[str, float]] = field(default_factory=dict)  # sparse systems only
     runs: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # query id -> ranked doc ids
+    scored_runs: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)  # with scores
+    hybrid: dict[str, dict] = field(default_factory=dict)  # hybrid system -> its fusion setting (and choice)
 
     def gain(self, system: str = "tuned", baseline: str = "base", metric: str = "ndcg@10") -> float:
         return self.results[system][metric] - self.results[baseline][metric]
@@ -38,8 +41,34 @@ class Comparison:
             mean, low, high = self.gain_interval()
             low_high = {"tuned_minus_base_ndcg@10": {"mean": mean, "ci95_low": low, "ci95_high": high}}
         sparse = {"sparsity": self.sparsity} if self.sparsity else {}
+        hybrid = {"hybrid": self.hybrid} if self.hybrid else {}
         return {"judged_queries": self.judged_queries, "documents": self.documents,
-                "results": self.results, "seconds": self.seconds, **sparse, **low_high}
+                "results": self.results, "seconds": self.seconds, **sparse, **hybrid, **low_high}
+
+    def add_hybrid(self, system: str, qrels: Qrels, *, setting: FusionSetting | None = None,
+                   choose_on: Qrels | None = None, metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+        """Add the row `hybrid_<system>`: BM25 fused with `system` by `setting`, or by the setting that scores best
+        on `choose_on` (judgements of other queries than those scored here, or the same ones when none are given).
+        Returns the row's name."""
+        if "bm25" not in self.scored_runs or system not in self.scored_runs:
+            raise ValueError(f"hybrid rows need scored runs of bm25 and {system}; have {sorted(self.scored_runs)}")
+        bm25, model = self.scored_runs["bm25"], self.scored_runs[system]
+        if system in self.sparsity:  # a neural_sparse query returns only documents sharing a term (score > 0)
+            model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
+        choice: FusionChoice | None = None
+        if setting is None:
+            judged = choose_on if choose_on is not None else qrels
+            choice = choose_setting({q: bm25[q] for q in judged if q in bm25},
+                                    {q: model[q] for q in judged if q in model}, judged)
+            setting = choice.setting
+        name = f"hybrid_{system}"
+        run = fuse_runs(bm25, model, setting)
+        self.runs[name] = run
+        self.results[name] = evaluate_run(run, qrels, metrics)
+        self.ndcg_per_query[name] = per_query(run, qrels, "ndcg@10")
+        self.hybrid[name] = {"setting": setting.to_dict(), "name": setting.name,
+                             **({"choice": choice.to_dict()} if choice else {})}
+        return name
 
     def markdown(self, metrics: Sequence[str] = TABLE_METRICS) -> str:
         lines = ["| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
@@ -72,12 +101,17 @@ def compare_systems(
     judged = {q: text for q, text in queries.items() if q in qrels}
     runs: dict[str, Mapping[str, Sequence[str]]] = {}
     seconds: dict[str, float] = {}
+    scored: dict[str, dict[str, list[tuple[str, float]]]] = {}
     if include_bm25:
         started = time.perf_counter()
-        runs["bm25"] = bm25_search(doc_ids, doc_texts, judged, k=100)
+        scored["bm25"] = bm25_search(doc_ids, doc_texts, judged, k=100, with_scores=True)
+        runs["bm25"] = _ids(scored["bm25"])
         seconds["bm25"] = round(time.perf_counter() - started, 2)
     sparsity: dict[str, dict[str, float]] = {}
     for name, (run, figures) in (precomputed or {}).items():
+        if _has_scores(run):
+            scored[name] = {q: [(d, float(s)) for d, s in docs] for q, docs in run.items()}
+            run = _ids(scored[name])
         runs[name] = run
         if figures:
             sparsity[name] = figures
@@ -86,14 +120,28 @@ def compare_systems(
             continue
         started = time.perf_counter()
         if is_sparse_model(model):
-            runs[name], figures = sparse_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
+            scored[name], figures = sparse_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,
+                                                  with_scores=True)
             sparsity[name] = figures.to_dict()
         else:
-            runs[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size)
+            scored[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,
+                                        with_scores=True)
+        runs[name] = _ids(scored[name])
         seconds[name] = round(time.perf_counter() - started, 2)
     results = {name: evaluate_run(run, qrels, metrics) for name, run in runs.items()}
     per = {name: per_query(run, qrels, "ndcg@10") for name, run in runs.items()}
     judged_count = sum(1 for docs in qrels.values() if any(g > 0 for g in docs.values()))
     return Comparison(results=results, judged_queries=judged_count, documents=len(doc_ids),
                       seconds=seconds, ndcg_per_query=per, sparsity=sparsity,
-                      runs={name: {q: list(docs) for q, docs in run.items()} for name, run in runs.items()})
+                      runs={name: {q: list(docs) for q, docs in run.items()} for name, run in runs.items()},
+                      scored_runs=scored)
+
+
+def _ids(scored: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, list[str]]:
+    return {q: [doc for doc, _ in docs] for q, docs in scored.items()}
+
+
+def _has_scores(run: Mapping[str, Sequence]) -> bool:
+    """True for a run of (doc id, score) pairs, False for a run of doc ids."""
+    first = next((docs for docs in run.values() if docs), [])
+    return bool(first) and isinstance(first[0], (list, tuple))

@@ -50,9 +50,13 @@ def bm25_search(
     *,
     k: int = 100,
     language: str = "english",
-) -> dict[str, list[str]]:
+    with_scores: bool = False,
+) -> dict[str, list[str]] | dict[str, list[tuple[str, float]]]:
+    """Per query, the ids of its k best documents by BM25 (with their scores when `with_scores`)."""
     query_ids = list(queries)
     ranked = bm25_top_k(doc_texts, [queries[q] for q in query_ids], k, language=language)
+    if with_scores:
+        return {query_id: [(doc_ids[i], s) for i, s in hits] for query_id, hits in zip(query_ids, ranked)}
     return {query_id: [doc_ids[i] for i, _ in hits] for query_id, hits in zip(query_ids, ranked)}
 
 
@@ -87,12 +91,16 @@ def dense_search(
     k: int = 100,
     batch_size: int = 64,
     doc_embeddings: np.ndarray | None = None,
-) -> dict[str, list[str]]:
+    with_scores: bool = False,
+) -> dict[str, list[str]] | dict[str, list[tuple[str, float]]]:
+    """Per query, the ids of its k nearest documents by cosine (with their scores when `with_scores`)."""
     if doc_embeddings is None:
         doc_embeddings = encode(model, doc_texts, batch_size=batch_size)
     query_ids = list(queries)
     query_embeddings = encode(model, [queries[q] for q in query_ids], batch_size=batch_size)
-    indices, _ = top_k(query_embeddings, doc_embeddings, k)
+    indices, scores = top_k(query_embeddings, doc_embeddings, k)
+    if with_scores:
+        return {q: [(doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])] for row, q in enumerate(query_ids)}
     return {q: [doc_ids[i] for i in indices[row]] for row, q in enumerate(query_ids)}
 
 

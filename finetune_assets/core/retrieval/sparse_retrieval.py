@@ -157,11 +157,16 @@ def sparse_search(
     *,
     k: int = 100,
     batch_size: int = 32,
-) -> tuple[dict[str, list[str]], Sparsity]:
-    """Rank documents for each query by sparse dot product; also return the sparsity of both sides."""
+    with_scores: bool = False,
+) -> tuple[dict[str, list[str]] | dict[str, list[tuple[str, float]]], Sparsity]:
+    """Rank documents for each query by sparse dot product (with the scores when `with_scores`); also return the
+    sparsity of both sides."""
     doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
     query_ids = list(queries)
     query_vectors = encode_sparse(model, [queries[q] for q in query_ids], role="query", batch_size=batch_size)
-    indices, _ = sparse_top_k(query_vectors, doc_vectors, k)
-    run = {q: [doc_ids[i] for i in indices[row]] for row, q in enumerate(query_ids)}
+    indices, scores = sparse_top_k(query_vectors, doc_vectors, k)
+    if with_scores:
+        run = {q: [(doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])] for row, q in enumerate(query_ids)}
+    else:
+        run = {q: [doc_ids[i] for i in indices[row]] for row, q in enumerate(query_ids)}
     return run, sparsity(query_vectors, doc_vectors)

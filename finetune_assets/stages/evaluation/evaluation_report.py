@@ -23,6 +23,8 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.metadata import image
 
 REPORT_FILE = "report.json"
+# Tie order for the recommendation: the tuned model inside a hybrid query first, the plain BM25 index last.
+HYBRID_PREFERENCE = ("hybrid_tuned", "tuned", "hybrid_base", "base", "bm25")
 
 
 class EvaluationReportConfig(Config):
@@ -38,6 +40,12 @@ def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, di
         queries[query_id] = pair["query"]
         qrels[query_id] = {pair["doc_id"]: 1}
     return queries, qrels
+
+
+def recommended_system(results: dict[str, dict[str, float]], metric: str = "ndcg@10") -> str:
+    """The system to deploy: the best by `metric`; on a tie the one listed first in HYBRID_PREFERENCE."""
+    ranked = [name for name in HYBRID_PREFERENCE if name in results]
+    return max(ranked, key=lambda name: results[name][metric])
 
 
 @asset(partitions_def=index_partitions, group_name="evaluation", deps=["raw_corpus", "training_pairs", "trained_model"],
@@ -60,11 +68,16 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
         {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
         batch_size=base_model.batch_size,
     )
+    # Hybrid rows: BM25 fused with each model as an OpenSearch hybrid query, the setting chosen on these queries.
+    for system in ("base", "tuned"):
+        comparison.add_hybrid(system, qrels)
     gain = comparison.gain()
+    recommended = recommended_system(comparison.results)
     report = {**comparison.to_dict(), "index": index, "model_type": base_model.model_type,
               "base_model": base_model.model_name,
               "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
-              "evaluated_on": "held-out synthetic queries (documents never seen in training)"}
+              "evaluated_on": "held-out synthetic queries (documents never seen in training)",
+              "recommended": recommended}
     folder = storage.artifact_dir(index, "evaluation_report")
     write_json(folder / REPORT_FILE, report)
     (folder / "report.md").write_text(comparison.markdown() + "\n", encoding="utf-8")
@@ -85,6 +98,10 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
         "ndcg@10_tuned": comparison.results["tuned"]["ndcg@10"],
         "ndcg@10_gain": gain,
         "ndcg@10_gain_ci95": MetadataValue.json([ci.get("ci95_low"), ci.get("ci95_high")]),
+        "ndcg@10_hybrid_base": comparison.results["hybrid_base"]["ndcg@10"],
+        "ndcg@10_hybrid_tuned": comparison.results["hybrid_tuned"]["ndcg@10"],
+        "hybrid_setting_tuned": comparison.hybrid["hybrid_tuned"]["name"],
+        "recommended": recommended,
         "report": MetadataValue.md(comparison.markdown()),
         "chart": image(chart, "metrics per system"),
     })

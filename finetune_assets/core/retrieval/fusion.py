@@ -1,0 +1,170 @@
+"""Hybrid search as OpenSearch computes it: BM25 and a model's top results fused per query.
+
+A `hybrid` query runs each sub-query on its own and a search pipeline fuses their results:
+- the `normalization-processor` rescales each sub-query's scores over that sub-query's own results
+  (min_max or l2) and combines them with a weighted arithmetic, geometric or harmonic mean; a document a
+  sub-query did not return counts in neither the sum nor the weights of that mean;
+- the `score-ranker-processor` (OpenSearch 2.19+) ranks by reciprocal rank fusion, sum of 1 / (rank_constant + rank).
+The functions here reproduce that arithmetic on ranked lists, so a setting can be chosen offline and written
+as the pipeline body that gives the same ranking in the cluster.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+NORMALIZATIONS = ("min_max", "l2")
+COMBINATIONS = ("arithmetic_mean", "geometric_mean", "harmonic_mean")
+RRF = "rrf"
+# OpenSearch's min_max gives the lowest result this score instead of 0 and a lone result 1.0.
+MIN_MAX_FLOOR = 0.001
+RANK_CONSTANT = 60  # the score-ranker-processor's default
+DEPTH = 100  # results each sub-query contributes, the hybrid query's default window
+
+ScoredList = Sequence[tuple[str, float]]  # (document id, score), best first
+
+
+@dataclass(frozen=True)
+class FusionSetting:
+    """One way to fuse BM25 with a model: normalisation + combination + weights (BM25, model), or RRF."""
+
+    technique: str  # min_max | l2 | rrf
+    combination: str = "arithmetic_mean"
+    model_weight: float = 0.5  # the model sub-query's weight; BM25 gets 1 - model_weight
+
+    def __post_init__(self) -> None:
+        if self.technique not in (*NORMALIZATIONS, RRF):
+            raise ValueError(f"fusion technique must be one of {', '.join((*NORMALIZATIONS, RRF))}, "
+                             f"not {self.technique!r}")
+        if self.technique != RRF and self.combination not in COMBINATIONS:
+            raise ValueError(f"fusion combination must be one of {', '.join(COMBINATIONS)}, not {self.combination!r}")
+        if not 0.0 < self.model_weight < 1.0:
+            raise ValueError(f"model_weight must be between 0 and 1 (exclusive), not {self.model_weight}")
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        return round(1.0 - self.model_weight, 4), round(self.model_weight, 4)
+
+    @property
+    def name(self) -> str:
+        if self.technique == RRF:
+            return f"rrf (rank_constant {RANK_CONSTANT})"
+        bm25, model = self.weights
+        return f"{self.technique} + {self.combination}, weights bm25 {bm25:g} / model {model:g}"
+
+    def to_dict(self) -> dict:
+        if self.technique == RRF:
+            return {"technique": RRF, "rank_constant": RANK_CONSTANT}
+        return {"technique": self.technique, "combination": self.combination, "weights": list(self.weights)}
+
+    def pipeline_body(self, description: str) -> dict:
+        """The body of `PUT /_search/pipeline/<name>` that fuses a two-query hybrid search (BM25 first) this way."""
+        if self.technique == RRF:
+            processor = {"score-ranker-processor": {"combination": {"technique": RRF, "rank_constant": RANK_CONSTANT}}}
+        else:
+            processor = {"normalization-processor": {
+                "normalization": {"technique": self.technique},
+                "combination": {"technique": self.combination, "parameters": {"weights": list(self.weights)}},
+            }}
+        return {"description": description, "phase_results_processors": [processor]}
+
+
+def candidate_settings(model_weights: Iterable[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> list[FusionSetting]:
+    """Every setting tried when choosing: each normalisation x combination x model weight, then RRF."""
+    grid = [FusionSetting(technique, combination, weight) for technique in NORMALIZATIONS
+            for combination in COMBINATIONS for weight in model_weights]
+    return [*grid, FusionSetting(RRF)]
+
+
+def normalize(scores: Sequence[float], technique: str) -> list[float]:
+    """One sub-query's scores rescaled over its own results, as the normalization-processor does."""
+    if not scores:
+        return []
+    if technique == "min_max":
+        low, high = min(scores), max(scores)
+        if high == low:
+            return [1.0] * len(scores)
+        return [(s - low) / (high - low) or MIN_MAX_FLOOR for s in scores]
+    if technique == "l2":
+        norm = math.sqrt(sum(s * s for s in scores))
+        return [s / norm if norm else MIN_MAX_FLOOR for s in scores]
+    raise ValueError(f"unknown normalisation {technique!r}")
+
+
+def combine(scores: Sequence[float | None], weights: Sequence[float], combination: str) -> float:
+    """One document's normalised scores (None where a sub-query did not return it) combined with weights."""
+    if combination == "arithmetic_mean":
+        present = [(s, w) for s, w in zip(scores, weights) if s is not None and s >= 0.0]
+        total = sum(w for _, w in present)
+        return sum(s * w for s, w in present) / total if total else 0.0
+    present = [(s, w) for s, w in zip(scores, weights) if s is not None and s > 0.0]
+    total = sum(w for _, w in present)
+    if not total:
+        return 0.0
+    if combination == "geometric_mean":
+        return math.exp(sum(w * math.log(s) for s, w in present) / total)
+    if combination == "harmonic_mean":
+        return total / sum(w / s for s, w in present)
+    raise ValueError(f"unknown combination {combination!r}")
+
+
+def fuse(bm25: ScoredList, model: ScoredList, setting: FusionSetting, *, depth: int = DEPTH) -> list[tuple[str, float]]:
+    """The fused ranking of one query from each sub-query's top `depth` results, best first (ties by id)."""
+    lists = [list(bm25)[:depth], list(model)[:depth]]
+    fused: dict[str, float] = {}
+    if setting.technique == RRF:
+        for ranked in lists:
+            for rank, (doc, _) in enumerate(ranked, start=1):
+                fused[doc] = fused.get(doc, 0.0) + 1.0 / (RANK_CONSTANT + rank)
+    else:
+        per_doc: dict[str, list[float | None]] = {}
+        for position, ranked in enumerate(lists):
+            normalised = normalize([score for _, score in ranked], setting.technique)
+            for (doc, _), value in zip(ranked, normalised):
+                per_doc.setdefault(doc, [None] * len(lists))[position] = value
+        fused = {doc: combine(values, setting.weights, setting.combination) for doc, values in per_doc.items()}
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def fuse_runs(bm25: Mapping[str, ScoredList], model: Mapping[str, ScoredList], setting: FusionSetting,
+              *, k: int = DEPTH) -> dict[str, list[str]]:
+    """Fused document ids per query (the top k) for every query either run holds."""
+    return {query: [doc for doc, _ in fuse(bm25.get(query, []), model.get(query, []), setting)[:k]]
+            for query in sorted(set(bm25) | set(model))}
+
+
+@dataclass
+class FusionChoice:
+    setting: FusionSetting
+    score: float  # the chosen setting's figure on the queries it was chosen on
+    metric: str
+    candidates: list[dict]  # every setting tried, with its figure
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.setting.to_dict(), "chosen_name": self.setting.name, "metric": self.metric,
+                "score": self.score, "candidates": self.candidates}
+
+
+def choose_setting(bm25: Mapping[str, ScoredList], model: Mapping[str, ScoredList], qrels: Mapping[str, Mapping],
+                   *, metric: str = "ndcg@10", settings: Sequence[FusionSetting] | None = None) -> FusionChoice:
+    """The setting with the best mean `metric` on these queries and judgements; the first one listed wins a tie,
+    so equal weights and min_max, OpenSearch's defaults, win over an equal-scoring alternative."""
+    from finetune_assets.core.retrieval.metrics import evaluate_run
+
+    if not qrels:
+        raise ValueError("choosing a fusion setting needs judged queries; none were given")
+    settings = list(settings or default_order(candidate_settings()))
+    scored = []
+    for setting in settings:
+        value = evaluate_run(fuse_runs(bm25, model, setting), qrels, (metric,))[metric]
+        scored.append((value, setting))
+    best_value, best = max(scored, key=lambda pair: pair[0])  # max keeps the first of equal values
+    candidates = [{"setting": s.name, **s.to_dict(), metric: round(v, 6)} for v, s in scored]
+    return FusionChoice(setting=best, score=best_value, metric=metric, candidates=candidates)
+
+
+def default_order(settings: Sequence[FusionSetting]) -> list[FusionSetting]:
+    """OpenSearch's default (min_max, arithmetic mean, equal weights) first, then the rest as given."""
+    default = FusionSetting("min_max", "arithmetic_mean", 0.5)
+    return [default, *[s for s in settings if s != default]]

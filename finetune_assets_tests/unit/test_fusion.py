@@ -1,0 +1,149 @@
+"""Hybrid fusion reproduces OpenSearch's normalization-processor and score-ranker-processor arithmetic."""
+import math
+
+import pytest
+
+from finetune_assets.core.retrieval.fusion import (
+    MIN_MAX_FLOOR,
+    FusionSetting,
+    candidate_settings,
+    choose_setting,
+    combine,
+    fuse,
+    fuse_runs,
+    normalize,
+)
+
+
+def test_min_max_floors_the_lowest_result_and_gives_a_lone_result_one():
+    assert normalize([4.0, 3.0, 2.0], "min_max") == [1.0, 0.5, MIN_MAX_FLOOR]
+    assert normalize([7.5], "min_max") == [1.0]
+    assert normalize([2.0, 2.0], "min_max") == [1.0, 1.0]
+
+
+def test_l2_divides_by_the_norm_of_the_subquery_results():
+    assert normalize([3.0, 4.0], "l2") == pytest.approx([0.6, 0.8])
+
+
+def test_arithmetic_mean_leaves_a_missing_subquery_out_of_the_weights():
+    # A document only BM25 returned keeps its BM25 score: OpenSearch skips the absent sub-query entirely.
+    assert combine([0.8, None], (0.3, 0.7), "arithmetic_mean") == pytest.approx(0.8)
+    assert combine([0.8, 0.2], (0.3, 0.7), "arithmetic_mean") == pytest.approx(0.3 * 0.8 + 0.7 * 0.2)
+
+
+def test_geometric_and_harmonic_means_are_weighted():
+    assert combine([0.5, 0.2], (0.5, 0.5), "geometric_mean") == pytest.approx(math.sqrt(0.5 * 0.2))
+    assert combine([0.5, 0.2], (0.25, 0.75), "harmonic_mean") == pytest.approx(1.0 / (0.25 / 0.5 + 0.75 / 0.2))
+
+
+def test_fuse_by_hand_min_max_arithmetic():
+    bm25 = [("a", 10.0), ("b", 6.0), ("c", 2.0)]
+    model = [("c", 0.9), ("b", 0.8), ("d", 0.5)]
+    fused = dict(fuse(bm25, model, FusionSetting("min_max", "arithmetic_mean", 0.5)))
+    # bm25 normalised: a 1, b 0.5, c 0.001; model: c 1, b 0.75, d 0.001
+    assert fused["a"] == pytest.approx(1.0)
+    assert fused["b"] == pytest.approx((0.5 + 0.75) / 2)
+    assert fused["c"] == pytest.approx((0.001 + 1.0) / 2)
+    assert fused["d"] == pytest.approx(0.001)
+
+
+def test_rrf_sums_reciprocal_ranks():
+    fused = dict(fuse([("a", 3.0), ("b", 1.0)], [("b", 0.9), ("c", 0.1)], FusionSetting("rrf")))
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["a"] == pytest.approx(1 / 61)
+    assert fused["c"] == pytest.approx(1 / 62)
+
+
+def test_weights_move_the_ranking():
+    bm25 = {"q": [("lexical", 9.0), ("semantic", 1.0)]}
+    model = {"q": [("semantic", 0.9), ("lexical", 0.1)]}
+    assert fuse_runs(bm25, model, FusionSetting("min_max", "arithmetic_mean", 0.2))["q"][0] == "lexical"
+    assert fuse_runs(bm25, model, FusionSetting("min_max", "arithmetic_mean", 0.8))["q"][0] == "semantic"
+
+
+def test_choose_setting_picks_the_best_and_reports_every_candidate():
+    # The model finds the relevant document; BM25 puts a wrong one first: model-heavy settings must win.
+    bm25 = {f"q{i}": [("wrong", 9.0), (f"rel{i}", 2.0), ("other", 1.0)] for i in range(5)}
+    model = {f"q{i}": [(f"rel{i}", 0.9), ("other", 0.5), ("wrong", 0.1)] for i in range(5)}
+    qrels = {f"q{i}": {f"rel{i}": 1} for i in range(5)}
+    choice = choose_setting(bm25, model, qrels)
+    assert choice.score == pytest.approx(1.0)
+    assert fuse_runs(bm25, model, choice.setting)["q0"][0] == "rel0"
+    assert len(choice.candidates) == len(candidate_settings())
+    assert any(c["ndcg@10"] < 1.0 for c in choice.candidates)
+
+
+def test_default_wins_a_tie():
+    run = {"q": [("a", 1.0)]}
+    choice = choose_setting(run, run, {"q": {"a": 1}})
+    assert choice.setting == FusionSetting("min_max", "arithmetic_mean", 0.5)
+
+
+def test_pipeline_bodies_follow_the_documented_processors():
+    body = FusionSetting("l2", "harmonic_mean", 0.7).pipeline_body("hybrid")
+    processor = body["phase_results_processors"][0]["normalization-processor"]
+    assert processor["normalization"] == {"technique": "l2"}
+    assert processor["combination"] == {"technique": "harmonic_mean", "parameters": {"weights": [0.3, 0.7]}}
+    rrf = FusionSetting("rrf").pipeline_body("hybrid")["phase_results_processors"][0]
+    assert rrf == {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 60}}}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"technique": "z"}, "fusion technique must be one of"),
+    ({"technique": "min_max", "combination": "median"}, "fusion combination must be one of"),
+    ({"technique": "min_max", "model_weight": 1.0}, "model_weight must be between 0 and 1"),
+])
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FusionSetting(**kwargs)
+
+
+def test_choosing_without_judgements_is_an_error():
+    with pytest.raises(ValueError, match="needs judged queries"):
+        choose_setting({}, {}, {})
+
+
+@pytest.fixture(scope="module")
+def python_docs():
+    from finetune_assets.core.data.demo_corpus import python_docs_documents
+
+    docs = python_docs_documents()[:40]
+    queries = {f"q{i}": doc["title"] for i, doc in enumerate(docs[:12])}
+    qrels = {f"q{i}": {doc["id"]: 1} for i, doc in enumerate(docs[:12])}
+    return docs, queries, qrels
+
+
+def test_hybrid_rows_fuse_real_bm25_and_dense_runs(python_docs):
+    from sentence_transformers import SentenceTransformer
+
+    from finetune_assets.core.offline_models import minilm_path
+    from finetune_assets.core.retrieval.evaluation import compare_systems
+
+    docs, queries, qrels = python_docs
+    model = SentenceTransformer(str(minilm_path()), device="cpu")
+    comparison = compare_systems([d["id"] for d in docs], [d["text"] for d in docs], queries, qrels,
+                                 {"base": model}, batch_size=16)
+    chosen = comparison.add_hybrid("base", qrels)
+    fixed = comparison.add_hybrid("bm25", qrels, setting=FusionSetting("rrf"))  # BM25 with itself: same order
+    assert chosen == "hybrid_base" and fixed == "hybrid_bm25"
+    info = comparison.hybrid["hybrid_base"]
+    assert len(info["choice"]["candidates"]) == len(candidate_settings())
+    best = max(c["ndcg@10"] for c in info["choice"]["candidates"])
+    assert comparison.results["hybrid_base"]["ndcg@10"] == pytest.approx(best)
+    # The row is the chosen setting's fusion of the two scored runs, and it is in the report and the table.
+    setting = FusionSetting(info["setting"]["technique"], info["setting"].get("combination", "arithmetic_mean"),
+                            info["setting"].get("weights", [0.5, 0.5])[1])
+    expected = fuse_runs(comparison.scored_runs["bm25"], comparison.scored_runs["base"], setting)
+    assert comparison.runs["hybrid_base"] == expected
+    assert comparison.runs["hybrid_bm25"] == {q: docs[:100] for q, docs in comparison.runs["bm25"].items()}
+    assert "hybrid_base" in comparison.to_dict()["hybrid"] and "| hybrid_base |" in comparison.markdown()
+
+
+def test_hybrid_rows_need_scored_runs(python_docs):
+    from finetune_assets.core.retrieval.evaluation import compare_systems
+
+    docs, queries, qrels = python_docs
+    comparison = compare_systems([d["id"] for d in docs], [d["text"] for d in docs], queries, qrels, {},
+                                 precomputed={"base": ({q: [docs[0]["id"]] for q in queries}, None)})
+    with pytest.raises(ValueError, match="need scored runs of bm25 and base"):
+        comparison.add_hybrid("base", qrels)
