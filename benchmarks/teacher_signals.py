@@ -21,6 +21,7 @@ import numpy as np
 from finetune_assets.benchmark import read_beir
 from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL
 from finetune_assets.core.retrieval.metrics import evaluate_run
+from finetune_assets.core.retrieval.protocol import require_development
 from finetune_assets.core.retrieval.retrieval import bm25_index
 from finetune_assets.core.teachers.hybrid_teacher import companion_scores
 
@@ -70,6 +71,11 @@ def main() -> None:
     parser.add_argument("beir_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    for beir_dir in args.beir_dirs:  # this probe reads test qrels to choose teacher weights: development only
+        try:
+            require_development(beir_dir, "benchmarks/teacher_signals.py")
+        except ValueError as exc:
+            parser.error(str(exc))
     report = {"machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
               "signals": {"bm25": "bm25s lucene k1=1.2 b=0.75, stemmed", "dense": DEFAULT_DENSE_MODEL,
                           "sparse": DEFAULT_SPARSE_MODEL}, "collections": {}}

@@ -1,0 +1,37 @@
+"""The evaluation protocol: only development collections may inform a choice of settings."""
+import pytest
+
+from finetune_assets.core.retrieval.protocol import collection_name, require_development, role
+
+
+def test_collection_names_and_roles_come_from_the_folder():
+    assert collection_name("../shared/ir-data/cacm/") == "cacm"
+    assert role("/x/ir-data/Cranfield") == "development"
+    assert role("../shared/ir-data/med") == "check" and role("scifact") == "check"
+
+
+@pytest.mark.parametrize("collection", ["med", "../shared/ir-data/lisa", "scifact"])
+def test_choosing_on_a_check_collection_is_refused(collection):
+    with pytest.raises(ValueError, match="may read only the development collections"):
+        require_development(collection, "the smart-defaults generator")
+
+
+def test_development_collections_are_allowed():
+    assert require_development("../shared/ir-data/cranfield", "teacher_signals") == "cranfield"
+
+
+def _run(bm25, base, tuned, gain, cpu):
+    return {"judged_queries": 30, "documents": 1033, "cpu_minutes": {"pipeline_total": cpu},
+            "tuned_minus_base_ndcg@10": {"mean": gain, "ci95": [gain - 0.01, gain + 0.01]},
+            "results": {"bm25": {"ndcg@10": bm25}, "base": {"ndcg@10": base}, "tuned": {"ndcg@10": tuned}}}
+
+
+def test_the_collections_table_averages_seeds_and_marks_check_collections():
+    from benchmarks.collections import markdown, summarise
+
+    row = summarise("med", {0: _run(0.6, 0.5, 0.54, 0.04, 10.0), 1: _run(0.6, 0.5, 0.52, 0.02, 12.0)})
+    assert row["role"] == "check" and row["seeds"] == [0, 1]
+    assert row["ndcg@10_mean"]["tuned"] == pytest.approx(0.53) and row["gain_mean"] == pytest.approx(0.03)
+    assert "hybrid_tuned" not in row["ndcg@10_mean"]  # only systems every seed reported
+    table = markdown([row])
+    assert "| med | check | 30 |" in table and "+0.0400 (+0.0300..+0.0500)" in table and "| 11.0 |" in table
