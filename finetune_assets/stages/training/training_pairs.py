@@ -16,7 +16,8 @@ from dagster import (
 from pydantic import Field
 
 from finetune_assets.core.data.augment import augment_pairs, load_synonyms
-from finetune_assets.core.data.pairs import QueryFilter, build_pairs, normalize, title_pairs
+from finetune_assets.core.data.pairs import QueryFilter, build_pairs, document_text, normalize, title_pairs
+from finetune_assets.core.data.query_report import query_report
 from finetune_assets.core.data.span_queries import span_pairs
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.querygen.bedrock_records import parse_output_record
@@ -95,6 +96,10 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
     write_jsonl(folder / "held_out.jsonl", result.held_out)
     kept = generated_train + len(result.held_out)
     context.log.info(f"{kept} of {result.queries_in} queries kept; dropped: {dict(result.dropped)}")
+    generated = [p for p in result.train + result.held_out if p.get("query_type") not in ("title", "span")]
+    queries = query_report(generated, documents, doc_text=document_text) if generated else None
+    if queries:
+        context.log.info(f"generated queries: {queries.summary()}")
     uri = storage.publish(index, "training_pairs")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
@@ -114,6 +119,8 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
         "dropped_examples": table(result.dropped_examples[:10], ["doc_id", "reason", "query"]),
         "train_examples": table(result.train[:8], ["query_type", "query", "positive"]),
         **(_synonym_metadata(augmented, dictionary) if dictionary is not None else {}),
+        **({"query_report": MetadataValue.json(queries.to_dict()),
+            "source_rank1_bm25": queries.source_rank1_bm25} if queries else {}),
     })
 
 
