@@ -147,3 +147,17 @@ def test_hybrid_rows_need_scored_runs(python_docs):
                                  precomputed={"base": ({q: [docs[0]["id"]] for q in queries}, None)})
     with pytest.raises(ValueError, match="need scored runs of bm25 and base"):
         comparison.add_hybrid("base", qrels)
+
+
+def test_hybrid_query_puts_bm25_first_and_the_model_subquery_by_type():
+    from finetune_assets.core.retrieval.fusion import hybrid_query, lexical_query
+
+    dense = hybrid_query("dense", "m1", text_field="body", vector_field="vec", query_text="wing flutter")
+    assert dense["query"]["hybrid"]["queries"] == [
+        {"match": {"body": {"query": "wing flutter"}}},
+        {"neural": {"vec": {"query_text": "wing flutter", "model_id": "m1", "k": 100}}}]
+    sparse = hybrid_query("inference_free", "tok1", vector_field="sparse")["query"]["hybrid"]["queries"][1]
+    assert sparse == {"neural_sparse": {"sparse": {"query_text": "{{query_text}}", "model_id": "tok1"}}}
+    assert lexical_query(query_text="x") == {"size": 10, "query": {"match": {"text": {"query": "x"}}}}
+    with pytest.raises(ValueError, match="model_type must be"):
+        hybrid_query("colbert", "m")

@@ -168,3 +168,26 @@ def default_order(settings: Sequence[FusionSetting]) -> list[FusionSetting]:
     """OpenSearch's default (min_max, arithmetic mean, equal weights) first, then the rest as given."""
     default = FusionSetting("min_max", "arithmetic_mean", 0.5)
     return [default, *[s for s in settings if s != default]]
+
+
+QUERY_PLACEHOLDER = "{{query_text}}"
+
+
+def hybrid_query(model_type: str, model_id: str, *, text_field: str = "text", vector_field: str = "embedding",
+                 query_text: str = QUERY_PLACEHOLDER, size: int = 10, depth: int = DEPTH) -> dict:
+    """A `hybrid` search body: BM25 `match` first, then the model's `neural` (dense) or `neural_sparse` sub-query,
+    in the order the pipeline's weights expect. `model_id` is the query-side model (an inference-free model's
+    SPARSE_TOKENIZE id)."""
+    if model_type == "dense":
+        model_query = {"neural": {vector_field: {"query_text": query_text, "model_id": model_id, "k": depth}}}
+    elif model_type in ("sparse", "inference_free"):
+        model_query = {"neural_sparse": {vector_field: {"query_text": query_text, "model_id": model_id}}}
+    else:
+        raise ValueError(f"model_type must be dense, sparse or inference_free, not {model_type!r}")
+    lexical = {"match": {text_field: {"query": query_text}}}
+    return {"size": size, "query": {"hybrid": {"queries": [lexical, model_query]}}}
+
+
+def lexical_query(*, text_field: str = "text", query_text: str = QUERY_PLACEHOLDER, size: int = 10) -> dict:
+    """The BM25-only search body, for a deployment without a model."""
+    return {"size": size, "query": {"match": {text_field: {"query": query_text}}}}
