@@ -1,6 +1,6 @@
 """The HTTP calls each ml-commons registration path makes, recorded from a run against the contract server.
 
-Runs the real registration code (finetune_assets/clients/ml_commons.py) once per path against FakeMLCommons,
+Runs the real registration code (finetune_assets/clients/ml_commons/) once per path against FakeMLCommons,
 which records every request, and prints per path the calls in order: generated ids become placeholders
 ({model_id}, {task_id}, {group_id}, {connector_id}, {pipeline}, {index}; a second id of one kind in the same
 path is {model_id_2}), chunk numbers become {n}, and consecutive repeats (task polls, chunk uploads) are
@@ -121,7 +121,8 @@ def _local_kwargs(packages: Packages) -> dict:
 
 
 def local_dense(fake: FakeMLCommons, packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import register_local_package, verify_neural_search
+    from finetune_assets.clients.ml_commons.upload import register_local_package
+    from finetune_assets.clients.ml_commons.verify import verify_neural_search
 
     client = _client(fake)
     result = register_local_package(client, packages.dense, **_local_kwargs(packages))
@@ -130,7 +131,8 @@ def local_dense(fake: FakeMLCommons, packages: Packages) -> str:
 
 
 def local_sparse(fake: FakeMLCommons, packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import register_local_package, verify_neural_search
+    from finetune_assets.clients.ml_commons.upload import register_local_package
+    from finetune_assets.clients.ml_commons.verify import verify_neural_search
 
     client = _client(fake)
     result = register_local_package(client, packages.sparse, **_local_kwargs(packages))
@@ -139,7 +141,8 @@ def local_sparse(fake: FakeMLCommons, packages: Packages) -> str:
 
 
 def inference_free_pair(fake: FakeMLCommons, packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import register_inference_free_package, verify_neural_search
+    from finetune_assets.clients.ml_commons.upload import register_inference_free_package
+    from finetune_assets.clients.ml_commons.verify import verify_neural_search
 
     client = _client(fake)
     document, query = register_inference_free_package(client, packages.pair, **_local_kwargs(packages))
@@ -151,7 +154,9 @@ def inference_free_pair(fake: FakeMLCommons, packages: Packages) -> str:
 
 
 def remote_sagemaker(fake: FakeMLCommons, packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import SageMakerEndpoint, register_sagemaker_model, verify_neural_search
+    from finetune_assets.clients.ml_commons.connectors import SageMakerEndpoint
+    from finetune_assets.clients.ml_commons.remote import register_sagemaker_model
+    from finetune_assets.clients.ml_commons.verify import verify_neural_search
 
     client = _client(fake)
     endpoint = SageMakerEndpoint("demo-embedder", "us-east-1", role_arn=ROLE_ARN)
@@ -170,7 +175,8 @@ def rerun_local_dense(fake: FakeMLCommons, packages: Packages) -> str:
 
 
 def failed_deploy(fake: FakeMLCommons, packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import TaskFailedError, register_local_package
+    from finetune_assets.clients.ml_commons.errors import TaskFailedError
+    from finetune_assets.clients.ml_commons.upload import register_local_package
 
     fake.fail_deploy = DEPLOY_FAILURE
     try:
@@ -205,7 +211,7 @@ def list_path(number: int, packages: Packages) -> PathCalls:
 
 
 def _package_line(packages: Packages) -> str:
-    from finetune_assets.clients.ml_commons import load_package
+    from finetune_assets.clients.ml_commons.upload import load_package
 
     parts = []
     for label, folder in (("dense", packages.dense), ("sparse", packages.sparse),
@@ -221,7 +227,7 @@ def render(listings: list[PathCalls], packages: Packages, markdown: bool) -> str
     settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in DEV_SETTINGS.items())
     intro = [
         "Recorded by `finetune_assets_tests/ml_commons_calls.py`: the real registration code "
-        "(`finetune_assets/clients/ml_commons.py`) against the ml-commons contract server "
+        "(`finetune_assets/clients/ml_commons/`) against the ml-commons contract server "
         f"(`ml_commons_fake.py`; cluster settings: ml-commons defaults + {settings}, so no `GET /_nodes`).",
         _package_line(packages),
         "Placeholders replace generated ids; a second id of the same kind in one path is "

@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_assets.core.export.export import MODEL_CHUNK_SIZE_BYTES, total_chunks
+from finetune_assets.core.export.package import MODEL_CHUNK_SIZE_BYTES, total_chunks
 
 CHUNK = 4096                      # small chunks, so a 10 kB synthetic zip is uploaded in 3 pieces
 GROUP = "finetune-assets/tiny"
@@ -89,7 +89,7 @@ def synthetic_packages(folder: Path) -> Packages:
 
 def export_dense_package(folder: Path, name: str = "finetune-assets/minilm") -> Path:
     """The bundled all-MiniLM-L6-v2 exported as a TorchScript TEXT_EMBEDDING package."""
-    from finetune_assets.core.export.export import export_dense_model
+    from finetune_assets.core.export.dense import export_dense_model
     from finetune_assets.core.offline_models import minilm_path
 
     return export_dense_model(minilm_path(), folder, name=name).out_dir
@@ -98,7 +98,7 @@ def export_dense_package(folder: Path, name: str = "finetune-assets/minilm") -> 
 def exported_packages(folder: Path) -> Packages:
     """Each package exported once from the bundled models: MiniLM (dense), SPLADE-tiny (sparse), and an
     inference-free model built on SPLADE-tiny (IDF weights from IDF_DOCUMENTS for its queries)."""
-    from finetune_assets.core.export.export import export_sparse_model
+    from finetune_assets.core.export.sparse import export_sparse_model
     from finetune_assets.core.export.tokenizer_export import export_inference_free_model
     from finetune_assets.core.offline_models import splade_tiny_path
     from finetune_assets.core.training.sparse_training import inference_free_model, load_splade

@@ -16,21 +16,17 @@ import sys
 import botocore.session
 import pytest
 
-from finetune_assets.clients.bedrock_batch import (
+from finetune_assets.clients.bedrock.aws import make_client
+from finetune_assets.clients.bedrock.client import BedrockBatchClient
+from finetune_assets.clients.bedrock.errors import BedrockBatchJobFailed, BedrockBatchTimeout, UnsupportedModelError
+from finetune_assets.clients.bedrock.model_bodies import build_model_input, model_family
+from finetune_assets.clients.bedrock.planning import estimate_batch_plan, plan_parts
+from finetune_assets.clients.bedrock.settings import (
     BatchJobOptions,
     BatchQuotas,
-    BedrockBatchClient,
-    BedrockBatchJobFailed,
-    BedrockBatchTimeout,
     ConverseRetry,
     GenerationSettings,
     PollSettings,
-    UnsupportedModelError,
-    build_model_input,
-    estimate_batch_plan,
-    make_client,
-    model_family,
-    plan_parts,
 )
 from finetune_assets_tests.bedrock_stubs import (
     BASE_URI,
@@ -47,7 +43,10 @@ from finetune_assets_tests.bedrock_stubs import (
     stubbed,
     write_bedrock_outputs,
 )
-from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
+
+# pytest fixtures, imported "as" themselves so linters see them used
+from finetune_assets_tests.moto_server import moto_aws as moto_aws
+from finetune_assets_tests.moto_server import moto_server as moto_server
 
 OPTIONS = BatchJobOptions(role_arn=ROLE)
 SYSTEM = "You write search queries that a user would type to find the given passage."
@@ -533,7 +532,7 @@ def test_clients_use_standard_retry_mode():
 
 
 def test_clients_package_does_not_import_dagster():
-    code = ("import sys, finetune_assets.clients.bedrock_batch as m; "
+    code = ("import sys, finetune_assets.clients.bedrock.client as m; "
             "assert 'dagster' not in sys.modules, 'dagster imported'; print('ok')")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

@@ -9,29 +9,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from finetune_assets.cli import main as cli_main
 from finetune_assets.clients.index_dump import make_client
-from finetune_assets.clients.ml_commons import (
+from finetune_assets.clients.ml_commons.connectors import SageMakerEndpoint
+from finetune_assets.clients.ml_commons.errors import (
     ClusterSettingsError,
     MLCommonsError,
     MLCommonsNotInstalledError,
     PackageError,
-    RetryPolicy,
-    SageMakerEndpoint,
     TaskFailedError,
     VerificationError,
-    check_cluster_settings,
-    ensure_model_group,
-    load_package,
-    register_local_package,
-    register_main,
-    register_sagemaker_model,
-    verify_neural_search,
 )
-from finetune_assets.core.export.export import MODEL_CHUNK_SIZE_BYTES
+from finetune_assets.clients.ml_commons.model_groups import ensure_model_group
+from finetune_assets.clients.ml_commons.remote import register_sagemaker_model
+from finetune_assets.clients.ml_commons.settings import check_cluster_settings
+from finetune_assets.clients.ml_commons.upload import load_package, register_local_package
+from finetune_assets.clients.ml_commons.verify import verify_neural_search
+from finetune_assets.clients.retry import RetryPolicy
+from finetune_assets.core.export.package import MODEL_CHUNK_SIZE_BYTES
 from finetune_assets_tests.ml_commons_fake import (
     DEV_SETTINGS,
     LOCAL_FILE_DISABLED,
@@ -473,7 +475,7 @@ def test_verify_neural_search_sparse_remote_model(fake, client):
 
 
 def test_inference_free_pair_ingests_with_the_encoder_and_queries_with_the_tokenizer(fake, client, tmp_path):
-    from finetune_assets.clients.ml_commons import register_inference_free_package
+    from finetune_assets.clients.ml_commons.upload import register_inference_free_package
 
     write_inference_free_pair(tmp_path / "pair", SYNTHETIC_IDF)      # "bananas" weighs 4.0, "the" 0.0
     document, query = register_inference_free_package(client, tmp_path / "pair", index="tiny", chunk_size=CHUNK,
@@ -498,7 +500,7 @@ def test_inference_free_pair_ingests_with_the_encoder_and_queries_with_the_token
 
 
 def test_inference_free_pair_with_a_wrong_half_is_refused_before_any_call(fake, client, tmp_path):
-    from finetune_assets.clients.ml_commons import register_inference_free_package
+    from finetune_assets.clients.ml_commons.upload import register_inference_free_package
 
     write_package(tmp_path / "pair" / "document", function_name="SPARSE_ENCODING")
     write_tokenizer_package(tmp_path / "pair" / "query", {}, function_name="SPARSE_ENCODING")
@@ -545,11 +547,15 @@ def test_verify_failure_still_removes_index_and_pipeline(fake, client, package):
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def test_register_main_prints_the_model_id(tmp_path, monkeypatch, capsys):
+def register_cli(*args: str) -> int:
+    return cli_main(["register", *args])
+
+
+def test_register_cli_prints_the_model_id(tmp_path, monkeypatch, capsys):
     package = write_package(tmp_path / "p", chunk_size=MODEL_CHUNK_SIZE_BYTES)
     monkeypatch.setenv("OPENSEARCH_PASSWORD", "pw-not-in-logs")
     with running_fake(settings=DEV_SETTINGS) as server:
-        rc = register_main([str(package), "--opensearch-url", server.url, "--index", "cli", "--username", "admin"])
+        rc = register_cli(str(package), "--opensearch-url", server.url, "--index", "cli", "--username", "admin")
         out, err = capsys.readouterr()
         assert rc == 0, err
         assert out == f"{next(iter(server.models))}\n"
@@ -558,11 +564,36 @@ def test_register_main_prints_the_model_id(tmp_path, monkeypatch, capsys):
         assert next(iter(server.groups.values()))["name"] == "finetune-assets/cli"
         assert "pw-not-in-logs" not in err
 
-        assert register_main([str(tmp_path / "missing"), "--opensearch-url", server.url]) == 2
+        assert register_cli(str(tmp_path / "missing"), "--opensearch-url", server.url) == 2
+        assert "package folder" in capsys.readouterr().err
     with running_fake() as strict:
-        rc = register_main([str(package), "--opensearch-url", strict.url])
+        rc = register_cli(str(package), "--opensearch-url", strict.url)
         assert rc == 1 and "allow_registering_model_via_local_file" in capsys.readouterr().err
-    assert register_main(["--help"]) == 0
+    monkeypatch.delenv("OPENSEARCH_URL", raising=False)
+    assert register_cli(str(package)) == 2
+    assert "--opensearch-url (or OPENSEARCH_URL) is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as help_exit:
+        register_cli("--help")
+    assert help_exit.value.code == 0 and "--skip-settings-check" in capsys.readouterr().out
+
+
+def test_register_cli_against_an_unreachable_cluster_prints_one_line(tmp_path, capfd):
+    """What a user sees in a terminal (a child process, so pytest's log capture cannot hide anything): one
+    line naming the cluster, password redacted, and no client retry tracebacks."""
+    package = write_package(tmp_path / "p", chunk_size=MODEL_CHUNK_SIZE_BYTES)
+    with socket.socket() as closed:                # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        env = {**os.environ, "OPENSEARCH_PASSWORD": "pw-not-in-logs", "PYTHONUNBUFFERED": "1"}
+        rc = subprocess.run([sys.executable, "-m", "finetune_assets.cli", "register", str(package),
+                             "--opensearch-url", f"http://admin:pw-not-in-logs@127.0.0.1:{port}", "--index", "x"],
+                            env=env, timeout=120).returncode
+    out, err = capfd.readouterr()
+    lines = (out + err).strip().splitlines()
+    assert rc == 1
+    assert "Traceback" not in out + err and len(lines) <= 3, "\n".join(lines[:40])
+    assert f"cannot reach OpenSearch at http://***@127.0.0.1:{port}" in err and "Connection refused" in err
+    assert "pw-not-in-logs" not in out + err
 
 
 # --------------------------------------------------------------------------------------------- call listing

@@ -11,6 +11,7 @@
   uploaded source tarball) as a subprocess with the container's environment, on 8 tiny rows.
 """
 
+import ast
 import datetime as dt
 import io
 import json
@@ -34,9 +35,23 @@ from dagster_pipes import (
     encode_param,
 )
 
-from finetune_assets.clients import sagemaker_training as sm
+from finetune_assets.clients.sagemaker_training.aws import join_s3, make_client, split_s3_uri
+from finetune_assets.clients.sagemaker_training.errors import SageMakerLimitError, TrainingJobFailed
+from finetune_assets.clients.sagemaker_training.images import hf_training_image_uri
+from finetune_assets.clients.sagemaker_training.jobs import PollSettings, resolve_job
+from finetune_assets.clients.sagemaker_training.naming import JOB_NAME_PATTERN, attempt_name, training_job_base_name
+from finetune_assets.clients.sagemaker_training.request import TRANSPORT_ENV, TrainingJobSpec, build_create_request
+from finetune_assets.clients.sagemaker_training.source import (
+    LAUNCHER_SOURCE,
+    SOURCE_PATHS,
+    build_source_tarball,
+    source_tarball_for_run,
+)
 from finetune_assets.resources.sagemaker_pipes import PipesSageMakerTrainingClient, SageMakerTrainingResource
-from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
+
+# pytest fixtures, imported "as" themselves so linters see them used
+from finetune_assets_tests.moto_server import moto_aws as moto_aws
+from finetune_assets_tests.moto_server import moto_server as moto_server
 
 REGION = "us-east-1"
 BUCKET = "finetune-pipes"
@@ -73,7 +88,7 @@ def put_training_data(moto, rows: list[dict]) -> None:
     s3 = moto.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     body = "".join(json.dumps(row) + "\n" for row in rows).encode()
-    bucket, prefix = sm.split_s3_uri(INPUT_URI)
+    bucket, prefix = split_s3_uri(INPUT_URI)
     s3.put_object(Bucket=bucket, Key=prefix + "train.jsonl", Body=body)
 
 
@@ -90,12 +105,12 @@ def model_tarball(files: dict[str, str]) -> bytes:
 
 def model_artifacts_uri(request: dict) -> str:
     # Where SageMaker (and moto) put the model: <S3OutputPath>/<job name>/output/model.tar.gz
-    return sm.join_s3(request["OutputDataConfig"]["S3OutputPath"], request["TrainingJobName"], "output",
+    return join_s3(request["OutputDataConfig"]["S3OutputPath"], request["TrainingJobName"], "output",
                       "model.tar.gz")
 
 
 def upload_model(s3, request: dict, files: dict[str, str]) -> None:
-    bucket, key = sm.split_s3_uri(model_artifacts_uri(request))
+    bucket, key = split_s3_uri(model_artifacts_uri(request))
     s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(files))
 
 
@@ -180,14 +195,14 @@ def log_messages(instance: DagsterInstance, run_id: str) -> list[str]:
 def prebuilt_source(moto) -> str:
     """Upload the source tarball once: tests that run twice must not see a new job name because someone edited
     the package between the two runs."""
-    return sm.source_tarball_for_run(moto.client("s3"), f"s3://{BUCKET}/prebuilt-code")[0]
+    return source_tarball_for_run(moto.client("s3"), f"s3://{BUCKET}/prebuilt-code")[0]
 
 
 def stubbed_client(moto, **kwargs) -> tuple[PipesSageMakerTrainingClient, object, Stubber]:
-    sagemaker = sm.make_client("sagemaker", REGION)
+    sagemaker = make_client("sagemaker", REGION)
     stubber = Stubber(sagemaker)
     client = PipesSageMakerTrainingClient(bucket=BUCKET, sagemaker_client=sagemaker, s3_client=moto.client("s3"),
-                                          poll=sm.PollSettings(initial_s=5, max_s=20, factor=2),
+                                          poll=PollSettings(initial_s=5, max_s=20, factor=2),
                                           message_interval_s=0.5, **kwargs)
     return client, sagemaker, stubber
 
@@ -197,10 +212,10 @@ def description(name: str, status: str, secondary: str, transitions: list[tuple[
     described = {
         "TrainingJobName": name,
         "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
-        "ModelArtifacts": {"S3ModelArtifacts": sm.join_s3(OUTPUT_URI, name, "output", "model.tar.gz")},
+        "ModelArtifacts": {"S3ModelArtifacts": join_s3(OUTPUT_URI, name, "output", "model.tar.gz")},
         "TrainingJobStatus": status,
         "SecondaryStatus": secondary,
-        "AlgorithmSpecification": {"TrainingImage": sm.hf_training_image_uri(REGION), "TrainingInputMode": "File"},
+        "AlgorithmSpecification": {"TrainingImage": hf_training_image_uri(REGION), "TrainingInputMode": "File"},
         "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
         "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
         "CreationTime": CREATED,
@@ -268,7 +283,7 @@ def test_create_training_job_request_recorded_by_moto(moto_aws, tmp_path):
     # What moto recorded, described back.
     [summary] = sagemaker.list_training_jobs()["TrainingJobSummaries"]
     name = summary["TrainingJobName"]
-    assert sm.JOB_NAME_PATTERN.match(name) and name.startswith(f"finetune-{PARTITION}-")
+    assert JOB_NAME_PATTERN.match(name) and name.startswith(f"finetune-{PARTITION}-")
     job = sagemaker.describe_training_job(TrainingJobName=name)
     assert job["AlgorithmSpecification"]["TrainingImage"] == (
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:"
@@ -310,7 +325,7 @@ def test_create_training_job_request_recorded_by_moto(moto_aws, tmp_path):
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="dagster-pipes/context/")
 
     # The source tarball the toolkit downloads: launcher, requirements, the two packages.
-    code_bucket, code_key = sm.split_s3_uri(json.loads(hp["sagemaker_submit_directory"]))
+    code_bucket, code_key = split_s3_uri(json.loads(hp["sagemaker_submit_directory"]))
     assert code_key.startswith("dagster-pipes/code/sourcedir-")
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=code_bucket, Key=code_key)["Body"].read())) as tar:
         names = set(tar.getnames())
@@ -421,7 +436,7 @@ def test_failed_job_raises_with_failure_reason_verbatim(moto_aws, tmp_path):
     on_create(sagemaker, container)
     not_found(stubber)
     create_response(stubber)
-    with stubber, pytest.raises(sm.TrainingJobFailed) as raised:
+    with stubber, pytest.raises(TrainingJobFailed) as raised:
         materialize_partition([training_asset(client, **run_kwargs(tmp_path))])
     assert FAILURE_REASON in str(raised.value)
     assert raised.value.failure_reason == FAILURE_REASON and raised.value.status == "Failed"
@@ -503,7 +518,7 @@ def test_reattach_reads_the_earlier_jobs_messages(moto_aws, tmp_path):
 
 
 def test_failed_attempt_is_retried_under_a_new_name():
-    sagemaker = sm.make_client("sagemaker", REGION)
+    sagemaker = make_client("sagemaker", REGION)
     with Stubber(sagemaker) as stubber:
         stubber.add_response("describe_training_job", description("ft-x-abc", "Failed", "Failed", [FAILED],
                                                                    failure_reason="boom"),
@@ -513,7 +528,7 @@ def test_failed_attempt_is_retried_under_a_new_name():
         stubber.add_client_error("describe_training_job", service_error_code="ValidationException",
                                  service_message="Requested resource not found.",
                                  expected_params={"TrainingJobName": "ft-x-abc-r3"})
-        resolution = sm.resolve_job(sagemaker, "ft-x-abc")
+        resolution = resolve_job(sagemaker, "ft-x-abc")
     assert (resolution.job_name, resolution.attach) == ("ft-x-abc-r3", False)
     assert resolution.previous == [("ft-x-abc", "Failed"), ("ft-x-abc-r2", "Stopped")]
 
@@ -521,29 +536,29 @@ def test_failed_attempt_is_retried_under_a_new_name():
 # --------------------------------------------------------------------------------------------------------------
 # request building (no AWS)
 # --------------------------------------------------------------------------------------------------------------
-def spec(**overrides) -> sm.TrainingJobSpec:
+def spec(**overrides) -> TrainingJobSpec:
     values = dict(role_arn=ROLE, input_s3_uri=INPUT_URI, output_s3_uri=OUTPUT_URI, hyperparameters=HYPERPARAMETERS)
     values.update(overrides)
-    return sm.TrainingJobSpec(**values)
+    return TrainingJobSpec(**values)
 
 
 def pipes_env() -> dict:
     return {"DAGSTER_PIPES_CONTEXT": encode_param({"bucket": BUCKET, "key": "p/context/x/context.json"}),
             "DAGSTER_PIPES_MESSAGES": encode_param({"bucket": BUCKET, "key_prefix": "p/messages/x"}),
-            **sm.TRANSPORT_ENV}
+            **TRANSPORT_ENV}
 
 
 def test_environment_limits_fail_before_any_call():
     too_many = {**pipes_env(), **{f"VAR_{n}": "x" for n in range(98)}}
-    with pytest.raises(sm.SageMakerLimitError, match=r"101 entries \(at most 100\)"):
-        sm.build_create_request(spec(), job_name="j", region=REGION, environment=too_many, source_s3_uri="s3://b/c")
-    with pytest.raises(sm.SageMakerLimitError, match=r"BIG: value is 513 chars \(at most 512\)"):
-        sm.build_create_request(spec(), job_name="j", region=REGION, environment={**pipes_env(), "BIG": "x" * 513},
+    with pytest.raises(SageMakerLimitError, match=r"101 entries \(at most 100\)"):
+        build_create_request(spec(), job_name="j", region=REGION, environment=too_many, source_s3_uri="s3://b/c")
+    with pytest.raises(SageMakerLimitError, match=r"BIG: value is 513 chars \(at most 512\)"):
+        build_create_request(spec(), job_name="j", region=REGION, environment={**pipes_env(), "BIG": "x" * 513},
                                 source_s3_uri="s3://b/c")
-    with pytest.raises(sm.SageMakerLimitError, match="name must match"):
-        sm.build_create_request(spec(), job_name="j", region=REGION, environment={"1BAD": "x"},
+    with pytest.raises(SageMakerLimitError, match="name must match"):
+        build_create_request(spec(), job_name="j", region=REGION, environment={"1BAD": "x"},
                                 source_s3_uri="s3://b/c")
-    ok = sm.build_create_request(spec(), job_name="j", region=REGION,
+    ok = build_create_request(spec(), job_name="j", region=REGION,
                                  environment={**pipes_env(), **{f"VAR_{n}": "x" * 512 for n in range(97)}},
                                  source_s3_uri="s3://b/c")
     assert len(ok["Environment"]) == 100
@@ -552,13 +567,13 @@ def test_environment_limits_fail_before_any_call():
 def test_spot_and_scale_out_settings():
     with pytest.raises(ValueError, match="max_wait_s"):
         spec(use_spot=True, max_runtime_s=3600, max_wait_s=60)
-    spot = sm.build_create_request(spec(use_spot=True, max_runtime_s=3600), job_name="job-1", region=REGION,
+    spot = build_create_request(spec(use_spot=True, max_runtime_s=3600), job_name="job-1", region=REGION,
                                    environment=pipes_env(), source_s3_uri="s3://b/c")
     assert spot["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert spot["CheckpointConfig"]["S3Uri"] == f"{OUTPUT_URI}/job-1/checkpoints"
 
     def hp(**overrides):
-        return sm.build_create_request(spec(**overrides), job_name="j", region=REGION, environment=pipes_env(),
+        return build_create_request(spec(**overrides), job_name="j", region=REGION, environment=pipes_env(),
                                        source_s3_uri="s3://b/c")["HyperParameters"]
 
     assert "sagemaker_torch_distributed_enabled" not in hp(instance_type="ml.g5.xlarge")
@@ -575,7 +590,7 @@ def test_spot_and_scale_out_settings():
     custom = "123456789012.dkr.ecr.us-east-1.amazonaws.com/finetune-assets:gpu"
 
     def algorithm(**overrides):
-        request = sm.build_create_request(spec(launch="entrypoint", image_uri=custom, **overrides), job_name="j",
+        request = build_create_request(spec(launch="entrypoint", image_uri=custom, **overrides), job_name="j",
                                           region=REGION, environment=pipes_env())
         assert not any(key.startswith("sagemaker_") for key in request["HyperParameters"])
         return request["AlgorithmSpecification"]
@@ -589,13 +604,99 @@ def test_spot_and_scale_out_settings():
 
 
 def test_job_names_and_image_uris():
-    name = sm.training_job_base_name("finetune", "Product Docs/2026 ✓ " + "x" * 80, "0123456789abcdef")
-    assert sm.JOB_NAME_PATTERN.match(name) and len(name) <= 63 - 4 and name.endswith("-0123456789")
-    assert sm.JOB_NAME_PATTERN.match(sm.attempt_name(name, 99)) and len(sm.attempt_name(name, 99)) <= 63
-    assert sm.hf_training_image_uri("af-south-1").startswith("626614931356.dkr.ecr.af-south-1.amazonaws.com/")
-    assert sm.hf_training_image_uri("cn-north-1").startswith("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/")
+    name = training_job_base_name("finetune", "Product Docs/2026 ✓ " + "x" * 80, "0123456789abcdef")
+    assert JOB_NAME_PATTERN.match(name) and len(name) <= 63 - 4 and name.endswith("-0123456789")
+    assert JOB_NAME_PATTERN.match(attempt_name(name, 99)) and len(attempt_name(name, 99)) <= 63
+    assert hf_training_image_uri("af-south-1").startswith("626614931356.dkr.ecr.af-south-1.amazonaws.com/")
+    assert hf_training_image_uri("cn-north-1").startswith("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/")
     with pytest.raises(ValueError, match="pass image_uri"):
-        sm.hf_training_image_uri("xx-nowhere-1")
+        hf_training_image_uri("xx-nowhere-1")
+
+
+def _imported_modules(source: str, module: str, is_package: bool) -> set[tuple[str, str | None]]:
+    """(module, name) pairs a file imports, function-level imports included: ``from m import x`` gives (m, x),
+    where x may be a submodule or an attribute; relative imports are resolved against ``module``."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[tuple[str, str | None]] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found.update((base, alias.name) for alias in node.names)
+    return found
+
+
+def _top_level_names(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def tarball_import_problems(tarball: Path) -> dict[str, str]:
+    """Modules that ``python -m finetune_assets.training`` can reach (every import, lazy ones too) but the
+    tarball lacks, and Dagster imports (the container has dagster_pipes only): {module: file importing it}."""
+    with tarfile.open(tarball) as tar:
+        files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".py")}
+
+    def source_of(module: str) -> tuple[str, bool] | None:
+        path = module.replace(".", "/")
+        for candidate, is_package in ((f"{path}/__init__.py", True), (f"{path}.py", False)):
+            if candidate in files:
+                return candidate, is_package
+        return None
+
+    problems: dict[str, str] = {}
+    todo, seen = [("finetune_assets.training.__main__", "the launcher (train.py)")], set()
+    while todo:
+        module, importer = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo.extend((".".join(parts[:n]), importer) for n in range(1, len(parts)))   # parent packages run first
+        found = source_of(module)
+        if found is None:
+            problems[module] = importer
+            continue
+        path, is_package = found
+        for base, name in _imported_modules(files[path], module, is_package):
+            top = base.split(".")[0]
+            if top == "dagster":
+                problems[base] = path
+            if top not in ("finetune_assets", "dagster_pipes"):
+                continue
+            todo.append((base, path))
+            package = source_of(base)
+            if name and package and package[1] and (source_of(f"{base}.{name}") is not None
+                                                    or name not in _top_level_names(files[package[0]])):
+                todo.append((f"{base}.{name}", path))       # a submodule, present or not
+    return problems
+
+
+def test_source_tarball_holds_everything_the_entry_point_imports(tmp_path):
+    tarball, _ = build_source_tarball(tmp_path / "sourcedir.tar.gz")
+    assert tarball_import_problems(tarball) == {}
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+    assert {"train.py", "requirements.txt", "finetune_assets/training/__main__.py", "dagster_pipes/__init__.py"} \
+        <= set(names)
+    assert not [n for n in names if n.startswith(("finetune_assets/stages/", "finetune_assets/resources/"))]
+
+    without_core, _ = build_source_tarball(tmp_path / "no-core.tar.gz",
+                                           sources=[s for s in SOURCE_PATHS if s != "finetune_assets/core"])
+    missing = tarball_import_problems(without_core)
+    assert "finetune_assets.core.training.dense_training" in missing and "finetune_assets.core" in missing
 
 
 @pytest.mark.parametrize("rank_env, keeps_pipes", [({}, True), ({"RANK": "0"}, True), ({"RANK": "3"}, False),
@@ -604,7 +705,7 @@ def test_launcher_execs_the_entry_point(tmp_path, rank_env, keeps_pipes):
     """train.py as the toolkit runs it: toolkit keys dropped, its argv copy ignored, Pipes kept on rank 0 only."""
     code = tmp_path / "code"
     (code / "finetune_assets" / "training").mkdir(parents=True)
-    (code / "train.py").write_text(sm.LAUNCHER_SOURCE)
+    (code / "train.py").write_text(LAUNCHER_SOURCE)
     (code / "finetune_assets" / "__init__.py").write_text("")
     (code / "finetune_assets" / "training" / "__init__.py").write_text("")
     (code / "finetune_assets" / "training" / "__main__.py").write_text(
@@ -637,12 +738,12 @@ def run_container_process(moto, params: dict, workdir: Path) -> subprocess.Compl
     hyperparameters = params["HyperParameters"]
     code = workdir / "code"
     code.mkdir(parents=True)
-    bucket, key = sm.split_s3_uri(json.loads(hyperparameters["sagemaker_submit_directory"]))
+    bucket, key = split_s3_uri(json.loads(hyperparameters["sagemaker_submit_directory"]))
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
         tar.extractall(code, filter="data")
     channel = workdir / "input" / "data" / "train"
     channel.mkdir(parents=True)
-    bucket, prefix = sm.split_s3_uri(params["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"])
+    bucket, prefix = split_s3_uri(params["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"])
     for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
         s3.download_file(bucket, item["Key"], str(channel / Path(item["Key"]).name))
     config = workdir / "input" / "config"
@@ -663,7 +764,7 @@ def run_container_process(moto, params: dict, workdir: Path) -> subprocess.Compl
         with tarfile.open(fileobj=raw, mode="w:gz") as tar:
             for path in sorted(model.rglob("*")):
                 tar.add(path, arcname=str(path.relative_to(model)), recursive=False)
-        bucket, key = sm.split_s3_uri(model_artifacts_uri(params))
+        bucket, key = split_s3_uri(model_artifacts_uri(params))
         s3.put_object(Bucket=bucket, Key=key, Body=raw.getvalue())
     return completed
 

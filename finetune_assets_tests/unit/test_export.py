@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune_assets.core.export import export
-from finetune_assets.core.export.export import ExportError, export_dense_model, export_sparse_model
+from finetune_assets.core.export import dense as dense_export
+from finetune_assets.core.export import package
+from finetune_assets.core.export.dense import export_dense_model
+from finetune_assets.core.export.package import ExportError
+from finetune_assets.core.export.sparse import export_sparse_model
 from finetune_assets.core.offline_models import minilm_path, splade_tiny_path
 
 pytestmark = pytest.mark.slow
@@ -50,7 +53,7 @@ def test_zip_holds_one_torchscript_file_and_tokenizer_at_the_root(dense):
         infos = archive.infolist()
     assert sorted(i.filename for i in infos) == ["minilm-finetuned.pt", "tokenizer.json"]
     for info in infos:
-        assert info.date_time == export.ZIP_DATE_TIME
+        assert info.date_time == package.ZIP_DATE_TIME
         assert info.compress_type == zipfile.ZIP_STORED
         assert not info.flag_bits & 0x08  # no data descriptor: Java's ZipInputStream rejects those on STORED
     assert sorted(p.name for p in dense.out_dir.iterdir()) == sorted(
@@ -73,13 +76,13 @@ def test_register_body_follows_ml_commons(dense):
     assert config["normalize_result"] is True
     assert config["model_max_length"] == 256
     assert json.loads(config["all_config"]) == json.loads((minilm_path() / "config.json").read_text())
-    assert body["total_chunks"] == -(-body["model_content_size_in_bytes"] // export.MODEL_CHUNK_SIZE_BYTES)
+    assert body["total_chunks"] == -(-body["model_content_size_in_bytes"] // package.MODEL_CHUNK_SIZE_BYTES)
 
 
 def test_hash_and_size_are_those_of_the_zip_bytes(dense):
     data = dense.zip_path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    assert dense.sha256 == digest == dense.register_body["model_content_hash_value"] == export.sha256_file(dense.zip_path)
+    assert dense.sha256 == digest == dense.register_body["model_content_hash_value"] == package.sha256_file(dense.zip_path)
     assert dense.size_bytes == len(data) == dense.register_body["model_content_size_in_bytes"]
     manifest = json.loads(dense.manifest_path.read_text())
     assert manifest["zip"]["sha256"] == digest and manifest["zip"]["size_bytes"] == len(data)
@@ -152,12 +155,12 @@ def test_directory_without_a_model_is_a_clear_error(tmp_path):
 
 
 def test_export_fails_when_the_package_does_not_reproduce_the_model(tmp_path, monkeypatch):
-    real = export._package_tokenizer_json
+    real = dense_export.package_tokenizer_json
 
     def truncating_too_early(model, model_dir, max_seq_length):
         return real(model, model_dir, 8)
 
-    monkeypatch.setattr(export, "_package_tokenizer_json", truncating_too_early)
+    monkeypatch.setattr(dense_export, "package_tokenizer_json", truncating_too_early)
     with pytest.raises(ExportError, match="does not reproduce"):
         export_dense_model(minilm_path(), tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written

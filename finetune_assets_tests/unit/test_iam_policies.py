@@ -201,7 +201,7 @@ def test_every_aws_call_is_allowed_by_the_role_policy(role, scanned):
 SYNTHETIC = '''
 import boto3
 from opensearchpy import OpenSearch
-from finetune_assets.clients.bedrock_batch import make_client
+from finetune_assets.clients.bedrock.aws import make_client
 
 
 class Deployer:

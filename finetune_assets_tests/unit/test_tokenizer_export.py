@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from finetune_assets.core.export import tokenizer_export
-from finetune_assets.core.export.export import ExportError
+from finetune_assets.core.export.package import ExportError
 from finetune_assets.core.export.tokenizer_export import (
     export_inference_free_model,
     export_sparse_tokenizer,

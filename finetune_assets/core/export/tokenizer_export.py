@@ -22,18 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from finetune_assets.core.export.export import (
-    DEFAULT_SAMPLE_SENTENCES,
+from finetune_assets.core.export.model_dir import check_model_dir, load_model
+from finetune_assets.core.export.package import (
     TOKENIZER_FILE,
     ExportedPackage,
     ExportError,
-    _check_model_dir,
-    _load,
-    _probe_texts,
-    _safe_stem,
-    _write_package,
-    export_sparse_model,
+    safe_stem,
+    write_package,
 )
+from finetune_assets.core.export.sparse import export_sparse_model
+from finetune_assets.core.export.verify import DEFAULT_SAMPLE_SENTENCES, probe_texts
 
 IDF_FILE = "idf.json"
 DOCUMENT_PACKAGE_DIR = "document"  # SPARSE_ENCODING package of an inference-free model
@@ -79,8 +77,8 @@ def export_sparse_tokenizer(
 ) -> ExportedPackage:
     """Export the query side (a SparseStaticEmbedding) of an inference-free model as a SPARSE_TOKENIZE package."""
     started = time.perf_counter()
-    model_dir = _check_model_dir(model_dir)
-    model = _load(model_dir, sparse=True)
+    model_dir = check_model_dir(model_dir)
+    model = load_model(model_dir, sparse=True)
     static = _query_embedding(model, model_dir)
     tokenizer = static.tokenizer
     if not getattr(tokenizer, "is_fast", False):
@@ -98,18 +96,18 @@ def export_sparse_tokenizer(
     if any(float(weights[i]) != 0 for i in special):
         warnings.append("special tokens have non-zero weights in the model; ml-commons drops them from queries")
 
-    probes = _probe_texts([*sample_sentences, UNKNOWN_CHARACTER_PROBE], max_length or 512)
+    probes = probe_texts([*sample_sentences, UNKNOWN_CHARACTER_PROBE], max_length or 512)
     reference = model.encode_query(probes, convert_to_tensor=True, show_progress_bar=False)
     reference = (reference.to_dense() if reference.is_sparse else reference).float().cpu()
     reference[:, special] = 0
     verification = _verify(tokenizer_json, idf, probes, reference)
 
     name = name or f"{model_dir.name}-query-tokenizer"
-    file_stem = _safe_stem(name)
+    file_stem = safe_stem(name)
     description = description or (
         f"Query tokenizer of an inference-free sparse model: token weights (IDF) over a {len(weights)}-token "
         "vocabulary, no model inference at query time.")
-    return _write_package(
+    return write_package(
         out_dir=Path(out_dir),
         kind="sparse_tokenize",
         model_dir=model_dir,
