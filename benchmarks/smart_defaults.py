@@ -45,20 +45,28 @@ REPEAT_FIELDS = {("trained_model", "seed")}
 
 
 def current_defaults() -> dict[tuple[str, str], object]:
-    """Today's default for every asset config field, keyed by (op, field)."""
-    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig
-    from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
-    from finetune_assets.stages.evaluation.evaluation_report import EvaluationReportConfig
-    from finetune_assets.stages.queries.bedrock_batch_outputs import QueryGenerationConfig
-    from finetune_assets.stages.training.mined_negatives import MinedNegativesConfig
-    from finetune_assets.stages.training.trained_model import TrainedModelConfig
-    from finetune_assets.stages.training.training_pairs import TrainingPairsConfig
+    """Today's default for every asset config field, keyed by (op, field); an experimental option counts as a
+    field of its asset, as runs made before the `experimental` mappings set it."""
+    from finetune_assets.core.retrieval.mining import MiningSettings
+    from finetune_assets.core.training.dense_training import EXPERIMENTAL_FIELDS, Hyperparameters
+    from finetune_assets.stages.run_config import config_classes
+    from finetune_assets.stages.training.mined_negatives import EXPERIMENTAL_MINING
 
-    classes = {"raw_corpus": RawCorpusConfig, "bedrock_batch_outputs": QueryGenerationConfig,
-               "training_pairs": TrainingPairsConfig, "mined_negatives": MinedNegativesConfig,
-               "trained_model": TrainedModelConfig, "evaluation_report": EvaluationReportConfig,
-               "cost_estimate": CostEstimateConfig}
-    return {(op, name): field.default for op, cls in classes.items() for name, field in cls.model_fields.items()}
+    defaults = {(op, name): field.default for op, cls in config_classes().items()
+                for name, field in cls.model_fields.items() if name != "experimental"}
+    defaults.update({("trained_model", name): getattr(Hyperparameters(), name) for name in EXPERIMENTAL_FIELDS})
+    defaults.update({("mined_negatives", name): getattr(MiningSettings(), name) for name in EXPERIMENTAL_MINING})
+    return defaults
+
+
+def config_entries(run_config: dict):
+    """(op, field, value) of every setting in a run config, the entries of an `experimental` mapping included."""
+    for op, entry in run_config.get("ops", {}).items():
+        for name, value in entry.get("config", {}).items():
+            if name == "experimental" and isinstance(value, dict):
+                yield from ((op, option, setting) for option, setting in value.items())
+            else:
+                yield op, name, value
 
 
 def settings_and_techniques(report: dict, defaults: dict) -> tuple[dict, dict]:
@@ -66,15 +74,14 @@ def settings_and_techniques(report: dict, defaults: dict) -> tuple[dict, dict]:
     recorded = report.get("effective_settings")
     values = dict(recorded) if recorded else dict(LEGACY_SETTINGS)
     techniques = {}
-    for op, entry in report["settings"].get("run_config", {}).get("ops", {}).items():
-        for name, value in entry.get("config", {}).items():
-            if (op, name) in BENCHMARK_FIELDS:
-                continue
-            if name in SETTING_OPS and SETTING_OPS[name] == op:
-                if not recorded and value is not None:
-                    values[name] = value
-            elif defaults.get((op, name), object()) != value:
-                techniques[f"{op}.{name}"] = value
+    for op, name, value in config_entries(report["settings"].get("run_config", {})):
+        if (op, name) in BENCHMARK_FIELDS:
+            continue
+        if name in SETTING_OPS and SETTING_OPS[name] == op:
+            if not recorded and value is not None:
+                values[name] = value
+        elif defaults.get((op, name), object()) != value:
+            techniques[f"{op}.{name}"] = value
     return values, techniques
 
 
@@ -134,14 +141,13 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
             effective = {**effective, name: model_config.get(name) or earlier}
     if any(name not in effective for name in BATCH_KL_SETTINGS):
         return None
-    for op, entry in settings.get("run_config", {}).get("ops", {}).items():
-        for name, value in entry.get("config", {}).items():
-            own = op == "trained_model" and name in BATCH_KL_SETTINGS
-            ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
-            if (op, name) == ("mined_negatives", "teacher_companion"):  # spelled out, the default's models
-                ignored = companion_models(value, settings["model_type"]) == default_companions
-            if not own and not ignored and defaults.get((op, name), object()) != value:
-                return None
+    for op, name, value in config_entries(settings.get("run_config", {})):
+        own = op == "trained_model" and name in BATCH_KL_SETTINGS
+        ignored = (op, name) in BENCHMARK_FIELDS or (op, name) in REPEAT_FIELDS
+        if (op, name) == ("mined_negatives", "teacher_companion"):  # spelled out, the default's models
+            ignored = companion_models(value, settings["model_type"]) == default_companions
+        if not own and not ignored and defaults.get((op, name), object()) != value:
+            return None
     return {"model_type": settings["model_type"], "collection": Path(report["collection"]).name,
             "settings": tuple((name, effective[name]) for name in BATCH_KL_SETTINGS),
             "gain": report["tuned_minus_base_ndcg@10"]["mean"]}

@@ -77,12 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         if not train_file.exists():
             raise FileNotFoundError(f"no training data: {train_file} does not exist")
         rows = list(read_jsonl(train_file))
+        spans = 0
         if hp.loss != "batch_kl":
             # Span queries are copied from their document: only the teacher's ranking of the others teaches.
             spans = sum(1 for r in rows if r.get("exclude_source"))
             rows = [r for r in rows if not r.get("exclude_source")]
             if spans:
                 (log.info if log else print)(f"loss {hp.loss}: {spans} span-query rows left out (batch_kl only)")
+        if not rows:
+            raise ValueError(f"no training rows in {train_file}" + (f" once its {spans} span-query rows are left "
+                             f"out for loss {hp.loss}: use loss batch_kl" if spans else ""))
 
         def on_log(entry: dict) -> None:
             message = f"step {entry['step']}/{entry['total_steps']} loss {entry['loss']:.4f}"
@@ -108,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             (log.info if log else print)(f"model soup: member {index + 1}/{hp.soup_size} (seed {seed})")
 
         outcome = train_soup(train_member, hp, args.model_dir, on_member=on_member)
+        if outcome.steps < 1:  # the folder holds the untouched base model: never report it as trained
+            raise RuntimeError(f"training ran 0 steps on {outcome.rows} rows (epochs {hp.epochs}, batch_size "
+                               f"{hp.batch_size}, max_steps {hp.max_steps}), so {args.model_dir} holds the untouched "
+                               "base model; raise epochs or add training rows")
         summary = {
             "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,

@@ -178,23 +178,48 @@ def test_batch_kl_training_counts_span_queries_teacher_candidates_and_the_step_c
     assert "batch_kl" in estimate(documents, train=uncapped).assumptions["training"]
 
 
+def planned(model_type: str = "dense", ops: dict | None = None, documents: int = 2000, max_seq_length: int = 256):
+    """The queries per type and Hyperparameters cost_estimate prices for a run config, as the CLI and asset do."""
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.stages.corpus.cost_estimate import planned_training, run_configs
+
+    configs = run_configs({"ops": {op: {"config": config} for op, config in (ops or {}).items()}})
+    base = BaseModelResource(model_type=model_type, max_seq_length=max_seq_length)
+    return configs, *planned_training(configs, base, documents)
+
+
 def test_the_asset_prices_batch_kl_with_the_tables_batch_kl_entry():
     from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
-    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
+    from finetune_assets.stages.corpus.cost_estimate import train_settings
 
     entry = batch_kl_lookup("dense")
-    settings = mirrored_settings(CostEstimateConfig(), "dense", 2000)
-    assert (settings["loss"], settings["epochs"], settings["max_steps"]) == ("batch_kl", entry.epochs, entry.max_steps)
-    train = train_settings(CostEstimateConfig(), 512, settings, sampled_documents=1000)
-    assert train.span_rows == pytest.approx(1000 * 0.8 * CostEstimateConfig().span_queries)
+    configs, queries_per_type, hp = planned("dense", max_seq_length=512)
+    assert (hp.loss, hp.epochs, hp.max_steps, queries_per_type) == ("batch_kl", entry.epochs, entry.max_steps, 1)
+    train = train_settings(hp, configs.training_pairs, sampled_documents=1000)
+    assert train.span_rows == pytest.approx(1000 * 0.8 * configs.training_pairs.span_queries)
     assert train.max_seq_length == entry.max_seq_length  # the entry's training length, the model reading more
-    short = train_settings(CostEstimateConfig(), 64, settings, sampled_documents=1000)
-    assert short.max_seq_length == 64  # never more than the model reads
-    assert train_settings(CostEstimateConfig(max_seq_length=96), 512, mirrored_settings(
-        CostEstimateConfig(max_seq_length=96), "dense", 2000), 1000).max_seq_length == 96
-    pairs = mirrored_settings(CostEstimateConfig(loss="mnrl"), "dense", 2000)
-    assert pairs["loss"] == "mnrl" and train_settings(CostEstimateConfig(), 256, pairs, 1000).span_rows == 0
-    assert mirrored_settings(CostEstimateConfig(), "inference_free", 2000)["loss"] == "mnrl"
+    configs, _, short = planned("dense", max_seq_length=64)
+    assert train_settings(short, configs.training_pairs, 1000).max_seq_length == 64  # never more than the model reads
+    configs, _, set_96 = planned("dense", {"trained_model": {"max_seq_length": 96}}, max_seq_length=512)
+    assert train_settings(set_96, configs.training_pairs, 1000).max_seq_length == 96
+    configs, _, pairs = planned("dense", {"trained_model": {"loss": "mnrl"}})
+    assert pairs.loss == "mnrl" and train_settings(pairs, configs.training_pairs, 1000).span_rows == 0
+    assert planned("inference_free")[2].loss == "mnrl"
+    # mined_negatives without the hybrid teacher writes no matrix, so loss auto trains mnrl
+    assert planned("dense", {"mined_negatives": {"teacher": "default"}})[2].loss == "mnrl"
+
+
+def test_the_estimate_reads_the_other_assets_configs_of_the_run():
+    from finetune_assets.stages.corpus.cost_estimate import train_settings
+
+    ops = {"bedrock_batch_outputs": {"queries_per_type": 3}, "training_pairs": {"held_out_fraction": 0.5,
+                                                                                "span_queries": 0},
+           "mined_negatives": {"num_negatives": 4}, "trained_model": {"loss": "mnrl", "epochs": 3}}
+    configs, queries_per_type, hp = planned("dense", ops)
+    train = train_settings(hp, configs.training_pairs, sampled_documents=1000)
+    assert (queries_per_type, hp.num_negatives, train.epochs, train.held_out_fraction) == (3, 4, 3.0, 0.5)
+    # trained_model's own num_negatives wins over what mined_negatives mines
+    assert planned("dense", {**ops, "trained_model": {"loss": "mnrl", "num_negatives": 2}})[2].num_negatives == 2
 
 
 def test_default_token_counter_is_the_packaged_tokenizer():
@@ -206,8 +231,6 @@ def test_default_token_counter_is_the_packaged_tokenizer():
 
 
 def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documents):
-    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
-
     def training(train):
         return next(i for i in estimate(documents, training_rows_per_second=10.0, train=train).items
                     if i.group == "training")
@@ -216,13 +239,15 @@ def test_a_model_soup_is_priced_as_its_members_trained_one_after_another(documen
     assert training(four).note.startswith("1,280 rows") and training(one).note.startswith("320 rows")
     assert "a soup of 4 models" in estimate(documents, train=four).assumptions["training"]
     # The asset prices trained_model's soup_size: one model unless set.
-    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["soup_size"] == 1
-    settings = mirrored_settings(CostEstimateConfig(soup_size=2), "sparse", 2000)
-    assert train_settings(CostEstimateConfig(soup_size=2), 256, settings, 1000).soup_size == 2
+    from finetune_assets.stages.corpus.cost_estimate import train_settings
+
+    assert planned("sparse")[2].soup_size == 1
+    configs, _, hp = planned("sparse", {"trained_model": {"soup_size": 2}})
+    assert train_settings(hp, configs.training_pairs, 1000).soup_size == 2
 
 
 def test_the_students_own_candidates_are_priced_as_more_passages_per_row(documents):
-    from finetune_assets.stages.corpus.cost_estimate import CostEstimateConfig, mirrored_settings, train_settings
+    from finetune_assets.stages.corpus.cost_estimate import train_settings
 
     def training_cost(train):
         return next(i for i in estimate(documents, training_rows_per_second=None, train=train).items
@@ -232,7 +257,27 @@ def test_the_students_own_candidates_are_priced_as_more_passages_per_row(documen
     own = TrainSettings(loss="batch_kl", batch_size=32, span_rows=500.0, max_steps=10, candidates_per_query=8,
                         student_candidates_per_query=4)
     assert training_cost(own) > training_cost(plain)
-    config = CostEstimateConfig(student_candidates_per_query=4)
-    settings = mirrored_settings(config, "sparse", 2000)
-    assert train_settings(config, 256, settings, 1000).student_candidates_per_query == 4
-    assert mirrored_settings(CostEstimateConfig(), "sparse", 2000)["student_candidates_per_query"] == 0
+    configs, _, hp = planned("sparse", {"trained_model": {"experimental": {"student_candidates_per_query": 4}}})
+    assert train_settings(hp, configs.training_pairs, 1000).student_candidates_per_query == 4
+    assert planned("sparse")[2].student_candidates_per_query == 0
+
+
+def test_the_estimate_command_prices_the_default_configs_and_names_a_bad_flag(tmp_path, capsys):
+    import argparse
+
+    from finetune_assets.cli import _estimate
+    from finetune_assets_tests.conftest import write_tiny_corpus
+
+    corpus, _ = write_tiny_corpus(tmp_path)
+
+    def estimate_command(**flags) -> int:
+        args = {"corpus": str(corpus), "max_docs": None, "bedrock_model": None, "instance_type": None,
+                "rows_per_second": None, "json": None, **flags}
+        return _estimate(argparse.Namespace(**args))
+
+    assert estimate_command() == 0
+    assert "batch_kl: 2.0 epoch(s)" in capsys.readouterr().out  # trained_model's default loss and table entry
+    assert estimate_command(rows_per_second=-1.0) == 2
+    assert "--rows-per-second -1.0: Input should be greater than 0" in capsys.readouterr().err
+    assert estimate_command(max_docs=-3) == 2
+    assert "--max-docs -3: Input should be greater than or equal to 0" in capsys.readouterr().err

@@ -55,16 +55,24 @@ def test_model_type_picks_base_model_and_regularisers():
 
 
 def test_trained_model_flops_weights_reach_the_hyperparameters_or_leave_the_recipe_default():
-    from finetune_assets.stages.training.trained_model import regularizer_weight_setting
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.stages.run_config import op_config
+    from finetune_assets.stages.training.trained_model import TrainedModelConfig, training_hyperparameters
 
-    default = Hyperparameters(model_type="sparse", query_regularizer_weight=regularizer_weight_setting(None),
-                              document_regularizer_weight=regularizer_weight_setting(None))
+    def built(**weights):
+        chosen = {"epochs": 1.0, "batch_size": 16, "learning_rate": 2e-5}
+        return training_hyperparameters(TrainedModelConfig(**weights), chosen, loss="mnrl", num_negatives=0,
+                                        base_model=BaseModelResource(model_type="sparse"))
+
+    default = built()
     assert (default.query_regularizer_weight, default.document_regularizer_weight) == SPARSE_REGULARIZERS["sparse"]
-    chosen = Hyperparameters(model_type="sparse", query_regularizer_weight=regularizer_weight_setting(0.0),
-                             document_regularizer_weight=regularizer_weight_setting(1e-6))
+    chosen = built(query_regularizer_weight=0.0, document_regularizer_weight=1e-6)
     assert (chosen.query_regularizer_weight, chosen.document_regularizer_weight) == (0.0, 1e-6)
-    with pytest.raises(ValueError, match="FLOPS regulariser weights are >= 0"):
-        regularizer_weight_setting(-0.5)
+    with pytest.raises(ValueError, match=r"query_regularizer_weight=-0.5: Input should be greater than or equal to 0"):
+        op_config({"ops": {"trained_model": {"config": {"query_regularizer_weight": -0.5}}}}, "trained_model")
+    with pytest.raises(ValueError, match=r"hyperparameter document_regularizer_weight must be >= 0 \(null = the "
+                                         r"recipe default for model_type\), got -1.0"):
+        Hyperparameters(model_type="sparse", document_regularizer_weight=-1.0)
 
 
 def test_batch_kl_fills_only_unset_settings_from_the_tables_entry_for_its_model_type():

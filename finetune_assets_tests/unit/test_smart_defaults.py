@@ -269,3 +269,30 @@ def test_a_soup_run_does_not_pick_the_settings_of_one_model():
     single = batch_kl_report("cranfield", 0.03, "sparse", config={"trained_model": {"config": {"soup_size": 1}}})
     single["effective_settings"]["soup_size"] = 1
     assert describe_batch_kl_run(single, defaults, sizes)["gain"] == 0.03
+
+
+def test_experimental_options_count_alike_set_directly_by_earlier_runs_or_through_the_mapping():
+    from benchmarks.smart_defaults import settings_and_techniques
+
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+    for at_default in ({"trained_model": {"config": {"experimental": {"average_weights_from": 0.0, "dropout": None}}}},
+                       {"mined_negatives": {"config": {"experimental": {"roundtrip_top_k": 0}}}},
+                       {"mined_negatives": {"config": {"roundtrip_rerank_depth": 10}}}):  # before the mapping
+        assert describe_batch_kl_run(batch_kl_report("cacm", 0.02, config=at_default), defaults, sizes), at_default
+    for option in ({"trained_model": {"config": {"experimental": {"teacher_temperature": 2.0}}}},
+                   {"mined_negatives": {"config": {"experimental": {"roundtrip_top_k": 5}}}}):
+        assert describe_batch_kl_run(batch_kl_report("cacm", 0.09, config=option), defaults, sizes) is None, option
+    _, techniques = settings_and_techniques(report("cacm", 0.01, config={
+        "trained_model": {"config": {"experimental": {"untie_output_embeddings": True}}}}), defaults)
+    assert techniques == {"trained_model.untie_output_embeddings": True}  # labelled as before the mapping
+
+
+def test_the_shipped_table_is_what_the_generator_writes_from_the_results(tmp_path):
+    from pathlib import Path
+
+    from benchmarks.smart_defaults import main
+    from finetune_assets.core.cost.smart_defaults import TABLE
+
+    results = sorted(str(p) for p in (Path(__file__).parents[2] / "benchmarks" / "results").glob("*.json"))
+    assert main([*results, "--out", str(tmp_path / "table.toml")]) == 0
+    assert (tmp_path / "table.toml").read_text() == TABLE.read_text()

@@ -6,78 +6,136 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from finetune_assets.core.model_types import check_model_type, default_base_model
+from finetune_assets.core.model_types import MODEL_TYPES, check_model_type, default_base_model
 from finetune_assets.core.offline_models import resolve_model
-from finetune_assets.core.training.losses import check_loss, ranking_loss, teacher_labels, training_dataset
+from finetune_assets.core.training.losses import LOSSES, check_loss, ranking_loss, teacher_labels, training_dataset
 
 # SPLADE recipe defaults (sentence-transformers' SPLADE and inference-free SPLADE training examples).
 SPARSE_REGULARIZERS = {"sparse": (5e-5, 3e-5), "inference_free": (0.0, 3e-4)}  # (query, document) FLOPS weights
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a setting accepts: bounds for a number or a list of choices; `note` says what a special value
+    means and is shown in errors."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    note: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def text(self) -> str:
+        if self.choices:
+            body = "one of " + ", ".join(self.choices)
+        else:
+            bounds = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            body = " and ".join(f"{sign} {bound:g}" for sign, bound in bounds if bound is not None)
+        return body + (f" ({self.note})" if self.note else "")
+
+    def pydantic(self) -> dict[str, float]:
+        """The bounds as pydantic Field constraints, so a Config field checks the same range."""
+        return {name: getattr(self, name) for name in ("ge", "gt", "le", "lt") if getattr(self, name) is not None}
+
+
+def setting(default: Any, **valid: Any) -> Any:
+    """A Hyperparameters field with its valid range, checked in __post_init__."""
+    return field(default=default, metadata={"valid": Range(**valid)})
+
+
+# Benchmark-only options, measured without gain and off by default; TrainedModelConfig sets them through its
+# `experimental` mapping, whose keys are these names.
+EXPERIMENTAL_FIELDS = ("student_candidates_per_query", "student_candidates_every", "average_weights_from",
+                       "untie_output_embeddings", "dropout", "teacher_temperature", "output_bias_learning_rate",
+                       "score_scale_learning_rate")
+# TrainedModelConfig's name for a setting where it differs from the field here: its max_seq_length (as in the
+# smart-defaults table) is the training length, while max_seq_length here is what the saved model reads.
+SETTING_FIELDS = {"max_seq_length": "train_max_seq_length"}
 
 
 @dataclass
 class Hyperparameters:
-    model_type: str = "dense"  # dense | sparse | inference_free (see core/model_types.py)
+    model_type: str = setting("dense", choices=MODEL_TYPES)  # see core/model_types.py
     base_model: str = ""  # "" = the default base model of model_type
-    epochs: float = 1.0
-    max_steps: int = 0  # stop after this many steps (0 = as many as the epochs take)
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_seq_length: int = 256  # what the saved model reads
-    # Tokens per text while training (0 = max_seq_length). Cost grows with it; 128 trains about twice as fast.
-    train_max_seq_length: int = 0
-    num_negatives: int = 0  # how many mined negatives per row to train with (0 = in-batch only)
-    seed: int = 0
+    epochs: float = setting(1.0, gt=0)
+    max_steps: int = setting(0, ge=0, note="0 = as many steps as the epochs take")
+    batch_size: int = setting(16, ge=1)
+    learning_rate: float = setting(2e-5, gt=0)
+    warmup_ratio: float = setting(0.1, ge=0, lt=1)
+    max_seq_length: int = setting(256, ge=1)  # what the saved model reads
+    # Tokens per text while training; cost grows with it.
+    train_max_seq_length: int | None = setting(None, ge=1, note="null = max_seq_length")
+    num_negatives: int = setting(0, ge=0, note="0 = in-batch negatives only")  # mined negatives per row
+    seed: int = setting(0, ge=0)
     # "auto" = bf16 on a GPU that supports it, fp16 on other GPUs, fp32 on CPU.
-    precision: str = "auto"
-    logging_steps: int = 5
-    # Sparse only; < 0 = the recipe default for model_type. inference_free has no query regulariser.
-    query_regularizer_weight: float = -1.0
-    document_regularizer_weight: float = -1.0
-    idf_learning_rate: float = 1e-3  # inference_free: learning rate of the query-side token weights
-    loss: str = "mnrl"  # mnrl | margin_mse | distill_kl | mnrl+margin_mse (see core/losses.py)
-    cosine_scale: float = 20.0  # distillation losses: multiplies a cosine student's scores (teacher logit range)
-    candidates_per_query: int = 4  # batch_kl: the teacher's top documents each query adds to the batch's pool
-    # batch_kl: each query also pools the student's own top documents (0 = none), mined before the first step and
-    # again every student_candidates_every steps (0 = only then)
-    student_candidates_per_query: int = 0
-    student_candidates_every: int = 0
-    teacher_temperature: float = 1.0  # batch_kl: divides the teacher's scores before its softmax
-    # batch_kl, sparse: multiplies the student's dot products (0 = the teacher's score spread over the student's,
-    # measured on the first batch: SPLADE-tiny's spread is about twice the hybrid teacher's, and matching it
-    # through the loss would shrink every activation)
-    sparse_score_scale: float = 0.0
-    # batch_kl, sparse: learning rate of the MLM head's output bias, one value per vocabulary token (0 = learning_rate).
-    # A raised rate lets a token's weight in this corpus (how much "over" or "flow" counts) move within a short run.
-    output_bias_learning_rate: float = 0.0
-    # batch_kl: learning rate of a factor on the student's scores, in log space, starting at 1 (0 = the scale stays
-    # fixed). Lets the student match the teacher's sharpness without inflating every activation.
-    score_scale_learning_rate: float = 0.0
-    # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py); 1 = one model.
-    soup_size: int = 1
-    # batch_kl: from this fraction of the steps on, keep the running mean of the weights and save it instead of the
-    # last weights (0 = the last weights): a tail average, the soup of one run's late checkpoints.
-    average_weights_from: float = 0.0
-    # batch_kl, sparse: give the MLM head its own copy of the word embeddings (they are one tensor in BERT), so the
-    # terms a text expands to can move without moving how its tokens are read. Saved untied.
+    precision: str = setting("auto", choices=PRECISIONS)
+    logging_steps: int = setting(5, ge=1)
+    # Sparse only; inference_free has no query regulariser.
+    query_regularizer_weight: float | None = setting(None, ge=0, note="null = the recipe default for model_type")
+    document_regularizer_weight: float | None = setting(None, ge=0, note="null = the recipe default for model_type")
+    # inference_free: learning rate of the query-side token weights.
+    idf_learning_rate: float = setting(1e-3, ge=0, note="0 = frozen")
+    loss: str = setting("mnrl", choices=LOSSES)  # see core/losses.py
+    # Distillation losses: multiplies a cosine student's scores (the teacher's logit range).
+    cosine_scale: float = setting(20.0, gt=0)
+    # batch_kl: the teacher's top documents each query adds to the batch's pool.
+    candidates_per_query: int = setting(4, ge=1)
+    # batch_kl, sparse: multiplies the student's dot products; SPLADE-tiny's own spread is wider than the hybrid
+    # teacher's, and matching it through the loss would shrink every activation.
+    sparse_score_scale: float | None = setting(None, gt=0, note="null = the teacher's score spread over the "
+                                                                "student's, measured on the first batch")
+    # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py).
+    soup_size: int = setting(1, ge=1, note="1 = one model")
+    # The experimental options (EXPERIMENTAL_FIELDS) follow.
+    # batch_kl: each query also pools the student's own top documents, mined before the first step and again
+    # every student_candidates_every steps.
+    student_candidates_per_query: int = setting(0, ge=0, note="0 = none")
+    student_candidates_every: int = setting(0, ge=0, note="0 = only before the first step")
+    # batch_kl: from this fraction of the steps on, save the running mean of the weights (a tail average).
+    average_weights_from: float = setting(0.0, ge=0, lt=1, note="0 = save the last weights")
+    # batch_kl, sparse: give the MLM head its own copy of the word embeddings (one tensor in BERT); saved untied.
     untie_output_embeddings: bool = False
-    # batch_kl: dropout probability of every dropout layer while training (< 0 = the model's own, 0.1 for BERT)
-    dropout: float = -1.0
+    # batch_kl: dropout probability of every dropout layer while training.
+    dropout: float | None = setting(None, ge=0, lt=1, note="null = the model's own")
+    teacher_temperature: float = setting(1.0, gt=0)  # batch_kl: divides the teacher's scores before its softmax
+    # batch_kl, sparse: learning rate of the MLM head's per-token output bias.
+    output_bias_learning_rate: float | None = setting(None, gt=0, note="null = learning_rate")
+    # batch_kl: learning rate of a factor on the student's scores, in log space, starting at 1.
+    score_scale_learning_rate: float | None = setting(None, gt=0, note="null = the scale stays fixed")
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)
         check_loss(self.loss)
-        if self.soup_size < 1:
-            raise ValueError(f"soup_size must be >= 1 (1 = one model), got {self.soup_size}")
+        for name, valid in _ranges().items():
+            value = getattr(self, name)
+            if value is None and _optional(name):
+                continue
+            if value is None or not valid.allows(value):
+                raise ValueError(f"hyperparameter {name} must be {valid.text()}, got {value!r}")
+        if self.student_candidates_every and not self.student_candidates_per_query:
+            raise ValueError(f"hyperparameter student_candidates_every is {self.student_candidates_every} but "
+                             "student_candidates_per_query is 0, so nothing would be mined: set "
+                             "student_candidates_per_query too")
         self.base_model = self.base_model or default_base_model(self.model_type)
         query, document = SPARSE_REGULARIZERS.get(self.model_type, (0.0, 0.0))
-        if self.query_regularizer_weight < 0:
+        if self.query_regularizer_weight is None:
             self.query_regularizer_weight = query
-        if self.document_regularizer_weight < 0:
+        if self.document_regularizer_weight is None:
             self.document_regularizer_weight = document
 
     @property
@@ -86,26 +144,85 @@ class Hyperparameters:
         return min(self.train_max_seq_length or self.max_seq_length, self.max_seq_length)
 
     @classmethod
-    def from_mapping(cls, values: dict) -> Hyperparameters:
+    def valid_range(cls, name: str) -> Range:
+        """The valid range of a field, for a Config field that sets it."""
+        return _ranges()[name]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Hyperparameters:
         """Accept SageMaker's hyperparameters.json, where every value arrives as a string."""
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name for f in fields(cls)}
         # SageMaker's toolkit adds its own `sagemaker_*` keys (program, submit dir, distribution).
         values = {k: v for k, v in values.items() if not k.startswith("sagemaker_")}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(known)}")
-        parsed = {}
-        for name, value in values.items():
-            kind = type(getattr(cls(), name))
-            try:
-                parsed[name] = (_boolean(name, value) if kind is bool else
-                                int(float(value)) if kind is int else kind(value))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"hyperparameter {name}={value!r} is not a valid {kind.__name__}") from exc
-        return cls(**parsed)
+            raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{name: _parse(name, value) for name, value in values.items()})
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], experimental: Mapping[str, Any] | None = None,
+                      **fixed: Any) -> Hyperparameters:
+        """Hyperparameters from run settings named as TrainedModelConfig names them: each goes to its field by
+        name (SETTING_FIELDS where the names differ; None keeps the field's default), then the experimental
+        options, then `fixed` (field names, e.g. the base model's type, name and length)."""
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for name, value in settings.items():
+            target = SETTING_FIELDS.get(name, name)
+            if target not in known:
+                raise ValueError(f"setting {name!r} has no hyperparameter; known: {', '.join(sorted(known))}")
+            if value is not None:
+                values[target] = value
+        return cls(**{**values, **experimental_options(experimental or {}), **fixed})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def experimental_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The experimental options of a mapping (TrainedModelConfig.experimental), typed and range-checked; an unknown
+    key is an error that lists the valid ones."""
+    unknown = sorted(set(values) - set(EXPERIMENTAL_FIELDS))
+    if unknown:
+        raise ValueError(f"experimental: unknown option(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(EXPERIMENTAL_FIELDS)}")
+    parsed = {name: _parse(name, value) for name, value in values.items()}
+    Hyperparameters(**parsed)  # ranges, and options that need each other
+    return parsed
+
+
+@cache
+def _types() -> dict[str, Any]:
+    return typing.get_type_hints(Hyperparameters)
+
+
+@cache
+def _ranges() -> dict[str, Range]:
+    return {f.name: f.metadata["valid"] for f in fields(Hyperparameters) if "valid" in f.metadata}
+
+
+def _optional(name: str) -> bool:
+    return type(None) in typing.get_args(_types()[name])
+
+
+def _parse(name: str, value: Any) -> Any:
+    """A field's value from JSON or from SageMaker's strings ("2", "1e-5", "True", "null")."""
+    kind = _types()[name]
+    if _optional(name):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+            return None
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    try:
+        if kind is bool:
+            return _boolean(name, value)
+        if kind is int:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(f"{value!r} is not a whole number")
+            return int(number)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"hyperparameter {name}={value!r} is not a valid {kind.__name__}") from exc
 
 
 def _boolean(name: str, value) -> bool:
@@ -164,8 +281,14 @@ def check_rows(rows: Sequence[dict], hp: Hyperparameters) -> list[str]:
 
 
 def total_steps(rows: Sequence[dict], hp: Hyperparameters) -> int:
-    steps = max(1, math.ceil(math.ceil(len(rows) / hp.batch_size) * hp.epochs))
-    return min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    """Optimizer steps of a run; a run of 0 steps is an error, since it would save the untouched base model."""
+    steps = math.ceil(math.ceil(len(rows) / hp.batch_size) * hp.epochs)
+    steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    if steps < 1:
+        raise ValueError(f"training would run 0 steps ({len(rows)} rows, batch_size {hp.batch_size}, epochs "
+                         f"{hp.epochs}, max_steps {hp.max_steps}) and save the untouched base model: add "
+                         "training rows or raise epochs")
+    return steps
 
 
 def loss_recorder(history: list[dict], steps: int, on_log: Callable[[dict], None] | None):
