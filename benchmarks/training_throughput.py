@@ -64,7 +64,9 @@ def run_pipes(rows_file: Path, batch_size: int, max_len: int) -> dict:
 
     with tempfile.TemporaryDirectory() as work:
         storage = ArtifactStorage(root=work)
-        shutil.copy(rows_file, storage.artifact_dir("bench", "mined_negatives") / "train.jsonl")
+        folder = storage.artifact_dir("bench", "mined_negatives")
+        shutil.copy(rows_file, folder / "train.jsonl")
+        storage.publish("bench", "mined_negatives", folder)
         resources = {**defs.resources, "storage": storage, "base_model": BaseModelResource(max_seq_length=max_len)}
         started = time.perf_counter()
         with DagsterInstance.ephemeral() as instance:

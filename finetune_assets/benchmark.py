@@ -5,7 +5,7 @@ evaluation alone, over the whole corpus, for BM25, the base model and the tuned 
 """
 from __future__ import annotations
 
-import csv
+import json
 import os
 import platform
 import re
@@ -17,14 +17,110 @@ from pathlib import Path
 from finetune_assets.core.jsonl import read_jsonl, write_json
 
 
+class BenchmarkInputError(ValueError):
+    """The benchmark's input cannot be used; the message names the file, line or option and what is expected."""
+
+
+class BenchmarkRunError(RuntimeError):
+    """A pipeline step failed; the run's log above says which and why."""
+
+
+QRELS_FORMATS = ("BEIR TSV ('query-id<TAB>corpus-id<TAB>score', header line optional) or TREC "
+                 "('query-id iteration doc-id relevance', whitespace-separated)")
+
+
 def read_beir(folder: Path, split: str = "test") -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
-    corpus = list(read_jsonl(folder / "corpus.jsonl"))
-    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
+    """A BEIR folder: corpus.jsonl and queries.jsonl (JSON objects with `_id` and `text`), qrels/<split>.tsv.
+
+    The qrels may be BEIR TSV or TREC format (see read_qrels). Raises BenchmarkInputError naming the file and
+    line of anything missing or malformed.
+    """
+    folder = Path(folder)
+    needed = ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
+    if not folder.is_dir():
+        raise BenchmarkInputError(f"{folder} is not a folder; a BEIR folder holds {', '.join(needed)}")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise BenchmarkInputError(f"{folder} has no {' and no '.join(missing)}; a BEIR folder holds "
+                                  f"{', '.join(needed)}")
+    corpus = list(_read_objects(folder / "corpus.jsonl"))
+    queries = {str(q["_id"]): q["text"] for q in _read_objects(folder / "queries.jsonl")}
+    return corpus, queries, read_qrels(folder / "qrels" / f"{split}.tsv")
+
+
+def _read_objects(path: Path):
+    """JSON Lines records, each an object with an `_id` (string or integer) and a string `text`."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BenchmarkInputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                              f"expected one JSON object per line") from None
+                if not isinstance(record, dict):
+                    raise BenchmarkInputError(f"{path}:{number}: a JSON {type(record).__name__}, not an object "
+                                              f"with '_id' and 'text'")
+                doc_id = record.get("_id")
+                if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
+                    raise BenchmarkInputError(f"{path}:{number}: field '_id' is missing or not a string or integer "
+                                              f"(got {doc_id!r})")
+                if not isinstance(record.get("text"), str):
+                    raise BenchmarkInputError(f"{path}:{number}: field 'text' is missing or not a string "
+                                              f"(record '_id' {doc_id!r})")
+                yield record
+    except UnicodeDecodeError as exc:
+        raise BenchmarkInputError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from None
+
+
+def _relevance(value: str, path: Path, number: int) -> int:
+    try:
+        grade = float(value)
+    except ValueError:
+        grade = float("nan")
+    if not grade.is_integer():
+        raise BenchmarkInputError(f"{path}:{number}: relevance {value!r} is not an integer; expected "
+                                  f"{QRELS_FORMATS}")
+    return int(grade)
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Relevance judgements {query id: {document id: grade}} from BEIR TSV or TREC qrels.
+
+    BEIR: three tab-separated columns (query-id, corpus-id, score), with or without the header line. TREC:
+    four whitespace-separated columns (query id, iteration, document id, relevance); the iteration is ignored.
+    Every line must have the column count of the first judgement line.
+    """
     qrels: dict[str, dict[str, int]] = {}
-    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
-    return corpus, queries, qrels
+    columns = 0
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                fields = [f.strip() for f in (line.rstrip("\r\n").split("\t") if "\t" in line else line.split())]
+                if not any(fields):
+                    continue
+                if not columns and not qrels and fields[0].lower() in ("query-id", "query_id", "qid", "query"):
+                    continue  # the header line
+                if not columns:
+                    if len(fields) not in (3, 4):
+                        raise BenchmarkInputError(f"{path}:{number}: {len(fields)} column(s); expected "
+                                                  f"{QRELS_FORMATS}")
+                    columns = len(fields)
+                if len(fields) != columns:
+                    raise BenchmarkInputError(f"{path}:{number}: {len(fields)} column(s) where the first judgement "
+                                              f"line has {columns}; expected {QRELS_FORMATS}")
+                query_id, doc_id, grade = fields if columns == 3 else (fields[0], fields[2], fields[3])
+                if not query_id or not doc_id:
+                    raise BenchmarkInputError(f"{path}:{number}: empty query or document id; expected "
+                                              f"{QRELS_FORMATS}")
+                qrels.setdefault(query_id, {})[doc_id] = _relevance(grade, path, number)
+    except UnicodeDecodeError as exc:
+        raise BenchmarkInputError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from None
+    if not qrels:
+        raise BenchmarkInputError(f"{path} holds no relevance judgements; expected {QRELS_FORMATS}")
+    return qrels
 
 
 def partition_name(folder: Path) -> str:
@@ -104,12 +200,22 @@ QUERY_STAGES = ("raw_corpus", "cost_estimate", "bedrock_batch_outputs")  # what 
 def _reuse_queries(earlier_work_dir: Path, storage, index: str) -> None:
     import shutil
 
+    from finetune_assets.resources.storage import CURRENT, VERSION_PATTERN, ArtifactStorage, MissingArtifact
+
+    def storage_files(_folder, names: list[str]) -> list[str]:  # the manifest, pointer, locks and other versions
+        return [n for n in names if n.startswith(".") or n == CURRENT or VERSION_PATTERN.match(n)]
+
+    earlier = ArtifactStorage(root=str(earlier_work_dir / "storage"))
     for asset in REUSABLE_ASSETS:
-        source = earlier_work_dir / "storage" / "artifacts" / index / asset
-        if not source.is_dir():
-            raise FileNotFoundError(f"--reuse-queries: {source} is missing; pass the work dir of an earlier "
-                                    f"benchmark run of the same collection (its JSON's 'work_dir')")
-        shutil.copytree(source, storage.artifact_dir(index, asset), dirs_exist_ok=True)
+        try:
+            source = earlier.fetch(index, asset)  # its current version (or the files of a pre-versioning run)
+        except MissingArtifact:
+            raise FileNotFoundError(f"--reuse-queries: {earlier.asset_uri(index, asset)} is missing; pass the work "
+                                    f"dir of an earlier benchmark run of the same collection (its JSON's "
+                                    f"'work_dir')") from None
+        folder = storage.artifact_dir(index, asset)
+        shutil.copytree(source, folder, dirs_exist_ok=True, ignore=storage_files)
+        storage.publish(index, asset, folder)
 
 
 def _effective_settings(result, storage, index: str) -> dict:
@@ -173,6 +279,12 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     from finetune_assets.resources.storage import ArtifactStorage
 
     check_model_type(model_type)
+    if queries_only and reuse_queries:
+        raise BenchmarkInputError("queries_only generates the queries that reuse_queries would take: pass one of "
+                                  "them")
+    if Path(out).is_dir():
+        raise BenchmarkInputError(f"--out {out} is a folder; give the JSON file to write, e.g. "
+                                  f"{Path(out) / 'benchmark.json'}")
     beir_dir = Path(beir_dir)
     corpus, queries, qrels = read_beir(beir_dir)
     index = partition_name(beir_dir)
@@ -184,8 +296,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         corpus_docs = RawCorpusConfig().max_documents
     source = str(beir_dir / "corpus.jsonl")
     config = {"ops": {"raw_corpus": {"config": {"source": source, "max_documents": corpus_docs}},
-                      "bedrock_batch_outputs": {"config": {"max_documents": max_docs}},
-                      "cost_estimate": {"config": {"generate_for_documents": max_docs}}}}
+                      "bedrock_batch_outputs": {"config": {"max_documents": max_docs}}}}
     for op, values in (run_config or {}).get("ops", {}).items():
         config["ops"].setdefault(op, {"config": {}})["config"].update(values.get("config", {}))
     configured = defs.resources["base_model"]
@@ -194,8 +305,6 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
                              base_model=configured.base_model if configured.model_type == model_type else "")
     resources = {**defs.resources, "storage": storage, "base_model": base}
     selection = all_assets
-    if queries_only and reuse_queries:
-        raise ValueError("queries_only generates the queries that reuse_queries would take: pass one of them")
     if queries_only:
         selection = [a for a in all_assets if a.key.path[-1] in QUERY_STAGES]
     if reuse_queries:
@@ -216,7 +325,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     # A failed quality gate is a result to report (tuned worse than base), not a broken benchmark.
     broken = [step for step in failed if "tuned_not_worse_than_base" not in step]
     if broken:
-        raise RuntimeError(f"benchmark pipeline failed at {broken}; see the log above")
+        raise BenchmarkRunError(f"benchmark pipeline failed at {broken}; see the log above")
 
     if queries_only:
         report = {"collection": str(beir_dir), "documents": len(corpus),

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from finetune_assets.core.model_types import MODEL_TYPES
@@ -32,34 +35,59 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     code = subprocess.call([str(Path(sys.executable).with_name("dagster")), *command[1:]])
     minutes = (time.perf_counter() - started) / 60
-    report = root / "artifacts" / DEMO_INDEX / "evaluation_report"
+    # `current` links to the version the asset's last successful materialization published (resources/storage.py)
+    artifacts = root / "artifacts" / DEMO_INDEX
+    report = artifacts / "evaluation_report" / "current"
     if code != 0:
         print(f"\nthe demo run failed after {minutes:.1f} min (exit {code}); the log above says which step")
         return code
     print(f"\ndone in {minutes:.1f} min")
     print(f"report: {report / 'report.md'} (and report.json, metrics.png)")
     print((report / "report.md").read_text())
-    print(f"model:  {root / 'artifacts' / DEMO_INDEX / 'trained_model' / 'model'}")
-    print(f"OpenSearch package: {root / 'artifacts' / DEMO_INDEX / 'model_package'}")
+    print(f"model:  {artifacts / 'trained_model' / 'current' / 'model'}")
+    print(f"OpenSearch package: {artifacts / 'model_package' / 'current'}")
+    print("earlier versions: beside each 'current', named by start time and run id")
     print(f"browse the runs: DAGSTER_HOME={home} dagster dev   (then open http://127.0.0.1:3000)")
     return 0
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from finetune_assets.benchmark import format_table, run_benchmark
+    """Bad input (a missing or malformed file, an option that cannot work) exits 2 with one line; a failed step 1."""
+    from dagster import DagsterInvalidConfigError
+
+    from finetune_assets.benchmark import BenchmarkInputError, BenchmarkRunError, format_table, run_benchmark
+
+    def fail(message: str, code: int) -> int:
+        print(f"finetune-assets benchmark: {message}", file=sys.stderr)
+        return code
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_config = json.loads(args.config_json) if args.config_json else None
-    report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
-                           work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries,
-                           corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache,
-                           queries_only=args.queries_only)
+    try:
+        run_config = json.loads(args.config_json) if args.config_json else None
+    except json.JSONDecodeError as exc:
+        return fail(f"--config-json is not valid JSON ({exc.msg} at column {exc.colno})", 2)
+    if run_config is not None and not isinstance(run_config, dict):
+        return fail('--config-json must be a JSON object such as {"ops": {"raw_corpus": {"config": {...}}}}', 2)
+    try:
+        report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
+                               work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries,
+                               corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache,
+                               queries_only=args.queries_only)
+    except (BenchmarkInputError, FileNotFoundError) as exc:
+        return fail(str(exc), 2)
+    except DagsterInvalidConfigError as exc:
+        return fail(f"--config-json does not fit the pipeline's config: {exc.errors[0].message if exc.errors else exc}",
+                    2)
+    except BenchmarkRunError as exc:
+        return fail(str(exc), 1)
     print(format_table(report))
     print(f"figures written to {args.out}")
     return 0
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from finetune_assets.core.cost.prices import PriceTableError
     from finetune_assets.core.data.corpus_io import CorpusError, read_corpus
     from finetune_assets.core.data.sampling import sample_documents
@@ -68,26 +96,28 @@ def _estimate(args: argparse.Namespace) -> int:
     from finetune_assets.resources.query_generator import DEFAULT_BEDROCK_MODEL_ID
     from finetune_assets.stages.corpus.cost_estimate import (
         CostEstimateConfig,
-        estimate_with_batch_plan,
-        mirrored_settings,
+        estimate_run,
         plan_summary,
-        train_settings,
+        run_configs,
     )
     from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
 
-    defaults = CostEstimateConfig()  # the asset's defaults, so both price the same run
-    max_docs = RawCorpusConfig().max_documents if args.max_docs is None else args.max_docs
+    # The assets' own configs at their defaults, with the flags given: the estimate prices the run they describe.
+    flags = {"training_instance_type": args.instance_type, "training_rows_per_second": args.rows_per_second}
+    try:
+        config = CostEstimateConfig(**{name: value for name, value in flags.items() if value is not None})
+        max_docs = RawCorpusConfig(**({} if args.max_docs is None else {"max_documents": args.max_docs})).max_documents
+    except ValidationError as exc:
+        names = {"training_instance_type": "--instance-type", "training_rows_per_second": "--rows-per-second",
+                 "max_documents": "--max-docs"}
+        problems = "; ".join(f"{names.get(e['loc'][0], e['loc'][0])} {e['input']!r}: {e['msg']}" for e in exc.errors())
+        print(f"finetune-assets estimate: {problems}", file=sys.stderr)
+        return 2
     try:
         corpus = read_corpus(args.corpus)
         documents = sample_documents(corpus.documents, max_docs or None, seed=0)  # as raw_corpus samples
-        base = BaseModelResource()
-        settings = mirrored_settings(defaults, base.model_type, len(documents))
-        estimate, plan = estimate_with_batch_plan(
-            documents, queries_per_type=settings["queries_per_type"], max_document_chars=defaults.max_document_chars,
-            bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID,
-            train=train_settings(defaults, base.max_seq_length, settings, sampled_documents=len(documents)),
-            training_instance_type=args.instance_type or defaults.training_instance_type,
-            training_rows_per_second=args.rows_per_second)
+        estimate, plan = estimate_run(documents, run_configs(), config, BaseModelResource(),
+                                      bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
     except (CorpusError, PriceTableError) as exc:
         print(f"finetune-assets estimate: {exc}", file=sys.stderr)
         return 2
@@ -97,6 +127,73 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan})
         print(f"written to {args.json}")
+    return 0
+
+
+PASSWORD_ENV = "OPENSEARCH_PASSWORD"
+# Loggers that write a warning with a traceback for every failed or retried request; shown with --verbose only.
+TRANSPORT_LOGGERS = ("opensearch", "urllib3")
+
+
+@contextlib.contextmanager
+def _transport_logs(verbose: bool) -> Iterator[None]:
+    """Unless verbose, keep the HTTP clients' per-request warnings (and their tracebacks) off the terminal."""
+    loggers = [logging.getLogger(name) for name in TRANSPORT_LOGGERS]
+    saved = [logger.level for logger in loggers]
+    try:
+        if not verbose:
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+        yield
+    finally:
+        for logger, level in zip(loggers, saved):
+            logger.setLevel(level)
+
+
+def _register(args: argparse.Namespace) -> int:
+    """An unreachable cluster, a bad package or refused settings end in one line on stderr (exit 2 for bad
+    input, 1 for a failed registration); the model id goes to stdout."""
+    from finetune_assets.clients.index_dump import IndexDumpError, make_client
+    from finetune_assets.clients.ml_commons.api import check_reachable
+    from finetune_assets.clients.ml_commons.errors import ClusterUnreachableError, MLCommonsError, PackageError
+    from finetune_assets.clients.ml_commons.upload import register_local_package
+    from finetune_assets.core.redact import redact
+
+    def fail(message: str, code: int) -> int:
+        print(redact(f"finetune-assets register: {message}"), file=sys.stderr)
+        return code
+
+    if not args.opensearch_url:
+        return fail("error: --opensearch-url (or OPENSEARCH_URL) is required", 2)
+    password = os.environ.get(PASSWORD_ENV) if args.username else None
+    if args.username and password is None:
+        return fail(f"error: set {PASSWORD_ENV} for user {args.username!r}", 2)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("finetune_assets.cli")
+    cluster = redact(args.opensearch_url)
+    with _transport_logs(args.verbose):
+        try:
+            client = make_client(args.opensearch_url, username=args.username, password=password,
+                                 aws_region=args.aws_region, aws_service=args.aws_service,
+                                 verify_certs=not args.insecure, timeout=120.0)
+            check_reachable(client)
+            log.info("registering %s on %s", args.package_dir, cluster)
+            result = register_local_package(client, args.package_dir, index=args.index, group_name=args.group_name,
+                                            check_settings=not args.skip_settings_check, timeout=args.timeout)
+        except ClusterUnreachableError as exc:
+            return fail(f"cannot reach OpenSearch at {cluster}: {exc}. Check --opensearch-url and that the "
+                        f"cluster is running (-v shows each request)", 1)
+        except PackageError as exc:
+            return fail(str(exc), 2)
+        except (MLCommonsError, IndexDumpError, ValueError) as exc:   # IndexDumpError: no AWS credentials
+            return fail(str(exc), 1)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    log.info("model %s (%s, group %s)", result.model_id, "reused" if result.reused else "registered now",
+             result.model_group_id)
+    print(result.model_id)
     return 0
 
 
@@ -144,19 +241,34 @@ def main(argv: list[str] | None = None) -> int:
     estimate.add_argument("--json", default=None, help="also write the estimate to this JSON file")
     estimate.set_defaults(handler=_estimate)
 
-    # These parse their own flags, so they also run on their own (`finetune-assets extract --help`).
+    register = commands.add_parser(
+        "register", help="register an exported model package in OpenSearch ml-commons",
+        description="Upload an exported model package to OpenSearch ml-commons (one model group per index), "
+                    "deploy it and print its model id. Re-running with the same package reuses the model.")
+    register.add_argument("package_dir", metavar="PACKAGE_DIR", help="folder with the zip, ml_commons_register.json "
+                                                                     "and package.json (the model_package asset)")
+    register.add_argument("--opensearch-url", default=os.environ.get("OPENSEARCH_URL"),
+                          help="https://host:9200 (default: $OPENSEARCH_URL)")
+    register.add_argument("--index", help="index the model was tuned for: the model group is finetune-assets/INDEX")
+    register.add_argument("--username", help=f"basic-auth user; the password comes from ${PASSWORD_ENV}")
+    register.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    register.add_argument("--aws-region", help="sign requests with AWS SigV4 (Amazon OpenSearch Service)")
+    register.add_argument("--aws-service", default="es", choices=("es", "aoss"))
+    register.add_argument("--group-name", help="model group name (default: from --index or the package name)")
+    register.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the deploy task")
+    register.add_argument("--skip-settings-check", action="store_true",
+                          help="do not read _cluster/settings first (users without cluster monitor rights)")
+    register.add_argument("-v", "--verbose", action="store_true",
+                          help="debug logging, including each HTTP request and its retries")
+    register.set_defaults(handler=_register)
+
+    # extract parses its own flags, so it also runs on its own (`finetune-assets extract --help`).
     commands.add_parser("extract", help="dump an OpenSearch index to JSONL (PIT + search_after)", add_help=False)
-    commands.add_parser("register", help="register an exported model package in OpenSearch ml-commons",
-                        add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "extract":
         from finetune_assets.clients.index_dump import extract_main
 
         return extract_main(argv[1:])
-    if argv and argv[0] == "register":
-        from finetune_assets.clients.ml_commons import register_main
-
-        return register_main(argv[1:])
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -81,7 +81,7 @@ defs = Definitions(
             role_arn=os.environ.get("FINETUNE_BEDROCK_ROLE_ARN", ""),
         ),
         "opensearch": OpenSearchResource(
-            url=os.environ.get("OPENSEARCH_URL", ""),
+            url=_secret("OPENSEARCH_URL"),  # may hold user:password@, which would otherwise be in the job snapshot
             username=os.environ.get("OPENSEARCH_USERNAME", ""),
             password=_secret("OPENSEARCH_PASSWORD"),
         ),

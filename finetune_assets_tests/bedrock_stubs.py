@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from botocore.stub import Stubber
 
-from finetune_assets.clients.bedrock_batch import make_client
+from finetune_assets.clients.bedrock.aws import make_client
 
 REGION = "us-east-1"
 BUCKET = "finetune-bucket"

@@ -48,6 +48,7 @@ from opensearchpy import exceptions as os_errors
 
 from finetune_assets.clients.retry import RetryPolicy as BaseRetryPolicy
 from finetune_assets.clients.retry import http_status
+from finetune_assets.core.redact import redact, remember_secret
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ class _ScrollRestart(Exception):
 # -------------------------------------------------------------------------------------------- connection
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password@, for messages and logs."""
+def _without_userinfo(url: str) -> str:
+    """The URL without user:password@ (the credentials go to the client as basic auth instead)."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -113,7 +114,7 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class OpenSearchConnection:
-    """Where the cluster is and how to authenticate; ``repr`` never shows the password."""
+    """Where the cluster is and how to authenticate; ``repr`` never shows the password, nor one in the URL."""
 
     url: str
     username: str | None = None
@@ -138,10 +139,13 @@ class OpenSearchConnection:
             return f"aws-sigv4 ({self.aws_service}, {self.aws_region})"
         return "basic" if self.username else "none"
 
+    def __repr__(self) -> str:  # the URL may hold user:password
+        return f"OpenSearchConnection({self.describe()})"
+
     def describe(self) -> str:
-        """For logs: URL (without credentials), auth kind, TLS verification."""
+        """For logs: URL (credentials redacted), auth kind, TLS verification."""
         tls = "on" if self.verify_certs else "OFF"
-        return f"{redact_url(self.url)} (auth: {self.auth_kind}, certificate verification {tls})"
+        return f"{redact(self.url)} (auth: {self.auth_kind}, certificate verification {tls})"
 
     def client(self) -> OpenSearch:
         return make_client(self.url, username=self.username, password=self.password, aws_region=self.aws_region,
@@ -164,11 +168,12 @@ def make_client(url: str, *, username: str | None = None, password: str | None =
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"OpenSearch URL must look like https://host:9200, got {redact_url(url)!r}")
+        raise ValueError(f"OpenSearch URL must look like https://host:9200, got {redact(url)!r}")
     if parts.username is not None or parts.password is not None:
+        remember_secret(unquote(parts.password or ""), username=unquote(parts.username or ""))
         username = username or unquote(parts.username or "")
         password = password if password is not None else unquote(parts.password or "")
-        url = redact_url(url)
+        url = _without_userinfo(url)
     kwargs: dict[str, Any] = {
         "hosts": [url], "timeout": timeout, "max_retries": max_retries, "retry_on_timeout": max_retries > 0,
         "verify_certs": verify_certs, "pool_maxsize": pool_maxsize,
@@ -180,7 +185,7 @@ def make_client(url: str, *, username: str | None = None, password: str | None =
         if not verify_certs:
             kwargs["ssl_assert_hostname"] = False
             kwargs["ssl_show_warn"] = False
-            log.warning("TLS certificate verification is OFF for %s", redact_url(url))
+            log.warning("TLS certificate verification is OFF for %s", redact(url))
     if aws_region:
         if username:
             raise ValueError("choose either basic auth (username/password) or AWS SigV4 (aws_region), not both")
@@ -202,6 +207,7 @@ def make_client(url: str, *, username: str | None = None, password: str | None =
     elif username:
         if password is None:
             raise ValueError(f"no password for OpenSearch user {username!r} (set {PASSWORD_ENV})")
+        remember_secret(password, username=username)
         kwargs["http_auth"] = (username, password)
     return OpenSearch(**kwargs)
 
@@ -297,7 +303,11 @@ def _is_index_missing(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    """One line for messages: HTTP status, error type and reason (no credentials, no request body)."""
+    """One line for messages: HTTP status, error type and reason (credentials redacted, no request body)."""
+    return redact(_describe_raw(exc))
+
+
+def _describe_raw(exc: BaseException) -> str:
     if isinstance(exc, os_errors.ConnectionTimeout):
         return f"timed out ({exc.info.__class__.__name__})"
     if isinstance(exc, os_errors.ConnectionError):
@@ -539,7 +549,7 @@ class _Dumper:
     def _url(self) -> str:
         try:
             conn = self.client.transport.get_connection()
-            return redact_url(getattr(conn, "host", "") or "the cluster")
+            return redact(getattr(conn, "host", "") or "the cluster")
         except Exception:  # noqa: BLE001 - only for messages
             return "the cluster"
 
@@ -597,7 +607,8 @@ class _Dumper:
         try:
             mapping = self.call("get mapping", lambda: self.client.indices.get_mapping(index=self.index))
         except (os_errors.TransportError, AuthenticationError) as exc:
-            self.warnings.append(f"could not read the mapping ({exc}); field names not checked before the dump")
+            self.warnings.append(f"could not read the mapping ({_describe(exc)}); field names not checked before "
+                                 f"the dump")
             return None
         fields: dict[str, str] = {}
         per_index = [m.get("mappings") or {} for m in mapping.values() if isinstance(m, dict)]
@@ -1091,6 +1102,22 @@ def _extract_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_problem(out: Path) -> str | None:
+    """Why ``out`` cannot be written as the dump's JSONL file, or None; checked before the dump starts."""
+    if out.is_dir():
+        return f"--out {out} is a folder; give the file to write, e.g. {out / 'corpus.jsonl'}"
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--out {out} cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out {out} cannot be created: folder {folder} is not writable"
+    if out.exists() and not os.access(out, os.W_OK):
+        return f"--out {out} exists and is not writable"
+    return None
+
+
 def extract_main(argv: Sequence[str] | None = None) -> int:
     """``finetune-assets extract ...``: 0 on success, 1 when the dump fails, 2 on bad arguments."""
     parser = _extract_parser()
@@ -1098,6 +1125,11 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:          # --help (0) or a usage error (2), already printed by argparse
         return exc.code if isinstance(exc.code, int) else 2
+    out = Path(args.out).expanduser()
+    problem = _output_problem(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     password = os.environ.get(PASSWORD_ENV)
     if args.username and not password:
         print(f"error: --username given but {PASSWORD_ENV} is not set", file=sys.stderr)
@@ -1131,14 +1163,18 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
         result = dump_index(client, args.index, text_fields=args.text_fields, title_field=args.title_field,
                             query=query, max_documents=args.max_docs, seed=args.seed, slices=args.slices,
                             page_size=args.page_size, progress=progress)
-    except (IndexDumpError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (IndexDumpError, ValueError, OSError, os_errors.OpenSearchException) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    written = write_dump_jsonl(result, out)
-    if result.skipped:
+    try:
+        written = write_dump_jsonl(result, out)
         skipped_path = out.with_name(out.stem + ".skipped.jsonl")
-        _write_skipped(result, skipped_path)
+        if result.skipped:
+            _write_skipped(result, skipped_path)
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if result.skipped:
         print(f"{result.skipped_count} documents without text listed in {skipped_path}", file=sys.stderr)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -38,9 +38,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_assets.clients import sagemaker_training as sm
+from finetune_assets.clients.sagemaker_training.aws import is_not_found, join_s3, region_of, slug, split_s3_uri
+from finetune_assets.clients.sagemaker_training.images import HF_DLC_ACCOUNTS, gpus_per_instance
+from finetune_assets.clients.sagemaker_training.jobs import PollSettings
+from finetune_assets.clients.sagemaker_training.naming import inputs_digest, tag_value, training_job_base_name
+from finetune_assets.clients.sagemaker_training.request import validate_environment
+from finetune_assets.clients.sagemaker_training.source import write_tar_gz
 from finetune_assets.core.cost import cost
-from finetune_assets.core.export.export import sha256_file
+from finetune_assets.core.export.package import sha256_file
 from finetune_assets.serving import inference
 
 logger = logging.getLogger(__name__)
@@ -61,7 +66,7 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 IN_PROGRESS = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 FAILED = frozenset({"Failed", "UpdateRollbackFailed", "OutOfService", "Deleting"})
 SMOKE_TEXTS = ("What does a search engine index?", "An inverted index maps terms to the documents containing them.")
-DEFAULT_POLL = sm.PollSettings(initial_s=15.0, max_s=60.0, factor=1.5, timeout_s=3600.0)
+DEFAULT_POLL = PollSettings(initial_s=15.0, max_s=60.0, factor=1.5, timeout_s=3600.0)
 
 
 class EndpointError(RuntimeError):
@@ -123,7 +128,7 @@ class EndpointSpec:
     def resolved_image(self, region: str) -> str:
         if self.image_uri:
             return self.image_uri
-        gpu = self.mode == "realtime" and sm.gpus_per_instance(self.instance_type) > 0
+        gpu = self.mode == "realtime" and gpus_per_instance(self.instance_type) > 0
         return inference_image_uri(region, gpu=gpu)
 
     def variant(self, model_name: str) -> dict[str, Any]:
@@ -138,7 +143,7 @@ class EndpointSpec:
 
 def inference_image_uri(region: str, *, gpu: bool = False) -> str:
     """The AWS PyTorch inference DLC for a region (same registry accounts as the Hugging Face DLCs)."""
-    account = sm.HF_DLC_ACCOUNTS.get(region)
+    account = HF_DLC_ACCOUNTS.get(region)
     if account is None:
         raise ValueError(f"no known Deep Learning Container registry for region {region!r}; set image_uri "
                          f"(<account>.dkr.ecr.<region>.amazonaws.com/{PYTORCH_INFERENCE_REPOSITORY}:<tag>)")
@@ -152,7 +157,7 @@ def container_environment(region: str, extra: Mapping[str, str] | None = None) -
     env = {"SAGEMAKER_PROGRAM": HANDLER_NAME, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": region, "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
-    sm.validate_environment(env)
+    validate_environment(env)
     return env
 
 
@@ -161,13 +166,13 @@ def container_environment(region: str, extra: Mapping[str, str] | None = None) -
 
 def endpoint_name_for(prefix: str, index: str) -> str:
     """``<prefix>-<index>``: stable across model versions, so a connector URL stays valid after updates."""
-    name = "-".join(p for p in (sm._slug(prefix, 63), sm._slug(index, 63)) if p)[:63].strip("-")
+    name = "-".join(p for p in (slug(prefix, 63), slug(index, 63)) if p)[:63].strip("-")
     return check_name(name or "endpoint", "endpoint name")
 
 
 def versioned_name(prefix: str, index: str, identity: Mapping[str, Any]) -> str:
     """``<prefix>-<index>-<hash of identity>`` for models and endpoint configs (both at most 63 characters)."""
-    return check_name(sm.training_job_base_name(prefix, index, sm.inputs_digest(identity)), "name")
+    return check_name(training_job_base_name(prefix, index, inputs_digest(identity)), "name")
 
 
 def check_name(name: str, what: str) -> str:
@@ -210,7 +215,7 @@ def package_model(model_dir: str | Path, destination: str | Path,
                   requirements: Sequence[str] = SERVING_REQUIREMENTS) -> Path:
     """model.tar.gz: the model folder at the root plus ``code/`` (weights barely compress: gzip level 1)."""
     entries: list[tuple[str, bytes | Path]] = [*_model_files(Path(model_dir)), *handler_files(requirements).items()]
-    path, _ = sm.write_tar_gz(destination, entries, compresslevel=1)
+    path, _ = write_tar_gz(destination, entries, compresslevel=1)
     return path
 
 
@@ -219,8 +224,8 @@ def upload_model_data(s3, model_dir: str | Path, s3_prefix: str,
     """``<s3_prefix>/model-<hash>.tar.gz``, packed and uploaded only when not there yet; returns (uri, uploaded)."""
     from botocore.exceptions import ClientError
 
-    uri = sm.join_s3(s3_prefix, f"model-{model_digest(model_dir, requirements)[:16]}.tar.gz")
-    bucket, key = sm.split_s3_uri(uri)
+    uri = join_s3(s3_prefix, f"model-{model_digest(model_dir, requirements)[:16]}.tar.gz")
+    bucket, key = split_s3_uri(uri)
     try:
         s3.head_object(Bucket=bucket, Key=key)
         return uri, False
@@ -247,7 +252,7 @@ def _describe(call: Callable[..., dict], **kwargs) -> dict | None:
     try:
         return call(**kwargs)
     except ClientError as error:
-        if sm._not_found(error):
+        if is_not_found(error):
             return None
         raise
 
@@ -270,7 +275,7 @@ def _create(create: Callable[..., dict], describe: Callable[[], dict | None], re
 
 
 def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"Key": key[:128], "Value": sm.tag_value(str(value))} for key, value in tags.items()]
+    return [{"Key": key[:128], "Value": tag_value(str(value))} for key, value in tags.items()]
 
 
 def ensure_model(sagemaker, name: str, *, image_uri: str, model_data_uri: str, role_arn: str,
@@ -293,7 +298,7 @@ def describe_endpoint(sagemaker, name: str) -> dict | None:
     return _describe(sagemaker.describe_endpoint, EndpointName=name)
 
 
-def wait_for_endpoint(sagemaker, name: str, *, config_name: str | None = None, poll: sm.PollSettings = DEFAULT_POLL,
+def wait_for_endpoint(sagemaker, name: str, *, config_name: str | None = None, poll: PollSettings = DEFAULT_POLL,
                       on_status: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], float] = time.monotonic) -> dict:
     """Poll DescribeEndpoint until it settles: InService returns the description, Failed raises (FailureReason as is).
@@ -327,7 +332,7 @@ def wait_for_endpoint(sagemaker, name: str, *, config_name: str | None = None, p
         sleep(interval)
 
 
-def _wait_deleted(sagemaker, name: str, poll: sm.PollSettings, sleep: Callable[[float], None],
+def _wait_deleted(sagemaker, name: str, poll: PollSettings, sleep: Callable[[float], None],
                   clock: Callable[[], float]) -> None:
     started = clock()
     while describe_endpoint(sagemaker, name) is not None:
@@ -376,7 +381,7 @@ def stage_model(sagemaker, s3, model_dir: str | Path, spec: EndpointSpec, *, ind
                 on_status: Callable[[str], None] | None = None) -> StagedModel:
     """Upload model.tar.gz, CreateModel and CreateEndpointConfig, each only when its content-named copy is missing."""
     spec.validate()
-    region = sm.region_of(sagemaker)
+    region = region_of(sagemaker)
     kind = inference.model_kind(model_dir)
     endpoint_name = check_name(endpoint_name, "endpoint name") if endpoint_name else \
         endpoint_name_for(name_prefix, index)
@@ -398,7 +403,7 @@ def stage_model(sagemaker, s3, model_dir: str | Path, spec: EndpointSpec, *, ind
     return StagedModel(endpoint_name, model_name, config_name, data_uri, spec.mode, region, kind, created, tags)
 
 
-def roll_out(sagemaker, staged: StagedModel, *, poll: sm.PollSettings = DEFAULT_POLL,
+def roll_out(sagemaker, staged: StagedModel, *, poll: PollSettings = DEFAULT_POLL,
              on_status: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], float] = time.monotonic) -> Deployment:
     """CreateEndpoint, UpdateEndpoint or nothing, so the endpoint serves the staged config; wait for InService."""
@@ -411,7 +416,7 @@ def roll_out(sagemaker, staged: StagedModel, *, poll: sm.PollSettings = DEFAULT_
 
 
 def deploy_endpoint(sagemaker, s3, model_dir: str | Path, spec: EndpointSpec, *, index: str, model_data_prefix: str,
-                    endpoint_name: str = "", name_prefix: str = "finetune", poll: sm.PollSettings = DEFAULT_POLL,
+                    endpoint_name: str = "", name_prefix: str = "finetune", poll: PollSettings = DEFAULT_POLL,
                     on_status: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
                     clock: Callable[[], float] = time.monotonic) -> Deployment:
     staged = stage_model(sagemaker, s3, model_dir, spec, index=index, model_data_prefix=model_data_prefix,
@@ -419,7 +424,7 @@ def deploy_endpoint(sagemaker, s3, model_dir: str | Path, spec: EndpointSpec, *,
     return roll_out(sagemaker, staged, poll=poll, on_status=on_status, sleep=sleep, clock=clock)
 
 
-def _converge(sagemaker, name: str, config_name: str, tags: Mapping[str, str], *, poll: sm.PollSettings,
+def _converge(sagemaker, name: str, config_name: str, tags: Mapping[str, str], *, poll: PollSettings,
               say: Callable[[str], None], sleep: Callable[[float], None], clock: Callable[[], float]) -> str:
     """Make ``name`` serve ``config_name``: create, update, leave alone, or re-create after a failed creation."""
     from botocore.exceptions import ClientError

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from pathlib import Path
+
+
+def _naming(path: Path, error: OSError) -> OSError:
+    # A failed write (disk full, quota) carries no file name of its own: name the file being written.
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
@@ -12,11 +18,18 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+        tmp.replace(path)
+    except OSError as error:
+        with suppress(OSError):  # the disk may refuse this too; the first error is the one to report
+            tmp.unlink(missing_ok=True)
+        if error.filename is not None:
+            raise
+        raise _naming(path, error) from error
     return count
 
 
@@ -34,8 +47,15 @@ def write_json(path: str | Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as error:
+        with suppress(OSError):  # the disk may refuse this too; the first error is the one to report
+            tmp.unlink(missing_ok=True)
+        if error.filename is not None:
+            raise
+        raise _naming(path, error) from error
 
 
 def read_json(path: str | Path):

@@ -1,6 +1,8 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from finetune_assets.core.redact import redact
+
 
 class OpenSearchResource(ConfigurableResource):
     """The user's cluster. Empty url = no cluster: the model is exported but not registered."""
@@ -15,6 +17,11 @@ class OpenSearchResource(ConfigurableResource):
     @property
     def configured(self) -> bool:
         return bool(self.url)
+
+    @property
+    def display_url(self) -> str:
+        """The url as logs, metadata and error messages show it: a user:password in it becomes ***."""
+        return redact(self.url, secrets=[self.password])
 
     def client(self):
         from finetune_assets.clients.index_dump import make_client

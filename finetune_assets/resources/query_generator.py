@@ -3,13 +3,9 @@ from typing import Optional
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from finetune_assets.clients.bedrock_batch import (
-    BatchJobOptions,
-    BedrockBatchClient,
-    GenerationSettings,
-    PollSettings,
-    model_family,
-)
+from finetune_assets.clients.bedrock.client import BedrockBatchClient
+from finetune_assets.clients.bedrock.model_bodies import model_family
+from finetune_assets.clients.bedrock.settings import BatchJobOptions, GenerationSettings, PollSettings
 from finetune_assets.core.querygen.prompts import max_answer_tokens
 from finetune_assets.resources.storage import ArtifactStorage
 

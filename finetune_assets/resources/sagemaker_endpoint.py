@@ -9,7 +9,8 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from finetune_assets.clients import sagemaker_endpoint as endpoints
-from finetune_assets.clients import sagemaker_training as sm
+from finetune_assets.clients.sagemaker_training.aws import join_s3, make_client
+from finetune_assets.clients.sagemaker_training.jobs import PollSettings
 
 
 class SageMakerEndpointResource(ConfigurableResource):
@@ -34,18 +35,18 @@ class SageMakerEndpointResource(ConfigurableResource):
         if not bucket:
             raise ValueError("no S3 bucket for model.tar.gz: set FINETUNE_SAGEMAKER_BUCKET (the sagemaker_endpoint "
                              "resource's bucket) or use an s3:// storage root")
-        return sm.join_s3(f"s3://{bucket}", self.key_prefix, index)
+        return join_s3(f"s3://{bucket}", self.key_prefix, index)
 
     def deploy(self, model_dir: str | Path, spec: endpoints.EndpointSpec, *, index: str, storage_bucket: str = "",
                on_status: Callable[[str], None] | None = None,
                sleep: Callable[[float], None] = time.sleep) -> tuple[endpoints.Deployment, str]:
         """Deploy and smoke-test; returns the deployment and the shape of the smoke-test answer."""
         region = self.region_name or None
-        sagemaker = sm.make_client("sagemaker", region)
-        poll = sm.PollSettings(initial_s=self.poll_initial_s, max_s=self.poll_max_s, timeout_s=self.timeout_s)
+        sagemaker = make_client("sagemaker", region)
+        poll = PollSettings(initial_s=self.poll_initial_s, max_s=self.poll_max_s, timeout_s=self.timeout_s)
         deployment = endpoints.deploy_endpoint(
-            sagemaker, sm.make_client("s3", region), model_dir, spec, index=index,
+            sagemaker, make_client("s3", region), model_dir, spec, index=index,
             model_data_prefix=self.model_data_prefix(index, storage_bucket), endpoint_name=self.endpoint_name,
             name_prefix=self.name_prefix, poll=poll, on_status=on_status, sleep=sleep)
-        shape = endpoints.smoke_test(sm.make_client("sagemaker-runtime", region), deployment)
+        shape = endpoints.smoke_test(make_client("sagemaker-runtime", region), deployment)
         return deployment, shape

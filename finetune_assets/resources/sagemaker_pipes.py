@@ -13,7 +13,8 @@ way on ``open_pipes_session``:
   instead of the bucket root, and to read a previous job's location when re-attaching). Chunks are kept after the
   run: re-attaching to a job reads them again. Put an S3 lifecycle rule on ``<key_prefix>/`` to expire them.
 
-The AWS side (names, limits, request, polling, stop, model download) is ``finetune_assets.clients.sagemaker_training``.
+The AWS side (names, limits, request, polling, stop, model download) is the
+``finetune_assets.clients.sagemaker_training`` package.
 
 Idempotency: the job name is ``<prefix>-<partition>-<sha256[:10]>`` of everything that defines the job (image,
 instances, hyperparameters, input URI plus a fingerprint of the objects under it, output URI, environment, the
@@ -45,7 +46,27 @@ from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 from dagster_pipes import PipesBlobStoreMessageWriter, decode_param
 from pydantic import Field
 
-from finetune_assets.clients import sagemaker_training as sm
+from finetune_assets.clients.sagemaker_training.artifacts import download_model
+from finetune_assets.clients.sagemaker_training.aws import join_s3, make_client, region_of, split_s3_uri
+from finetune_assets.clients.sagemaker_training.errors import SageMakerTrainingError, TrainingJobFailed
+from finetune_assets.clients.sagemaker_training.jobs import (
+    PollSettings,
+    create_job,
+    job_summary,
+    resolve_job,
+    stop_job,
+    wait_for_job,
+)
+from finetune_assets.clients.sagemaker_training.naming import (
+    fingerprint_s3_prefix,
+    inputs_digest,
+    job_console_url,
+    tag_value,
+    training_job_base_name,
+)
+from finetune_assets.clients.sagemaker_training.request import TRANSPORT_ENV, TrainingJobSpec, build_create_request
+from finetune_assets.clients.sagemaker_training.source import DEFAULT_CONTAINER_REQUIREMENTS, source_tarball_for_run
+from finetune_assets.core.redact import redact
 
 DEFAULT_INSTANCE_TYPE = "ml.g5.xlarge"
 
@@ -111,18 +132,18 @@ class PipesSageMakerTrainingClient(PipesClient, TreatAsResourceParam):
     def __init__(self, *, bucket: str, key_prefix: str = "dagster-pipes", code_s3_uri: str | None = None,
                  source_s3_uri: str | None = None, region_name: str | None = None, sagemaker_client: Any = None,
                  s3_client: Any = None,
-                 poll: sm.PollSettings = sm.PollSettings(), message_interval_s: float = 10.0,
+                 poll: PollSettings = PollSettings(), message_interval_s: float = 10.0,
                  forward_termination: bool = True,
-                 requirements: Sequence[str] = sm.DEFAULT_CONTAINER_REQUIREMENTS,
+                 requirements: Sequence[str] = DEFAULT_CONTAINER_REQUIREMENTS,
                  fingerprint_inputs: bool = True, sleep: Callable[[float], None] = time.sleep):
         if not bucket:
             raise ValueError("PipesSageMakerTrainingClient needs an S3 bucket for the Pipes context and messages")
         self.bucket = bucket
         self.key_prefix = key_prefix.strip("/")
-        self.code_s3_uri = code_s3_uri or sm.join_s3(f"s3://{bucket}", self.key_prefix, "code")
+        self.code_s3_uri = code_s3_uri or join_s3(f"s3://{bucket}", self.key_prefix, "code")
         self.source_s3_uri = source_s3_uri or None
-        self._sagemaker = sagemaker_client or sm.make_client("sagemaker", region_name)
-        self._s3 = s3_client or sm.make_client("s3", region_name)
+        self._sagemaker = sagemaker_client or make_client("sagemaker", region_name)
+        self._s3 = s3_client or make_client("s3", region_name)
         self.poll = poll
         self.message_interval_s = message_interval_s
         self.forward_termination = forward_termination
@@ -162,7 +183,7 @@ class PipesSageMakerTrainingClient(PipesClient, TreatAsResourceParam):
         Raises ``TrainingJobFailed`` (SageMaker's FailureReason verbatim) when the job ends Failed or Stopped;
         stops the job and re-raises when the run is interrupted.
         """
-        spec = sm.TrainingJobSpec(
+        spec = TrainingJobSpec(
             role_arn=role_arn, input_s3_uri=input_s3_uri, output_s3_uri=output_s3_uri,
             hyperparameters=dict(hyperparameters or {}), image_uri=image_uri or None, launch=launch,
             instance_type=instance_type, instance_count=instance_count, volume_size_gb=volume_size_gb,
@@ -171,20 +192,20 @@ class PipesSageMakerTrainingClient(PipesClient, TreatAsResourceParam):
             distribution=distribution, container_entrypoint=container_entrypoint, tags=dict(tags or {}),
             extra_request=dict(extra_request or {}),
         )
-        region = sm.region_of(self._sagemaker)
+        region = region_of(self._sagemaker)
         partition = context.partition_key if context.has_partition_key else None
         source_uri, source_digest = None, ""
         if spec.launch == "toolkit" and self.source_s3_uri:
-            bucket, key = sm.split_s3_uri(self.source_s3_uri)
+            bucket, key = split_s3_uri(self.source_s3_uri)
             source_uri = self.source_s3_uri
             source_digest = f"{source_uri}#{self._s3.head_object(Bucket=bucket, Key=key).get('ETag', '')}"
         elif spec.launch == "toolkit":
-            source_uri, source_digest = sm.source_tarball_for_run(self._s3, self.code_s3_uri,
+            source_uri, source_digest = source_tarball_for_run(self._s3, self.code_s3_uri,
                                                                    requirements=self.requirements)
-        fingerprint = sm.fingerprint_s3_prefix(self._s3, input_s3_uri) if self.fingerprint_inputs else ""
-        digest = sm.inputs_digest({**spec.identity(region), "partition": partition, "input_fingerprint": fingerprint,
+        fingerprint = fingerprint_s3_prefix(self._s3, input_s3_uri) if self.fingerprint_inputs else ""
+        digest = inputs_digest({**spec.identity(region), "partition": partition, "input_fingerprint": fingerprint,
                                    "source": source_digest, "idempotency_key": idempotency_key})
-        resolution = sm.resolve_job(self._sagemaker, sm.training_job_base_name(job_name_prefix, partition, digest))
+        resolution = resolve_job(self._sagemaker, training_job_base_name(job_name_prefix, partition, digest))
         for name, status in resolution.previous:
             context.log.info(f"earlier attempt {name} ended {status}; not re-attaching to it")
 
@@ -206,39 +227,39 @@ class PipesSageMakerTrainingClient(PipesClient, TreatAsResourceParam):
                                  f"({first['TrainingJobStatus']}) instead of creating a duplicate")
             else:
                 env = {"AWS_DEFAULT_REGION": region, **spec.environment, **session.get_bootstrap_env_vars(),
-                       **sm.TRANSPORT_ENV}
+                       **TRANSPORT_ENV}
                 run_tags = {"dagster-run-id": context.run.run_id, "finetune-inputs-sha256": digest[:32]}
                 if partition is not None:
-                    run_tags["dagster-partition"] = sm.tag_value(partition)
-                request = sm.build_create_request(spec, job_name=job_name, region=region, environment=env,
+                    run_tags["dagster-partition"] = tag_value(partition)
+                request = build_create_request(spec, job_name=job_name, region=region, environment=env,
                                                   source_s3_uri=source_uri, tags=run_tags)
-                arn, first = sm.create_job(self._sagemaker, request)
+                arn, first = create_job(self._sagemaker, request)
                 if first is not None:
                     context.log.warning(f"{job_name} was created by a concurrent run; following it (its Pipes "
                                         "messages go to that run)")
                 context.log.info(f"created SageMaker training job {job_name} ({arn}) on "
                                  f"{spec.instance_count} x {spec.instance_type}: "
-                                 f"{sm.job_console_url(region, job_name)}")
+                                 f"{job_console_url(region, job_name)}")
             try:
-                description = sm.wait_for_job(
+                description = wait_for_job(
                     self._sagemaker, job_name, poll=self.poll, sleep=self._sleep, first=first,
                     on_transition=lambda text: context.log.info(f"[SageMaker {job_name}] {text}"))
             except (DagsterExecutionInterruptedError, KeyboardInterrupt):
                 if self.forward_termination:
                     context.log.warning(f"run interrupted: stopping SageMaker training job {job_name}")
-                    if sm.stop_job(self._sagemaker, job_name):
+                    if stop_job(self._sagemaker, job_name):
                         context.log.warning(f"StopTrainingJob sent for {job_name}")
                 raise
-            except sm.TrainingJobFailed as failure:
-                context.log.error(str(failure))
+            except TrainingJobFailed as failure:
+                context.log.error(redact(str(failure)))
                 raise
-            summary = sm.job_summary(description, region)
+            summary = job_summary(description, region)
             metadata: dict[str, Any] = {**summary,
                                         "sagemaker_console_url": MetadataValue.url(summary["sagemaker_console_url"])}
             if model_dir is not None:
                 if not summary["sagemaker_model_artifacts"]:
-                    raise sm.SageMakerTrainingError(f"{job_name} Completed without ModelArtifacts.S3ModelArtifacts")
-                path = sm.download_model(self._s3, summary["sagemaker_model_artifacts"], model_dir)
+                    raise SageMakerTrainingError(f"{job_name} Completed without ModelArtifacts.S3ModelArtifacts")
+                path = download_model(self._s3, summary["sagemaker_model_artifacts"], model_dir)
                 context.log.info(f"model from {summary['sagemaker_model_artifacts']} extracted into {path}")
                 metadata["sagemaker_model_dir"] = MetadataValue.path(str(path))
         return PipesClientCompletedInvocation(session, metadata=metadata)
@@ -269,7 +290,7 @@ class SageMakerTrainingResource(ConfigurableResource):
     poll_initial_s: float = 15.0
     poll_max_s: float = 120.0
     message_interval_s: float = 10.0
-    container_requirements: list[str] = Field(default_factory=lambda: list(sm.DEFAULT_CONTAINER_REQUIREMENTS))
+    container_requirements: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTAINER_REQUIREMENTS))
 
     def get_pipes_client(self, *, sagemaker_client: Any = None, s3_client: Any = None,
                          sleep: Callable[[float], None] = time.sleep) -> PipesSageMakerTrainingClient:
@@ -277,7 +298,7 @@ class SageMakerTrainingResource(ConfigurableResource):
             bucket=self.bucket, key_prefix=self.key_prefix, source_s3_uri=self.source_s3_uri or None,
             region_name=self.region_name or None,
             sagemaker_client=sagemaker_client, s3_client=s3_client,
-            poll=sm.PollSettings(initial_s=self.poll_initial_s, max_s=self.poll_max_s),
+            poll=PollSettings(initial_s=self.poll_initial_s, max_s=self.poll_max_s),
             message_interval_s=self.message_interval_s, requirements=self.container_requirements, sleep=sleep)
 
     def run(self, *, context: AssetExecutionContext | OpExecutionContext, input_s3_uri: str,
@@ -291,7 +312,7 @@ class SageMakerTrainingResource(ConfigurableResource):
             "instance_type": self.instance_type, "instance_count": self.instance_count,
             "volume_size_gb": self.volume_size_gb, "max_runtime_s": self.max_runtime_s, "use_spot": self.use_spot,
             "max_wait_s": self.max_wait_s or None, "checkpoint_s3_uri": self.checkpoint_s3_uri or None,
-            "output_s3_uri": self.output_s3_uri or sm.join_s3(f"s3://{self.bucket}", self.key_prefix, "output"),
+            "output_s3_uri": self.output_s3_uri or join_s3(f"s3://{self.bucket}", self.key_prefix, "output"),
             "distribution": self.distribution, "job_name_prefix": self.job_name_prefix,
         }
         settings.update(overrides)

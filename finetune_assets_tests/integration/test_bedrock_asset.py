@@ -8,13 +8,14 @@ Bedrock: it reads the uploaded input and writes ``<job id>/part-00000.jsonl.out`
 from __future__ import annotations
 
 import json
+import tempfile
 
 import boto3
 import pytest
 from botocore.stub import ANY
 from dagster import AssetKey, DagsterInstance, materialize
 
-from finetune_assets.clients import bedrock_batch
+from finetune_assets.clients.bedrock import client as bedrock_client
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.querygen import parse_output_record
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt, max_answer_tokens
@@ -33,12 +34,16 @@ from finetune_assets_tests.bedrock_stubs import (
     stubbed,
     write_bedrock_outputs,
 )
-from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
+
+# pytest fixtures, imported "as" themselves so linters see them used
+from finetune_assets_tests.moto_server import moto_aws as moto_aws
+from finetune_assets_tests.moto_server import moto_server as moto_server
 
 INDEX = "python-docs"
 ROOT = f"s3://{BUCKET}/runs"
 WORK = f"runs/bedrock-batch/{INDEX}/bedrock_batch_outputs"       # where Bedrock reads and writes
-ARTIFACTS = f"runs/artifacts/{INDEX}/bedrock_batch_outputs"      # what downstream assets fetch
+ARTIFACTS = f"runs/artifacts/{INDEX}/bedrock_batch_outputs"      # its versions and the CURRENT pointer
+STATE = f"runs/state/{INDEX}/bedrock_batch_outputs/jobs.json"   # job ARNs, kept across failed steps
 INPUT_KEY = f"{WORK}/input/part-00000.jsonl"
 JOB_ID = "q1w2e3r4t5y6"
 ARN = job_arn(JOB_ID)
@@ -62,9 +67,13 @@ def s3(moto_aws):
 
 
 def put_corpus(s3, count: int) -> list[dict]:
+    """Publish raw_corpus to the bucket as the raw_corpus asset would."""
     documents = python_docs_documents()[:count]
-    body = "".join(json.dumps(d) + "\n" for d in documents)
-    s3.put_object(Bucket=BUCKET, Key=f"runs/artifacts/{INDEX}/raw_corpus/documents.jsonl", Body=body.encode())
+    with tempfile.TemporaryDirectory() as cache:
+        storage = ArtifactStorage(root=ROOT, cache_dir=cache)
+        folder = storage.artifact_dir(INDEX, "raw_corpus")
+        (folder / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+        storage.publish(INDEX, "raw_corpus", folder)
     return documents
 
 
@@ -72,8 +81,8 @@ def put_corpus(s3, count: int) -> list[dict]:
 def bedrock_stubs(monkeypatch):
     """Stubbed bedrock and bedrock-runtime clients handed to the asset through make_client; S3 stays real."""
     clients = {service: stubbed(service) for service in ("bedrock", "bedrock-runtime")}
-    real = bedrock_batch.make_client
-    monkeypatch.setattr(bedrock_batch, "make_client",
+    real = bedrock_client.make_client
+    monkeypatch.setattr(bedrock_client, "make_client",
                         lambda service, **kw: clients[service][0] if service in clients else real(service, **kw))
     return clients
 
@@ -104,8 +113,13 @@ def read_object(s3, key: str):
     return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
 
 
+def current_version(s3) -> str:
+    """Key prefix of the bedrock_batch_outputs version that its CURRENT pointer names (what downstream fetches)."""
+    return f"{ARTIFACTS}/{read_object(s3, f'{ARTIFACTS}/CURRENT').strip()}"
+
+
 def output_records(s3) -> list[dict]:
-    return [json.loads(line) for line in read_object(s3, f"{ARTIFACTS}/documents.jsonl.out").splitlines()]
+    return [json.loads(line) for line in read_object(s3, f"{current_version(s3)}/documents.jsonl.out").splitlines()]
 
 
 def created_job_names(bedrock) -> list[str]:
@@ -157,10 +171,11 @@ def test_batch_job_outputs_become_the_asset_records(s3, bedrock_stubs, tmp_path)
     some_id = documents[3]["id"]
     assert [(q.type, str(q)) for q in parsed[some_id].queries] == [
         ("factoid", f"fact in {some_id}"), ("conceptual", f"idea of {some_id}")]
-    manifest = json.loads(read_object(s3, f"{ARTIFACTS}/manifest.json.out"))
+    manifest = json.loads(read_object(s3, f"{current_version(s3)}/manifest.json.out"))
     assert manifest["errorRecordCount"] == 1 and manifest["successRecordCount"] == 119
-    jobs = json.loads(read_object(s3, f"{ARTIFACTS}/jobs.json"))
+    jobs = json.loads(read_object(s3, f"{current_version(s3)}/jobs.json"))  # the version records its jobs
     assert jobs["job_arns"] == [ARN] and jobs["statuses"] == {ARN: "Completed"}
+    assert json.loads(read_object(s3, STATE)) == jobs
 
     # The ARN was announced as an observation and every status change was logged.
     observations = instance.fetch_observations(AssetKey("bedrock_batch_outputs"), limit=5).records
@@ -181,8 +196,10 @@ def test_a_restarted_run_reattaches_instead_of_creating_the_job_again(s3, bedroc
         first = run(tmp_path, "first-machine", raise_on_error=False)
         stub.assert_no_pending_responses()
     assert not first.success and len(names) == 1
-    # The run died, but the ARN reached S3 the moment the job existed.
-    assert json.loads(read_object(s3, f"{ARTIFACTS}/jobs.json"))["job_arns"] == [ARN]
+    # The run died, but the ARN reached S3 the moment the job existed, in the state kept outside the versions;
+    # nothing of the failed run became current.
+    assert json.loads(read_object(s3, STATE))["job_arns"] == [ARN]
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{ARTIFACTS}/CURRENT")
 
     write_bedrock_outputs(s3, BUCKET, INPUT_KEY, f"{WORK}/output/{JOB_ID}/", answer=answer)  # the job went on
     for status in ("InProgress", "Completed"):  # no create queued: a second job would fail the run
@@ -207,7 +224,8 @@ def test_a_restarted_run_reattaches_instead_of_creating_the_job_again(s3, bedroc
         third = run(tmp_path, "second-machine", query_generator=generator(idempotency_salt="retry-2"))
         stub.assert_no_pending_responses()
     assert metadata(third)["job_arns"] == [new_arn] and len(names) == 2 and names[1] != names[0]
-    assert json.loads(read_object(s3, f"{ARTIFACTS}/jobs.json"))["job_arns"] == [new_arn]
+    assert json.loads(read_object(s3, STATE))["job_arns"] == [new_arn]
+    assert json.loads(read_object(s3, f"{current_version(s3)}/jobs.json"))["job_arns"] == [new_arn]
 
 
 def test_a_small_corpus_goes_through_converse(s3, bedrock_stubs, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, materialize
@@ -38,7 +39,11 @@ def test_over_budget_stops_the_run_before_bedrock(tmp_path):
     assert failure.step_key == "cost_estimate"
     message = failure.step_failure_data.user_failure_data.description
     assert "exceeds max_cost_usd 0.0001 USD" in message and "biggest line item: SageMaker training" in message
-    estimate = read_json(tmp_path / "artifacts" / INDEX / "cost_estimate" / "estimate.json")
+    # The failed step published nothing; its estimate is in the version folder the message names.
+    assert not (tmp_path / "artifacts" / INDEX / "cost_estimate" / "current").exists()
+    unpublished = message.rsplit("Estimate: ", 1)[1]
+    assert unpublished.startswith(str(tmp_path / "artifacts" / INDEX / "cost_estimate"))
+    estimate = read_json(Path(unpublished).with_name("estimate.json"))
     assert estimate["exceeds_max_cost"] is True and estimate["enforced_for"] == ["bedrock", "training"]
     assert f"estimated AWS spend {estimate['enforced_usd']:,.2f} USD (bedrock + training)" in message
     assert not (tmp_path / "artifacts" / INDEX / "bedrock_batch_outputs").exists()
@@ -52,7 +57,7 @@ def test_local_backends_show_the_aws_estimate_without_enforcing_it(tmp_path):
     assert metadata["bedrock_mode"].value == "on_demand"  # ~25 documents: below Bedrock's batch minimum of 100
     sampled = result.asset_materializations_for_node("raw_corpus")[0].metadata["documents_sampled"].value
     assert metadata["bedrock_records"].value == sampled
-    markdown = (tmp_path / "artifacts" / INDEX / "cost_estimate" / "estimate.md").read_text()
+    markdown = (tmp_path / "artifacts" / INDEX / "cost_estimate" / "current" / "estimate.md").read_text()
     assert markdown.startswith("### What the AWS path would cost") and "not enforced" in markdown
     assert "(on-demand)" in markdown and markdown == metadata["estimate"].value
 

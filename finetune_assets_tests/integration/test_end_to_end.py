@@ -71,19 +71,20 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
 def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline_run):
     assert pipeline_run["completed"].returncode == 0
     artifacts = pipeline_run["storage"] / "artifacts" / INDEX
-    quarantine = list(read_jsonl(artifacts / "raw_corpus" / "quarantine.jsonl"))
+    current = {asset: artifacts / asset / "current" for asset in STAGES}  # each asset's current version
+    quarantine = list(read_jsonl(current["raw_corpus"] / "quarantine.jsonl"))
     by_line = {q["line"]: q["reason"] for q in quarantine}
     assert set(by_line) == {4, 5, 6, len(pipeline_run["valid_docs"]) + 4}
     assert "JSON" in by_line[4] and "text" in by_line[5] and "UTF-8" in by_line[6]
     assert "duplicate id" in by_line[len(pipeline_run["valid_docs"]) + 4]
-    for record in read_jsonl(artifacts / "bedrock_batch_outputs" / "documents.jsonl.out"):
+    for record in read_jsonl(current["bedrock_batch_outputs"] / "documents.jsonl.out"):
         assert {"recordId", "modelInput", "modelOutput"} <= set(record)
-    report = read_json(artifacts / "evaluation_report" / "report.json")
+    report = read_json(current["evaluation_report"] / "report.json")
     assert set(report["results"]) == {"bm25", "base", "tuned"}
     assert {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@10"} <= set(report["results"]["tuned"])
-    assert (artifacts / "evaluation_report" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
-    assert (artifacts / "trained_model" / "model" / "model.safetensors").exists()
-    registration = read_json(artifacts / "registered_model_id" / "registration.json")
+    assert (current["evaluation_report"] / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (current["trained_model"] / "model" / "model.safetensors").exists()
+    registration = read_json(current["registered_model_id"] / "registration.json")
     assert registration["model_id"] is None and "nothing was registered" in registration["note"]
 
 
@@ -96,7 +97,7 @@ def test_failed_quality_gate_blocks_registration(pipeline_run):
     from finetune_assets.stages.evaluation.evaluation_report import tuned_not_worse_than_base
 
     resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"]))}
-    registration = pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "registration.json"
+    registration = pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "current" / "registration.json"
     registration.unlink()
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [INDEX])
@@ -135,7 +136,7 @@ def test_registration_against_the_ml_commons_contract(pipeline_run):
     first, second = (run.asset_materializations_for_node("registered_model_id")[0].metadata for run in runs)
     assert first["registered"].value is True and first["model_id"].value
     assert second["model_id"].value == first["model_id"].value and second["reused_existing_model"].value is True
-    package = read_json(next((pipeline_run["storage"] / "artifacts" / INDEX / "model_package").glob("ml_commons_register.json")))
+    package = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "model_package" / "current" / "ml_commons_register.json")
     assert len(uploads) == package["total_chunks"]  # uploaded once: the re-run reused the deployed model
     assert len(searches) == 2 and all(s.json["query"]["neural"] for s in searches)  # one verification per run
     assert any("_ingest/pipeline" in call for call in deleted)  # the scratch pipeline and index are removed

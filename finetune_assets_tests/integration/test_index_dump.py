@@ -348,6 +348,16 @@ def test_make_client_defaults_and_checks():
         make_client("https://h:9200", aws_region="us-east-1", aws_service="s3")
 
 
+def test_connection_repr_and_url_errors_hide_credentials():
+    from finetune_assets.clients.index_dump import OpenSearchConnection
+
+    connection = OpenSearchConnection(url="http://admin:pw-in-url@h:9200", username="admin", password="pw-field")
+    assert repr(connection) == "OpenSearchConnection(http://***@h:9200 (auth: basic, certificate verification on))"
+    with pytest.raises(ValueError) as info:
+        make_client("admin:pw-in-url@localhost:9200")          # no scheme: refused, and the message is redacted
+    assert str(info.value) == "OpenSearch URL must look like https://host:9200, got '***@localhost:9200'"
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 
 
@@ -368,3 +378,19 @@ def test_extract_cli(corpus, osmem, tmp_path, capsys, monkeypatch):
     assert code == 1 and "index 'nope' does not exist" in capsys.readouterr().err
     assert extract_main(["--opensearch-url", osmem.url, "--index", corpus, "--text-field", "body",
                          "--out", str(tmp_path / "y.jsonl"), "--username", "u"]) == 2
+
+
+def test_extract_refuses_an_out_folder_before_reading_anything(fault_proxy, tmp_path, capsys):
+    from finetune_assets import cli
+
+    (tmp_path / "a-file").write_text("")
+    for out, message in [
+        (tmp_path, f"error: --out {tmp_path} is a folder; give the file to write, e.g. {tmp_path / 'corpus.jsonl'}"),
+        (tmp_path / "a-file" / "dump.jsonl", f"error: --out {tmp_path / 'a-file' / 'dump.jsonl'} cannot be created: "
+                                             f"{tmp_path / 'a-file'} is a file, not a folder"),
+    ]:
+        code = cli.main(["extract", "--opensearch-url", fault_proxy.url, "--index", INDEX, "--text-field", "body",
+                         "--out", str(out)])
+        captured = capsys.readouterr()
+        assert (code, captured.err.strip(), captured.out) == (2, message, "")
+    assert fault_proxy.requests == []                   # refused before the dump started

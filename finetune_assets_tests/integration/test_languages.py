@@ -40,8 +40,11 @@ def upstream(root: Path) -> tuple[ArtifactStorage, list[dict], list[dict]]:
     storage = ArtifactStorage(root=str(root))
     documents = list(read_jsonl(DATA / "documents.jsonl"))
     records = generator_records(documents)
-    write_jsonl(storage.artifact_dir(INDEX, "raw_corpus") / "documents.jsonl", documents)
-    write_jsonl(storage.artifact_dir(INDEX, "bedrock_batch_outputs") / OUTPUT_FILE, records)
+    for asset, name, rows in (("raw_corpus", "documents.jsonl", documents),
+                              ("bedrock_batch_outputs", OUTPUT_FILE, records)):
+        folder = storage.artifact_dir(INDEX, asset)
+        write_jsonl(folder / name, rows)
+        storage.publish(INDEX, asset, folder)
     return storage, documents, records
 
 

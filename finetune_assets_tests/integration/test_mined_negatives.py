@@ -36,8 +36,10 @@ def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: boo
     pairs += [{"query": d["text"].split(". ")[0], "positive": document_text(d), "doc_id": d["id"],
                "query_type": "span", "exclude_source": True} for d in documents[:span_rows]]
     storage = ArtifactStorage(root=str(tmp_path))
-    write_jsonl(storage.artifact_dir("docs", "raw_corpus") / "documents.jsonl", documents)
-    write_jsonl(storage.artifact_dir("docs", "training_pairs") / "train.jsonl", pairs)
+    for asset, name, rows in (("raw_corpus", "documents.jsonl", documents), ("training_pairs", "train.jsonl", pairs)):
+        folder = storage.artifact_dir("docs", asset)
+        write_jsonl(folder / name, rows)
+        storage.publish("docs", asset, folder)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", ["docs"])
         result = materialize([mined_negatives], partition_key="docs", instance=instance,
@@ -49,7 +51,7 @@ def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: boo
         assert not result.success
         return result, [], pairs
     assert result.success
-    rows = list(read_jsonl(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl"))
+    rows = list(read_jsonl(storage.fetch("docs", "mined_negatives") / "train.jsonl"))
     return result.asset_materializations_for_node("mined_negatives")[0].metadata, rows, pairs
 
 
@@ -73,7 +75,8 @@ def test_hybrid_teacher_scores_every_negative_with_the_guards_off_through_dagste
 
 @pytest.mark.slow
 def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_their_source(tmp_path):
-    metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 2, "range_min": 1, "roundtrip_top_k": 3,
+    metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 2, "range_min": 1,
+                                                     "experimental": {"roundtrip_top_k": 3},
                                                      "negative_sources": ["dense", "bm25"]})
     dropped = {r["doc_id"] for r in rows} ^ {p["doc_id"] for p in pairs}
     assert "argparse.FileType" in dropped
@@ -85,7 +88,7 @@ def test_round_trip_drops_a_query_about_other_documents_and_negatives_record_the
     assert len({tuple(sorted(r)) for r in rows}) == 1
     assert {r[f"negative_{k}_source"] for r in rows for k in (1, 2)} <= {"dense", "bm25", "random"}
     assert all(r["doc_id"] not in (r["negative_1_id"], r["negative_2_id"]) for r in rows)
-    assert mined_negative_count(tmp_path / "artifacts" / "docs" / "mined_negatives" / "train.jsonl") == 2
+    assert mined_negative_count(tmp_path / "artifacts" / "docs" / "mined_negatives" / "current" / "train.jsonl") == 2
 
 
 @pytest.mark.slow
@@ -100,7 +103,7 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
 
     metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 0, "teacher": "hybrid"},
                                          span_rows=2)
-    folder = tmp_path / "artifacts" / "docs" / "mined_negatives"
+    folder = tmp_path / "artifacts" / "docs" / "mined_negatives" / "current"
     matrix = np.load(folder / "teacher_scores.npy")
     documents = list(read_jsonl(folder / "documents.jsonl"))
     assert matrix.shape == (len(rows), len(documents)) == tuple(metadata["teacher_matrix_shape"].value)

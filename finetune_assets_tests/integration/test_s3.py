@@ -6,9 +6,12 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from finetune_assets.definitions import defs
-from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.resources.storage import CURRENT_KEY, ArtifactStorage
 from finetune_assets.stages.corpus.sensors import s3_corpus_sensor
-from finetune_assets_tests.moto_server import moto_aws, moto_server  # noqa: F401  (pytest fixtures)
+
+# pytest fixtures, imported "as" themselves so linters see them used
+from finetune_assets_tests.moto_server import moto_aws as moto_aws
+from finetune_assets_tests.moto_server import moto_server as moto_server
 
 BUCKET = "corpora-bucket"
 
@@ -60,19 +63,49 @@ def test_storage_round_trips_artifacts_through_s3_with_encryption(moto_aws, tmp_
     (folder / "train.jsonl").write_text(json.dumps({"query": "q", "positive": "p"}) + "\n")
     (folder / "nested").mkdir()
     (folder / "nested" / "part 1.bin").write_bytes(b"\x00" * 10)
-    assert writer.publish("wiki", "training_pairs") == f"s3://{BUCKET}/runs/artifacts/wiki/training_pairs"
-    head = s3.head_object(Bucket=BUCKET, Key="runs/artifacts/wiki/training_pairs/train.jsonl")
+    prefix = f"runs/artifacts/wiki/training_pairs/{folder.name}"
+    assert writer.publish("wiki", "training_pairs", folder) == f"s3://{BUCKET}/{prefix}"
+    head = s3.head_object(Bucket=BUCKET, Key=f"{prefix}/train.jsonl")
     assert head["ServerSideEncryption"] == "AES256"
+    pointer = s3.get_object(Bucket=BUCKET, Key=f"runs/artifacts/wiki/training_pairs/{CURRENT_KEY}")
+    assert pointer["Body"].read().decode().strip() == folder.name and pointer["ServerSideEncryption"] == "AES256"
     reader = ArtifactStorage(root=f"s3://{BUCKET}/runs", cache_dir=str(tmp_path / "reader"))
     fetched = reader.fetch("wiki", "training_pairs")
+    assert fetched.name == folder.name
     assert (fetched / "train.jsonl").read_text() == (folder / "train.jsonl").read_text()
     assert (fetched / "nested" / "part 1.bin").read_bytes() == b"\x00" * 10
-    try:
+    assert reader.uri("wiki", "training_pairs", "train.jsonl") == f"s3://{BUCKET}/{prefix}/train.jsonl"
+    with pytest.raises(FileNotFoundError, match="materialize 'trained_model'"):
         reader.fetch("wiki", "trained_model")
-    except FileNotFoundError as error:
-        assert "materialize 'trained_model'" in str(error)
-    else:
-        raise AssertionError("a missing artifact must raise")
+
+
+def test_s3_versions_are_pruned_and_objects_stored_before_versioning_are_still_read(moto_aws, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="runs/artifacts/wiki/raw_corpus/documents.jsonl", Body=b'{"id": "old"}\n')
+    reader = ArtifactStorage(root=f"s3://{BUCKET}/runs", cache_dir=str(tmp_path / "reader"), keep_previous=1)
+    assert (reader.fetch("wiki", "raw_corpus") / "documents.jsonl").read_text() == '{"id": "old"}\n'
+    writer = ArtifactStorage(root=f"s3://{BUCKET}/runs", cache_dir=str(tmp_path / "writer"), keep_previous=1)
+    versions = []
+    for number in range(3):
+        folder = writer.artifact_dir("wiki", "raw_corpus")
+        (folder / "documents.jsonl").write_text(f'{{"id": "{number}"}}\n')
+        writer.publish("wiki", "raw_corpus", folder)
+        versions.append(folder.name)
+        fetched = reader.fetch("wiki", "raw_corpus")  # a reader on another machine follows the pointer
+        assert fetched.name == folder.name and (fetched / "documents.jsonl").read_text() == f'{{"id": "{number}"}}\n'
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/artifacts/wiki/raw_corpus/")["Contents"]}
+    kept = {key.split("/")[4] for key in keys if key.count("/") > 4}
+    assert kept == set(versions[1:])  # the current version and one previous; the unversioned object went too
+    assert f"runs/artifacts/wiki/raw_corpus/{CURRENT_KEY}" in keys and len(keys) == 2 * 2 + 1
+    cached = {p.name for p in (tmp_path / "reader").rglob("*") if p.parent.name == "raw_corpus" and p.is_dir()}
+    assert cached == set(versions[1:])  # the reader's cache follows the same rule
+
+
+def current_prefix(s3, asset: str) -> str:
+    """Key prefix of the version of `asset` (partition tiny) that its CURRENT pointer names."""
+    pointer = s3.get_object(Bucket=BUCKET, Key=f"runs/artifacts/tiny/{asset}/{CURRENT_KEY}")
+    return f"runs/artifacts/tiny/{asset}/{pointer['Body'].read().decode().strip()}/"
 
 
 @pytest.mark.slow
@@ -98,19 +131,19 @@ def test_local_generator_writes_bedrock_layout_to_s3_and_pairs_read_it(moto_aws,
                              run_config={"ops": {"raw_corpus": {"config": {"max_documents": 6}},
                                                  "training_pairs": {"config": {"held_out_fraction": 0.34}}}})
     assert result.success
-    prefix = "runs/artifacts/tiny/bedrock_batch_outputs/"
+    prefix = current_prefix(s3, "bedrock_batch_outputs")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
     assert {prefix + "documents.jsonl.out", prefix + "manifest.json.out"} <= keys
     assert s3.head_object(Bucket=BUCKET, Key=prefix + "documents.jsonl.out")["ServerSideEncryption"] == "AES256"
     body = s3.get_object(Bucket=BUCKET, Key=prefix + "documents.jsonl.out")["Body"].read().decode()
     records = [json.loads(line) for line in body.splitlines()]
     sampled = {json.loads(line)["id"] for line in s3.get_object(
-        Bucket=BUCKET, Key="runs/artifacts/tiny/raw_corpus/documents.jsonl")["Body"].read().decode().splitlines()}
+        Bucket=BUCKET, Key=current_prefix(s3, "raw_corpus") + "documents.jsonl")["Body"].read().decode().splitlines()}
     assert len(records) == 6 and {r["recordId"] for r in records} == sampled
     assert all({"recordId", "modelInput", "modelOutput"} <= set(r) for r in records)
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.json.out")["Body"].read())
     assert manifest["totalRecordCount"] == 6
-    pairs_body = s3.get_object(Bucket=BUCKET, Key="runs/artifacts/tiny/training_pairs/train.jsonl")["Body"].read()
+    pairs_body = s3.get_object(Bucket=BUCKET, Key=current_prefix(s3, "training_pairs") + "train.jsonl")["Body"].read()
     pairs = [json.loads(line) for line in pairs_body.decode().splitlines()]
     assert pairs and {p["doc_id"] for p in pairs} <= sampled
     assert all(p["query"].strip() for p in pairs)

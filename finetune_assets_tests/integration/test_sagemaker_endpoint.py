@@ -23,7 +23,8 @@ from botocore.stub import ANY, Stubber
 from dagster import DagsterInstance, materialize
 
 from finetune_assets.clients import sagemaker_endpoint as ep
-from finetune_assets.clients.sagemaker_training import PollSettings, make_client
+from finetune_assets.clients.sagemaker_training.aws import make_client
+from finetune_assets.clients.sagemaker_training.jobs import PollSettings
 from finetune_assets.core.jsonl import read_json, write_json, write_jsonl
 from finetune_assets.core.offline_models import splade_tiny_path
 from finetune_assets.resources.opensearch import OpenSearchResource
@@ -358,17 +359,24 @@ def queue_invoke_answer(server, body: str) -> None:
         assert response.status == 201
 
 
+def seed(storage: ArtifactStorage, asset: str, write) -> None:
+    """Write a version of `asset` with `write(folder)` and make it current, as the asset itself would."""
+    folder = storage.artifact_dir(INDEX, asset)
+    write(folder)
+    storage.publish(INDEX, asset, folder)
+
+
 def upstream_artifacts(root: Path) -> ArtifactStorage:
     """What the assets before model_endpoint leave in storage (the model is the real SPLADE-tiny)."""
     storage = ArtifactStorage(root=str(root))
-    shutil.copytree(splade_tiny_path(), storage.artifact_dir(INDEX, "trained_model") / "model")
-    write_json(storage.artifact_dir(INDEX, "evaluation_report") / "report.json",
-               {"results": {"tuned": {"ndcg@10": 0.61}}})
-    write_jsonl(storage.artifact_dir(INDEX, "training_pairs") / "held_out.jsonl",
-                [{"query": "yellow bananas", "positive": "Bananas are yellow and sweet.", "doc_id": "d2"}])
-    write_jsonl(storage.artifact_dir(INDEX, "raw_corpus") / "documents.jsonl", [
+    seed(storage, "trained_model", lambda folder: shutil.copytree(splade_tiny_path(), folder / "model"))
+    seed(storage, "evaluation_report", lambda folder: write_json(folder / "report.json",
+                                                                 {"results": {"tuned": {"ndcg@10": 0.61}}}))
+    seed(storage, "training_pairs", lambda folder: write_jsonl(folder / "held_out.jsonl", [
+        {"query": "yellow bananas", "positive": "Bananas are yellow and sweet.", "doc_id": "d2"}]))
+    seed(storage, "raw_corpus", lambda folder: write_jsonl(folder / "documents.jsonl", [
         {"id": "d1", "text": "The cat sat on the mat."}, {"id": "d2", "text": "Bananas are yellow and sweet."},
-        {"id": "d3", "text": "OpenSearch registers fine-tuned embedding models."}])
+        {"id": "d3", "text": "OpenSearch registers fine-tuned embedding models."}]))
     return storage
 
 
@@ -441,7 +449,7 @@ def test_deployment_none_deploys_nothing_and_registration_keeps_the_package_path
     metadata = result.asset_materializations_for_node("model_endpoint")[0].metadata
     assert metadata["deployed"].value is False and "nothing was deployed" in metadata["note"].value
     assert aws.client("sagemaker").list_endpoints()["Endpoints"] == []
-    (storage.artifact_dir(INDEX, "model_package") / "ml_commons_register.json").write_text("{}")
+    seed(storage, "model_package", lambda folder: (folder / "ml_commons_register.json").write_text("{}"))
     registered = run([registered_model_id], storage, {"opensearch": OpenSearchResource(),
                                                       "sagemaker_endpoint": endpoint_resource()})
     note = registered.asset_materializations_for_node("registered_model_id")[0].metadata["note"].value
@@ -461,8 +469,8 @@ def test_bad_settings_fail_before_anything_is_uploaded(aws, tmp_path):
 
 def test_registration_without_a_connector_role_says_which_variable_to_set(aws, tmp_path):
     storage = upstream_artifacts(tmp_path / "storage")
-    write_json(storage.artifact_dir(INDEX, "model_endpoint") / "endpoint.json",
-               {"deployed": True, "endpoint_name": "finetune-tiny-docs", "region": REGION, "kind": "dense"})
+    seed(storage, "model_endpoint", lambda folder: write_json(folder / "endpoint.json", {
+        "deployed": True, "endpoint_name": "finetune-tiny-docs", "region": REGION, "kind": "dense"}))
     with running_fake(settings=DEV_SETTINGS) as cluster:
         result = run([registered_model_id], storage, {"opensearch": OpenSearchResource(url=cluster.url),
                                                       "sagemaker_endpoint": endpoint_resource(connector_role_arn="")})

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from finetune_assets.benchmark import REUSABLE_ASSETS, _reuse_queries, partition_name, read_beir
+from finetune_assets import cli
+from finetune_assets.benchmark import QRELS_FORMATS, REUSABLE_ASSETS, _reuse_queries, partition_name, read_beir
 from finetune_assets.resources.storage import ArtifactStorage
 
 
@@ -24,17 +25,80 @@ def test_read_beir_keeps_ids_as_strings_and_graded_judgements(tmp_path):
     assert partition_name(tmp_path / "My Collection") == "my-collection"
 
 
+def test_qrels_in_trec_and_headerless_beir_format(tmp_path):
+    write_beir(tmp_path / "trec")
+    (tmp_path / "trec" / "qrels" / "test.tsv").write_text("7 0 1 2\n7 0 2 0\n\n8\tQ0\t1\t1\n")
+    assert read_beir(tmp_path / "trec")[2] == {"7": {"1": 2, "2": 0}, "8": {"1": 1}}
+    (tmp_path / "trec" / "qrels" / "test.tsv").write_text("7\t1\t2\n7\tdoc two\t1.0\n")
+    assert read_beir(tmp_path / "trec")[2] == {"7": {"1": 2, "doc two": 1}}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = cli.main(["benchmark", *map(str, argv)])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return code, captured.err.strip()
+
+
+def test_cli_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, capsys):
+    folder = tmp_path / "beir"
+    write_beir(folder)
+    out = tmp_path / "out.json"
+    qrels = folder / "qrels" / "test.tsv"
+    qrels.unlink()
+    assert run_cli(capsys, folder, "--out", out) == (
+        2, f"finetune-assets benchmark: {folder} has no qrels/test.tsv; a BEIR folder holds corpus.jsonl, "
+           f"queries.jsonl, qrels/test.tsv")
+    assert run_cli(capsys, tmp_path / "nowhere", "--out", out)[1].endswith("nowhere is not a folder; a BEIR "
+                                                                           "folder holds corpus.jsonl, queries.jsonl, "
+                                                                           "qrels/test.tsv")
+    qrels.write_text("7 0 1 2\n7 0 2 high\n")
+    assert run_cli(capsys, folder, "--out", out) == (
+        2, f"finetune-assets benchmark: {qrels}:2: relevance 'high' is not an integer; expected {QRELS_FORMATS}")
+    qrels.write_text("7 1\n")
+    assert run_cli(capsys, folder, "--out", out) == (
+        2, f"finetune-assets benchmark: {qrels}:1: 2 column(s); expected {QRELS_FORMATS}")
+    qrels.write_text("query-id\tcorpus-id\tscore\n7\t1\t2\n")
+    (folder / "corpus.jsonl").write_text('{"_id": "1", "text": "Lift on a wing."}\n{"_id": "2", "title": "no text"}\n')
+    assert run_cli(capsys, folder, "--out", out) == (
+        2, f"finetune-assets benchmark: {folder / 'corpus.jsonl'}:2: field 'text' is missing or not a string "
+           f"(record '_id' '2')")
+    write_beir(tmp_path / "good")
+    assert run_cli(capsys, tmp_path / "good", "--out", tmp_path) == (
+        2, f"finetune-assets benchmark: --out {tmp_path} is a folder; give the JSON file to write, e.g. "
+           f"{tmp_path / 'benchmark.json'}")
+    assert run_cli(capsys, tmp_path / "good", "--out", out, "--config-json", "{ops: 1}") == (
+        2, "finetune-assets benchmark: --config-json is not valid JSON (Expecting property name enclosed in double "
+           "quotes at column 2)")
+    assert not out.exists()
+
+
 def test_reuse_queries_copies_the_generated_queries_and_names_what_is_missing(tmp_path):
     earlier = ArtifactStorage(root=str(tmp_path / "earlier" / "storage"))
     for asset in REUSABLE_ASSETS:
-        (earlier.artifact_dir("cacm", asset) / "marker.txt").write_text(asset)
+        folder = earlier.artifact_dir("cacm", asset)
+        (folder / "marker.txt").write_text(asset)
+        earlier.publish("cacm", asset, folder)
+        (earlier.artifact_dir("cacm", asset) / "marker.txt").write_text("a later run that failed")
     later = ArtifactStorage(root=str(tmp_path / "later" / "storage"))
     _reuse_queries(tmp_path / "earlier", later, "cacm")
     for asset in REUSABLE_ASSETS:
-        assert (later.fetch("cacm", asset) / "marker.txt").read_text() == asset
+        assert (later.fetch("cacm", asset) / "marker.txt").read_text() == asset  # the current version's
+        assert sorted(p.name for p in later.fetch("cacm", asset).iterdir()) == [".published.json", "marker.txt"]
     assert not (tmp_path / "later" / "storage" / "artifacts" / "cacm" / "raw_corpus").exists()  # drawn again
     with pytest.raises(FileNotFoundError, match=r"artifacts/cranfield/bedrock_batch_outputs is missing"):
         _reuse_queries(tmp_path / "earlier", later, "cranfield")
+
+
+def test_reuse_queries_reads_a_work_dir_from_before_versioned_storage(tmp_path):
+    for asset in REUSABLE_ASSETS:  # files directly in the asset folder, as older runs left them
+        folder = tmp_path / "earlier" / "storage" / "artifacts" / "cacm" / asset
+        folder.mkdir(parents=True)
+        (folder / "documents.jsonl.out").write_text('{"recordId": "1"}\n')
+    later = ArtifactStorage(root=str(tmp_path / "later" / "storage"))
+    _reuse_queries(tmp_path / "earlier", later, "cacm")
+    for asset in REUSABLE_ASSETS:
+        assert (later.fetch("cacm", asset) / "documents.jsonl.out").read_text() == '{"recordId": "1"}\n'
 
 
 def test_cpu_clock_splits_cpu_time_between_spans():
@@ -67,7 +131,7 @@ def test_queries_only_stops_after_generation_and_leaves_a_work_dir_to_reuse(tmp_
         tmp_path / "work")
     assert set(report["timings_s"]) >= {"raw_corpus", "bedrock_batch_outputs", "pipeline_total"}
     artifacts = tmp_path / "work" / "storage" / "artifacts" / "tiny"
-    assert (artifacts / "bedrock_batch_outputs" / "documents.jsonl.out").is_file()
+    assert (artifacts / "bedrock_batch_outputs" / "current" / "documents.jsonl.out").is_file()
     assert not (artifacts / "training_pairs").exists()
     assert "--reuse-queries" in format_table(report)
     with pytest.raises(ValueError, match="pass one of them"):

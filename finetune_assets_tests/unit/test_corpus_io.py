@@ -1,6 +1,7 @@
 """Corpus reading: every bad input is quarantined with its file, line and reason; nothing is dropped silently."""
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -156,9 +157,11 @@ def test_title_only_records_are_documents(tmp_path):
     check_accounting(result)
     assert result.documents == [
         {"id": "t1", "text": "Extraction of Roots by Repeated Subtractions", "title": ""},
-        {"id": "t2", "text": "Matrix Program Schemes", "title": ""},
+        {"id": "t4", "text": "Matrix program   schemes", "title": ""},
     ]
-    assert quarantined_at(result) == {3: "text field 'text' is empty", 4: "duplicate text of document 't2'"}
+    assert quarantined_at(result) == {
+        2: "duplicate text of document 't4' (kept docs.jsonl:4: longer text, 24 vs 22 chars)",
+        3: "text field 'text' is empty"}
 
 
 def test_raw_is_truncated(tmp_path):
@@ -169,31 +172,100 @@ def test_raw_is_truncated(tmp_path):
 
 def test_duplicate_ids_and_texts(tmp_path):
     path = write_lines(tmp_path / "docs.jsonl", [
-        doc(1),                                                               # 1
+        doc(1),                                                               # 1 loses to line 3 (shorter)
         doc(2),                                                               # 2
-        {"_id": "d1", "text": "A different text with the same id."},          # 3 duplicate id
-        {"_id": "d9", "text": "  DOCUMENT number 1\tis   about WINGS. "},     # 4 duplicate text (normalized)
-        doc(3),                                                               # 5
-        doc(2),                                                               # 6 duplicate id (and text)
+        {"_id": "d1", "text": "A different text with the same id."},          # 3 duplicate id, longer: kept
+        {"_id": "d9", "text": "  DOCUMENT number 1\tis   about WINGS. "},     # 4 its twin (line 1) is gone: kept
+        {"_id": "d8", "text": "document number 2 is about wings."},           # 5 duplicate text of d2, same length
+        doc(3),                                                               # 6
+        doc(2),                                                               # 7 the same document as line 2
     ])
     result = read_corpus(path)
     check_accounting(result)
-    assert [d["id"] for d in result.documents] == ["d1", "d2", "d3"]
+    assert [d["id"] for d in result.documents] == ["d2", "d1", "d9", "d3"]
+    same_length = "same text length, smaller SHA-256 of its canonical JSON"
     assert quarantined_at(result) == {
-        3: "duplicate id 'd1' (first seen at docs.jsonl:1)",
-        4: "duplicate text of document 'd1'",
-        6: "duplicate id 'd2' (first seen at docs.jsonl:2)",
+        1: "duplicate id 'd1' (kept docs.jsonl:3: longer text, 34 vs 33 chars)",
+        5: f"duplicate text of document 'd2' (kept docs.jsonl:2: {same_length})",
+        7: "duplicate id 'd2' (kept docs.jsonl:2: the same document)",
     }
     assert result.duplicate_ids == 2 and result.duplicate_texts == 1
+    by_line = {e.line: e for e in result.quarantined}
+    assert [e.line for e in result.quarantined] == [1, 5, 7]                 # in reading order
+    assert json.loads(by_line[1].raw) == doc(1) and by_line[1].kind == "duplicate id"  # the loser's own record
+    assert json.loads(by_line[5].raw)["_id"] == "d8" and by_line[5].kind == "duplicate text"
 
 
-def test_duplicate_id_across_files_names_the_first_file(tmp_path):
+def test_same_length_duplicates_are_decided_by_sha256_of_canonical_json(tmp_path):
+    from finetune_assets.core.data.corpus_io import canonical_json
+
+    first = {"_id": "x", "title": "A", "text": "same length text one"}
+    second = {"_id": "x", "title": "B", "text": "same length text two"}
+    write_lines(tmp_path / "docs.jsonl", [first, second])
+    kept = read_corpus(tmp_path / "docs.jsonl").documents
+    candidates = [{"id": "x", "title": d["title"], "text": d["text"]} for d in (first, second)]
+    assert kept == [min(candidates, key=lambda d: hashlib.sha256(canonical_json(d)).digest())]
+    assert canonical_json(candidates[0]) == b'{"id":"x","text":"same length text one","title":"A"}'
+
+
+def _shuffled_corpus(folder: Path, records: list[dict], files: int, seed: int) -> None:
+    """`records` spread over `files` JSONL files (a.jsonl, b.jsonl, ...) in an order drawn with `seed`."""
+    order = list(records)
+    random.Random(seed).shuffle(order)
+    for number in range(files):
+        write_lines(folder / f"{'abc'[number]}.jsonl", order[number::files])
+
+
+def test_which_duplicate_is_kept_does_not_depend_on_file_or_line_order(tmp_path):
+    records = [doc(i) for i in range(30)]
+    records += [{"_id": f"d{i}", "title": "dup", "text": f"Document number {i} is about wings and more."}
+                for i in range(0, 30, 3)]                                    # longer twins of every third id
+    records += [{"_id": f"d{i}", "title": f"tie {i}", "text": f"Document number {i} is about birds."}
+                for i in range(1, 30, 3)]                                    # twins of the same text length
+    records += [{"_id": f"t{i}", "text": f"document NUMBER {i}  is about wings."} for i in range(2, 30, 3)]
+    forward = tmp_path / "forward"
+    write_lines(forward / "a.jsonl", records[: len(records) // 2])
+    write_lines(forward / "b.jsonl", records[len(records) // 2:])
+    backward = tmp_path / "backward"                                         # files swapped, lines reversed
+    write_lines(backward / "a.jsonl", records[len(records) // 2:][::-1])
+    write_lines(backward / "b.jsonl", records[: len(records) // 2][::-1])
+
+    def kept(folder: Path) -> list[dict]:
+        result = read_corpus(folder)
+        check_accounting(result)
+        assert (result.duplicate_ids, result.duplicate_texts) == (20, 10)
+        return sorted(result.documents, key=lambda d: d["id"])
+
+    expected = kept(forward)
+    assert kept(backward) == expected
+    for seed in range(3):
+        _shuffled_corpus(tmp_path / f"shuffled-{seed}", records, files=3, seed=seed)
+        assert kept(tmp_path / f"shuffled-{seed}") == expected
+    by_id = {d["id"]: d for d in expected}
+    assert by_id["d0"]["text"] == "Document number 0 is about wings and more."   # the longest text wins
+    assert "t2" in by_id and "d2" not in by_id                                    # padded twin is longer
+    assert by_id["d1"]["title"] in ("Title 1", "tie 1")
+
+
+def test_deduplicate_applies_the_same_rule_to_documents_in_memory():
+    from finetune_assets.core.data.corpus_io import deduplicate
+
+    documents = [{"id": "a", "text": "short", "title": ""}, {"id": "b", "text": "Other text", "title": ""},
+                 {"id": "a", "text": "much longer", "title": ""}, {"id": "c", "text": "other   TEXT", "title": ""}]
+    kept, dropped = deduplicate(documents)
+    assert kept == [documents[2], documents[3]]
+    assert [(d["id"], k["id"], kind) for d, k, kind, _ in dropped] == [("a", "a", "duplicate id"),
+                                                                      ("b", "c", "duplicate text")]
+    assert deduplicate(documents[::-1])[0] == [documents[3], documents[2]]
+
+
+def test_duplicate_id_across_files_names_the_file_kept(tmp_path):
     write_lines(tmp_path / "a.jsonl", [doc(1), doc(2)])
     write_lines(tmp_path / "sub" / "b.jsonl", [doc(3), {"_id": "d2", "text": "other"}])
     result = read_corpus(tmp_path)
     (entry,) = result.quarantined
     assert (entry.source, entry.line) == (str(tmp_path / "sub" / "b.jsonl"), 2)
-    assert entry.reason == "duplicate id 'd2' (first seen at a.jsonl:2)"
+    assert entry.reason == "duplicate id 'd2' (kept a.jsonl:2: longer text, 33 vs 5 chars)"
 
 
 def test_int_ids_and_id_field_fallbacks(tmp_path):
@@ -209,9 +281,9 @@ def test_int_ids_and_id_field_fallbacks(tmp_path):
     ])
     result = read_corpus(path)
     check_accounting(result)
-    assert [d["id"] for d in result.documents] == ["7", "x", "docs.jsonl:3", "docs.jsonl:4", "8"]
-    assert quarantined_at(result) == {5: "id field '_id' is not a string or integer (got array)",
-                                      6: "duplicate id '7' (first seen at docs.jsonl:1)",
+    assert [d["id"] for d in result.documents] == ["x", "docs.jsonl:3", "docs.jsonl:4", "7", "8"]
+    assert quarantined_at(result) == {1: "duplicate id '7' (kept docs.jsonl:6: longer text, 11 vs 5 chars)",
+                                      5: "id field '_id' is not a string or integer (got array)",
                                       8: "id field '_id' is not a string or integer (got float)"}
 
 
@@ -314,13 +386,15 @@ def test_txt_line_mode(tmp_path):
     path.write_bytes(b"first line\n\n  \nsecond line\ncaf\xe9\nFIRST   line\n\x00\x01\nlast")
     result = read_corpus(path)
     check_accounting(result)
-    assert result.documents == [{"id": "notes:1", "text": "first line", "title": ""},
-                                {"id": "notes:4", "text": "second line", "title": ""},
+    assert result.documents == [{"id": "notes:4", "text": "second line", "title": ""},
+                                {"id": "notes:6", "text": "FIRST   line", "title": ""},
                                 {"id": "notes:8", "text": "last", "title": ""}]
-    assert quarantined_at(result) == {5: "not valid UTF-8 (byte 0xe9 at byte offset 3: invalid continuation byte)",
-                                      6: "duplicate text of document 'notes:1'",
+    assert quarantined_at(result) == {1: "duplicate text of document 'notes:6' (kept notes.txt:6: longer text, "
+                                         "12 vs 10 chars)",
+                                      5: "not valid UTF-8 (byte 0xe9 at byte offset 3: invalid continuation byte)",
                                       7: "text line is empty"}
-    assert {e.line: e.record_id for e in result.quarantined} == {5: "notes:5", 6: "notes:6", 7: "notes:7"}
+    assert {e.line: e.record_id for e in result.quarantined} == {1: "notes:1", 5: "notes:5", 7: "notes:7"}
+    assert result.quarantined[0].raw == "first line"
 
 
 def test_txt_file_mode(tmp_path):
@@ -343,6 +417,55 @@ def test_bad_txt_mode(tmp_path):
     write_lines(tmp_path / "docs.jsonl", [doc(1)])
     with pytest.raises(ValueError, match="txt_mode"):
         read_corpus(tmp_path, txt_mode="paragraph")
+
+
+# ---------------------------------------------------------------------------------------- JSON arrays
+
+
+def test_json_array_file_is_a_list_of_documents(tmp_path):
+    path = tmp_path / "docs.json"
+    records = [doc(1), {"text": "no id here"}, {"_id": "d3", "body": "no text field"}, "not an object",
+               {"_id": "d1", "text": "Document number 1 is about wings and tails."}]
+    path.write_text("\ufeff  " + json.dumps(records, indent=2))                # BOM, spaces, pretty-printed
+    result = read_corpus(path)
+    check_accounting(result)
+    assert [d["id"] for d in result.documents] == ["docs.json:2", "d1"]        # generated ids: element number
+    assert quarantined_at(result) == {
+        1: "duplicate id 'd1' (kept docs.json:5: longer text, 43 vs 33 chars)",
+        3: "missing text field 'text'",
+        4: "JSON value is str, not an object",
+    }
+    assert json.loads(result.quarantined[0].raw) == doc(1)                   # re-read from the array
+
+
+def test_json_lines_stay_json_lines_whatever_the_suffix(tmp_path):
+    write_lines(tmp_path / "a.json", [doc(1), doc(2)])
+    write_lines(tmp_path / "b.json", [json.dumps(["an", "array", "per", "line"]), doc(3)])  # starts with "[", still lines
+    result = read_corpus(tmp_path)
+    check_accounting(result)
+    assert [d["id"] for d in result.documents] == ["d1", "d2", "d3"]
+    assert [(e.source, e.line, e.reason) for e in result.quarantined] == [
+        (str(tmp_path / "b.json"), 1, "JSON value is array, not an object")]
+
+
+def test_broken_json_array_is_one_quarantined_file_with_the_position(tmp_path):
+    (tmp_path / "docs.json").write_text('[{"_id": "a", "text": "one"},\n {"_id": "b", "text": "two"\n')
+    with pytest.raises(CorpusError) as info:
+        read_corpus(tmp_path / "docs.json")
+    assert (f"1 x malformed json (e.g. {tmp_path / 'docs.json'}: malformed JSON array (Expecting ',' delimiter at "
+            f"line 3 column 1); nothing in this file was read)") in str(info.value)
+
+
+def test_cli_reads_a_json_array_corpus(tmp_path, capsys):
+    from finetune_assets import cli
+
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps([doc(i) for i in range(3)], indent=2))
+    code = cli.main(["estimate", str(path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"3 valid documents in {path}; 3 sampled" in captured.out
+    assert "malformed json" not in captured.out + captured.err and "Traceback" not in captured.err
 
 
 # ------------------------------------------------------------------------------------------- parquet
@@ -369,9 +492,10 @@ def test_parquet_with_null_text_and_int_ids(tmp_path):
                    tmp_path / "titled.parquet")
     assert read_corpus(tmp_path / "titled.parquet").documents == [{"id": "a", "text": "Alpha", "title": ""},
                                                                   {"id": "b", "text": "y", "title": "Beta"}]
-    pq.write_table(pa.table({"_id": ["a", "b", "a"], "text": ["x", "y", "z"]}), tmp_path / "dup.parquet")
+    pq.write_table(pa.table({"_id": ["a", "b", "a"], "text": ["x", "y", "zz"]}), tmp_path / "dup.parquet")
     dup = read_corpus(tmp_path / "dup.parquet")
-    assert quarantined_at(dup) == {3: "duplicate id 'a' (first seen at dup.parquet:1)"}
+    assert quarantined_at(dup) == {1: "duplicate id 'a' (kept dup.parquet:3: longer text, 2 vs 1 chars)"}
+    assert json.loads(dup.quarantined[0].raw) == {"_id": "a", "text": "x"}
     by_row = {e.line: e for e in result.quarantined}
     assert json.loads(by_row[2].raw) == {"doc_id": 2, "text": None, "title": None}
 

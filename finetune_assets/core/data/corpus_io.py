@@ -1,8 +1,17 @@
-"""Read a user's corpus (JSONL, plain text or parquet) into validated, deduplicated documents.
+"""Read a user's corpus (JSON Lines, a JSON array, plain text or parquet) into validated, deduplicated documents.
 
 Every record read ends up either in ``documents`` or in ``quarantined`` (with a reason naming the file, the
 line and the field), so ``records_read == len(documents) + len(quarantined)`` always holds. Files are
-streamed: JSONL and text line by line, parquet by record batch.
+streamed: JSON Lines and text line by line, parquet by record batch. A ``.json``/``.jsonl``/``.ndjson`` file
+whose first character is ``[`` and that parses as one JSON array is read as a list of documents (parsed whole,
+so use JSON Lines for corpora larger than memory); its records are numbered by element (1-based) where JSON
+Lines records are numbered by line.
+
+Duplicates are resolved by a rule that does not depend on file or line order: among records with the same id,
+and then among the remaining documents whose texts are equal once whitespace and case are normalized, the
+document kept is the one with the longest text; on equal length, the one whose canonical JSON (``{"id",
+"text", "title"}``, keys sorted, UTF-8, no spaces) has the smallest SHA-256. Two records that tie on both are
+the same document. The others are quarantined with the location of the one kept.
 
 Pure logic: nothing here imports Dagster or boto3.
 """
@@ -42,7 +51,7 @@ class CorpusError(ValueError):
 @dataclass
 class QuarantinedRecord:
     source: str           # file path
-    line: int | None      # 1-based line (JSONL/txt) or row (parquet); None for a whole file
+    line: int | None      # 1-based line (JSONL/txt), row (parquet) or element (JSON array); None for a whole file
     record_id: str | None
     reason: str           # human readable, names the field
     raw: str              # the offending raw record, truncated to RAW_MAX_CHARS
@@ -171,6 +180,73 @@ def _decode_utf8(data: bytes) -> tuple[str | None, str | None]:
         return None, f"not valid UTF-8 (byte 0x{bad[:1].hex()} at byte offset {exc.start}: {exc.reason})"
 
 
+def canonical_json(document: dict) -> bytes:
+    """The document's {"id", "text", "title"} as JSON with sorted keys and no spaces, UTF-8: what duplicates are
+    compared by."""
+    fields = {"id": document["id"], "text": document["text"], "title": document.get("title") or ""}
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _rank(document: dict) -> tuple[int, bytes]:
+    """Smaller is kept: the longest text first, then the smallest SHA-256 of the canonical JSON."""
+    return -len(document["text"]), hashlib.sha256(canonical_json(document)).digest()
+
+
+def _beats(challenger: dict, holder: dict) -> bool:
+    if len(challenger["text"]) != len(holder["text"]):
+        return len(challenger["text"]) > len(holder["text"])
+    return _rank(challenger) < _rank(holder)
+
+
+def _why(loser: dict, winner: dict) -> str:
+    """Why `winner` was kept over `loser`, for the quarantine reason."""
+    if len(winner["text"]) != len(loser["text"]):
+        return f"longer text, {len(winner['text'])} vs {len(loser['text'])} chars"
+    if canonical_json(winner) == canonical_json(loser):
+        return "the same document"
+    return "same text length, smaller SHA-256 of its canonical JSON"
+
+
+def _duplicate_indices(documents: Sequence[dict]) -> tuple[list[int], list[tuple[int, int, str]]]:
+    """Indices kept (ascending) and (dropped, kept instead, kind) for each duplicate, by the module's rule."""
+    def tournament(indices: list[int], key) -> tuple[list[int], list[tuple[int, int]]]:
+        groups = [key(documents[index]) for index in indices]
+        best: dict[Any, int] = {}
+        for index, group in zip(indices, groups):
+            if group not in best or _beats(documents[index], documents[best[group]]):
+                best[group] = index
+        losers = [(index, best[group]) for index, group in zip(indices, groups) if best[group] != index]
+        return sorted(best.values()), losers
+
+    by_id, id_losers = tournament(list(range(len(documents))), lambda doc: doc["id"])
+    kept, text_losers = tournament(by_id, _text_digest)
+    return kept, ([(loser, winner, "duplicate id") for loser, winner in id_losers]
+                  + [(loser, winner, "duplicate text") for loser, winner in text_losers])
+
+
+def deduplicate(documents: Sequence[dict]) -> tuple[list[dict], list[tuple[dict, dict, str, str]]]:
+    """Documents with duplicate ids, then duplicate normalized texts, removed by the module's rule.
+
+    Returns the documents kept (in input order) and (dropped, kept instead, kind, why) for each one removed;
+    kind is "duplicate id" or "duplicate text". Which documents are kept does not depend on the input order.
+    """
+    kept, losers = _duplicate_indices(documents)
+    return ([documents[index] for index in kept],
+            [(documents[loser], documents[winner], kind, _why(documents[loser], documents[winner]))
+             for loser, winner, kind in losers])
+
+
+def duplicate_reason(dropped: dict, kept: dict, kind: str, why: str, where: str) -> str:
+    """The quarantine reason for a dropped duplicate; `where` locates the record kept (file:line or a URL)."""
+    if kind == "duplicate id":
+        return f"duplicate id '{dropped['id']}' (kept {where}: {why})"
+    return f"duplicate text of document '{kept['id']}' (kept {where}: {why})"
+
+
+def _text_digest(document: dict) -> bytes:
+    return hashlib.blake2b(normalize_for_dedup(document["text"]).encode("utf-8"), digest_size=16).digest()
+
+
 class _Problem(Exception):
     def __init__(self, kind: str, reason: str, record_id: str | None = None):
         super().__init__(reason)
@@ -196,9 +272,11 @@ class _Reader:
     records_read: int = 0
     duplicate_ids: int = 0
     duplicate_texts: int = 0
-    # id -> (display name, line); normalized-text digest -> id
-    _seen_ids: dict[str, tuple[str, int | None]] = field(default_factory=dict)
-    _seen_texts: dict[bytes, str] = field(default_factory=dict)
+    # Valid records before deduplication, with where each was read (the file, and its line, row or element).
+    _candidates: list[tuple[dict, Path, int | None]] = field(default_factory=list)
+    # How each JSON file was read ("lines" or "array") and which parquet columns, to re-read a loser's raw record.
+    _json_modes: dict[Path, str] = field(default_factory=dict)
+    _parquet_columns: dict[Path, list[str]] = field(default_factory=dict)
 
     def display_name(self, path: Path) -> str:
         """The file as named in generated ids and messages: relative to the corpus folder, or its name."""
@@ -213,26 +291,74 @@ class _Reader:
         self.records_read += 1
         self.quarantined.append(QuarantinedRecord(str(path), line, record_id, reason, raw, kind))
 
-    def accept(self, path: Path, line: int | None, doc_id: str, text: str, title: str, raw_fn) -> None:
-        name = self.display_name(path)
-        first = self._seen_ids.get(doc_id)
-        if first is not None:
-            self.duplicate_ids += 1
-            where = first[0] if first[1] is None else f"{first[0]}:{first[1]}"
-            self.quarantine(path, line, doc_id, "duplicate id", f"duplicate id '{doc_id}' (first seen at {where})",
-                            raw_fn())
-            return
-        digest = hashlib.blake2b(normalize_for_dedup(text).encode("utf-8"), digest_size=16).digest()
-        original = self._seen_texts.get(digest)
-        if original is not None:
-            self.duplicate_texts += 1
-            self.quarantine(path, line, doc_id, "duplicate text", f"duplicate text of document '{original}'",
-                            raw_fn())
-            return
-        self._seen_ids[doc_id] = (name, line)
-        self._seen_texts[digest] = doc_id
+    def accept(self, path: Path, line: int | None, doc_id: str, text: str, title: str) -> None:
+        """A valid record; whether it stays a document is decided in `finish` (duplicates)."""
         self.records_read += 1
-        self.documents.append({"id": doc_id, "text": text, "title": title})
+        self._candidates.append(({"id": doc_id, "text": text, "title": title}, path, line))
+
+    # -- duplicates, decided once everything is read
+
+    def _where(self, path: Path, line: int | None) -> str:
+        name = self.display_name(path)
+        return name if line is None else f"{name}:{line}"
+
+    def finish(self, files: Sequence[Path]) -> None:
+        """Resolve duplicate ids, then duplicate texts; quarantine the losers with the raw record they came from.
+
+        Quarantined records end up in reading order: by file (`files`' order), then line, row or element.
+        """
+        documents = [doc for doc, _, _ in self._candidates]
+        kept, losers = _duplicate_indices(documents)
+        self.duplicate_ids = sum(1 for *_, kind in losers if kind == "duplicate id")
+        self.duplicate_texts = len(losers) - self.duplicate_ids
+        raws = self._raw_records([self._candidates[loser][1:] for loser, _, _ in losers])
+        for loser, winner, kind in losers:
+            doc, path, line = self._candidates[loser]
+            won, won_path, won_line = self._candidates[winner]
+            reason = duplicate_reason(doc, won, kind, _why(doc, won), self._where(won_path, won_line))
+            self.quarantined.append(QuarantinedRecord(str(path), line, doc["id"], reason, raws[(path, line)], kind))
+        self.documents = [documents[index] for index in kept]
+        self._candidates = []
+        order = {str(path): position for position, path in enumerate(files)}
+        self.quarantined.sort(key=lambda e: (order.get(e.source, len(order)), e.line or 0))
+
+    def _raw_records(self, locations: list[tuple[Path, int | None]]) -> dict[tuple[Path, int | None], str]:
+        """The raw record at each (file, line/row/element), re-read in one pass per file (losers are few)."""
+        wanted: dict[Path, set[int | None]] = {}
+        for path, line in locations:
+            wanted.setdefault(path, set()).add(line)
+        raws: dict[tuple[Path, int | None], str] = {}
+        for path, lines in wanted.items():
+            try:
+                raws.update(((path, line), raw) for line, raw in self._reread(path, lines))
+            except (OSError, ValueError, LookupError) as exc:  # the file changed or vanished since it was read
+                raws.update(((path, line), f"(raw record not re-readable: {exc})") for line in lines)
+        return {location: raws.get(location, "") for location in locations}
+
+    def _reread(self, path: Path, lines: set[int | None]) -> Iterator[tuple[int | None, str]]:
+        suffix = path.suffix.lower()
+        if suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            columns = self._parquet_columns.get(path, [])
+            row = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+                for record in batch.to_pylist() if columns else [{}] * batch.num_rows:
+                    row += 1
+                    if row in lines:
+                        yield row, _raw_from_record(record)
+        elif suffix in TEXT_SUFFIXES and self.txt_mode == "file":
+            data = path.read_bytes()
+            yield None, _truncate(data.removeprefix(_UTF8_BOM).decode("utf-8", errors="replace"))
+        elif self._json_modes.get(path) == "array":
+            records = json.loads(path.read_bytes().removeprefix(_UTF8_BOM).decode("utf-8"))
+            for line in lines:
+                yield line, _raw_from_record(records[line - 1])
+        else:
+            with path.open("rb") as handle:
+                for number, data in enumerate(handle, start=1):
+                    if number in lines:
+                        yield number, _raw_from_bytes(data.removeprefix(_UTF8_BOM) if number == 1 else data)
 
     # -- field rules shared by JSON lines and parquet
 
@@ -314,9 +440,48 @@ class _Reader:
         except _Problem as problem:
             self.quarantine(path, line, problem.record_id or doc_id, problem.kind, problem.reason, raw_fn())
             return
-        self.accept(path, line, doc_id, text, title, raw_fn)
+        self.accept(path, line, doc_id, text, title)
 
     # -- formats
+
+    def read_json(self, path: Path) -> None:
+        """JSON Lines, or one JSON array of records when the file starts with "[" and parses as one."""
+        try:
+            with path.open("rb") as handle:
+                start = handle.read(4096).removeprefix(_UTF8_BOM).lstrip()
+        except OSError as exc:
+            self.quarantine(path, None, None, "unreadable file", f"cannot open file ({exc})", "")
+            return
+        if start.startswith(b"[") and self.read_json_array(path):
+            return
+        self._json_modes[path] = "lines"
+        self.read_json_lines(path)
+
+    def read_json_array(self, path: Path) -> bool:
+        """Read `path` as one JSON array; False when it is JSON Lines after all (a value per line)."""
+        try:
+            data = path.read_bytes().removeprefix(_UTF8_BOM)
+        except OSError as exc:
+            self.quarantine(path, None, None, "unreadable file", f"cannot read file ({exc})", "")
+            return True
+        content, problem = _decode_utf8(data)
+        if problem:
+            self.quarantine(path, None, None, "not utf-8", f"JSON array file {problem}; nothing in it was read",
+                            _raw_from_bytes(data))
+            return True
+        try:
+            records = json.loads(content)
+        except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data" and "\n" in content[:exc.pos]:
+                return False  # more than one JSON value, on separate lines: JSON Lines
+            self.quarantine(path, None, None, "malformed json",
+                            f"malformed JSON array ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                            f"nothing in this file was read", _truncate(content))
+            return True
+        self._json_modes[path] = "array"
+        for number, record in enumerate(records, start=1):
+            self.add_record(record, path, number, lambda record=record: _raw_from_record(record))
+        return True
 
     def read_json_lines(self, path: Path) -> None:
         try:
@@ -390,7 +555,7 @@ class _Reader:
         except _Problem as problem:
             self.quarantine(path, number, doc_id, problem.kind, problem.reason, raw_fn())
             return
-        self.accept(path, number, doc_id, text, "", raw_fn)
+        self.accept(path, number, doc_id, text, "")
 
     def read_parquet(self, path: Path) -> None:
         import pyarrow.parquet as pq
@@ -409,6 +574,7 @@ class _Reader:
             for candidate in (name, name.split(".")[0]):
                 if candidate in names and candidate not in columns:
                     columns.append(candidate)
+        self._parquet_columns[path] = columns
         row = 0
         try:
             for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
@@ -426,7 +592,9 @@ def read_corpus(location: str | Path, *, id_field: str | None = None, text_field
                 min_chars: int = 1) -> CorpusReadResult:
     """Read every supported file at `location` into documents ({"id", "text", "title"}) and quarantined records.
 
-    Raises CorpusError when the location has no supported file or no valid document.
+    Duplicate ids and texts are resolved by the order-independent rule in the module docstring (longest text,
+    then smallest SHA-256 of the canonical JSON). Raises CorpusError when the location has no supported file or
+    no valid document.
     """
     if isinstance(text_fields, str):
         text_fields = (text_fields,)
@@ -446,7 +614,8 @@ def read_corpus(location: str | Path, *, id_field: str | None = None, text_field
         elif suffix in TEXT_SUFFIXES:
             reader.read_text(path)
         else:
-            reader.read_json_lines(path)
+            reader.read_json(path)
+    reader.finish(files)
     assert reader.records_read == len(reader.documents) + len(reader.quarantined)
     result = CorpusReadResult(documents=reader.documents, quarantined=reader.quarantined,
                               files=[str(p) for p in files], records_read=reader.records_read,
@@ -465,9 +634,8 @@ def _no_documents_message(result: CorpusReadResult, text_fields: tuple[str, ...]
     examples: dict[str, QuarantinedRecord] = {}
     for entry in result.quarantined:
         examples.setdefault(entry.kind or entry.reason, entry)
-    top = "; ".join(
-        f"{count} x {kind} (e.g. {examples[kind].source}:{examples[kind].line}: {examples[kind].reason})"
-        for kind, count in result.quarantine_counts().most_common(3))
+    top = "; ".join(f"{count} x {kind} (e.g. {_location(examples[kind])}: {examples[kind].reason})"
+                    for kind, count in result.quarantine_counts().most_common(3))
     hint = ""
     if any(e.kind in ("missing text", "no usable text") for e in result.quarantined):
         hint = f"; text is read from field(s) {', '.join(repr(f) for f in text_fields)} (set text_fields)"
@@ -481,8 +649,12 @@ def write_quarantine(path: str | Path, quarantined: Iterable[QuarantinedRecord])
     return write_jsonl(path, (asdict(entry) for entry in quarantined))
 
 
+def _location(entry: QuarantinedRecord) -> str:
+    """'file:line', or the file alone for an entry about a whole file."""
+    return entry.source if entry.line is None else f"{entry.source}:{entry.line}"
+
+
 def iter_quarantine_reasons(quarantined: Iterable[QuarantinedRecord]) -> Iterator[str]:
     """'file:line: reason' lines, for logs."""
     for entry in quarantined:
-        where = entry.source if entry.line is None else f"{entry.source}:{entry.line}"
-        yield f"{where}: {entry.reason}"
+        yield f"{_location(entry)}: {entry.reason}"

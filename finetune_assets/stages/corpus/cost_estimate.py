@@ -1,69 +1,84 @@
 """cost_estimate: what the AWS path would cost for this partition's corpus, computed before anything is spent."""
 
-from typing import Optional
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Optional
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from finetune_assets.clients.bedrock_batch import estimate_batch_plan
+from finetune_assets.clients.bedrock.planning import estimate_batch_plan
 from finetune_assets.core.cost import cost, smart_defaults
 from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
+from finetune_assets.core.training.dense_training import Hyperparameters
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
 from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.queries.bedrock_batch_outputs import QueryGenerationConfig
+from finetune_assets.stages.run_config import check_run_config, op_config
 from finetune_assets.stages.training.mined_negatives import MinedNegativesConfig
-from finetune_assets.stages.training.trained_model import TrainedModelConfig
+from finetune_assets.stages.training.trained_model import TrainedModelConfig, smart_settings, training_hyperparameters
 from finetune_assets.stages.training.training_pairs import TrainingPairsConfig
 
 COST_GROUPS = ("bedrock", "training")
 PLAN_FIELDS = ("mode", "num_documents", "num_jobs", "records_per_job", "concurrent_job_quota_exceeded")
-
-
-def _default(config: type[Config], name: str):
-    return config.model_fields[name].default
+# mined_negatives teachers that write the matrix loss auto trains batch_kl from.
+MATRIX_TEACHERS = ("auto", "hybrid")
 
 
 class CostEstimateConfig(Config):
-    """What the AWS path would cost, checked before any spend. Mirror fields default to the other assets' defaults:
-    set them to the values those assets run with."""
+    """What the AWS path would cost, checked before any spend; the run's other asset configs say what it does."""
 
-    max_cost_usd: float = Field(default=0.0, description="Fail before any spend when the enforced estimate exceeds "
-                                                         "this many USD (0 = no limit)")
+    max_cost_usd: Optional[float] = Field(default=None, gt=0, description="Fail before any spend when the enforced "
+                                          "estimate exceeds this many USD (null = no limit).")
     enforce_for: list[str] = Field(default=["auto"], description="Cost groups checked against max_cost_usd: "
-                                   "'bedrock', 'training'. 'auto' = 'bedrock' when the query generator's backend is "
-                                   "bedrock, plus 'training' when training defaults to SageMaker (FINETUNE_MODE=aws); "
-                                   "list 'training' yourself when you pick backend: sagemaker per run")
-    bedrock_model_id: str = Field(default="", description="Model to price ('' = the query generator's model_id)")
-    batch: bool = Field(default=True, description="Bedrock batch prices (on-demand below the batch minimum)")
-    training_instance_type: str = Field(default=cost.DEFAULT_TRAINING_INSTANCE, description="SageMaker training instance")
-    training_instance_count: int = 1
-    training_rows_per_second: float = Field(default=0.0, description="Measured training throughput (a trained_model "
-                                            "run's samples_per_second on that instance); 0 = the price table's default")
-    endpoint_instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time endpoint instance")
-    serverless_memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB,
-                                      description="Serverless endpoint memory: 1024-6144 in 1024 steps")
-    requests_per_month: int = Field(default=cost.DEFAULT_REQUESTS_PER_MONTH, description="Expected endpoint requests per month")
-    queries_per_type: Optional[int] = _default(QueryGenerationConfig, "queries_per_type")
-    generate_for_documents: int = _default(QueryGenerationConfig, "max_documents")
-    max_document_chars: int = _default(QueryGenerationConfig, "max_document_chars")
-    held_out_fraction: float = _default(TrainingPairsConfig, "held_out_fraction")
-    num_negatives: Optional[int] = _default(MinedNegativesConfig, "num_negatives")
-    epochs: Optional[float] = _default(TrainedModelConfig, "epochs")
-    batch_size: Optional[int] = _default(TrainedModelConfig, "batch_size")
-    loss: str = _default(TrainedModelConfig, "loss")
-    max_steps: Optional[int] = _default(TrainedModelConfig, "max_steps")
-    max_seq_length: Optional[int] = _default(TrainedModelConfig, "max_seq_length")
-    candidates_per_query: Optional[int] = _default(TrainedModelConfig, "candidates_per_query")
-    soup_size: int = _default(TrainedModelConfig, "soup_size")
-    student_candidates_per_query: int = _default(TrainedModelConfig, "student_candidates_per_query")
-    span_queries: int = _default(TrainingPairsConfig, "span_queries")
+                                   "bedrock, training, or auto = bedrock when the query generator's backend is "
+                                   "bedrock, plus training when this run's trained_model trains on SageMaker.")
+    bedrock_model_id: str = Field(default="", description="Bedrock model to price ('' = the query generator's "
+                                  "model_id).")
+    batch: bool = Field(default=True, description="Price Bedrock batch inference where the batch plan submits "
+                        "batch jobs (on-demand below the batch minimum).")
+    training_instance_type: str = Field(default=cost.DEFAULT_TRAINING_INSTANCE, description="SageMaker training "
+                                        "instance to price.")
+    training_instance_count: int = Field(default=1, ge=1, description="SageMaker training instances.")
+    training_rows_per_second: Optional[float] = Field(default=None, gt=0, description="Measured training "
+                                                      "throughput, a trained_model run's samples_per_second on "
+                                                      "that instance (null = the price table's rate).")
+    endpoint_instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time endpoint "
+                                        "instance to price.")
+    serverless_memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB, ge=1024, le=6144,
+                                      multiple_of=1024, description="Serverless endpoint memory in MB, 1024 to "
+                                      "6144 in steps of 1024.")
+    requests_per_month: int = Field(default=cost.DEFAULT_REQUESTS_PER_MONTH, ge=0, description="Expected "
+                                    "endpoint requests per month.")
 
+    @field_validator("enforce_for")
+    @classmethod
+    def _known_groups(cls, groups: list[str]) -> list[str]:
+        unknown = [name for name in groups if name not in ("auto", *COST_GROUPS)]
+        if unknown:
+            raise ValueError(f"unknown cost group {unknown[0]!r}; use 'auto', "
+                             f"{', '.join(repr(g) for g in COST_GROUPS)}")
+        return groups
+
+
+class RunConfigs(NamedTuple):
+    """The configs of the assets whose work the estimate prices, as the run sets them."""
+
+    query_generation: QueryGenerationConfig
+    training_pairs: TrainingPairsConfig
+    mined_negatives: MinedNegativesConfig
+    trained_model: TrainedModelConfig
+
+
+def run_configs(run_config: Mapping[str, Any] | None = None) -> RunConfigs:
+    """Each priced asset's Config from a run config (its defaults where the run sets none, e.g. for the CLI)."""
+    return RunConfigs(op_config(run_config, "bedrock_batch_outputs"), op_config(run_config, "training_pairs"),
+                      op_config(run_config, "mined_negatives"), op_config(run_config, "trained_model"))
 
 
 def estimate_with_batch_plan(documents: list[dict], *, num_documents: int | None = None, queries_per_type: int,
@@ -84,39 +99,49 @@ def usd(amount: float) -> str:
     return f"{amount:,.2f}" if amount == 0 or abs(amount) >= 0.01 else f"{amount:.2g}"
 
 
-def mirrored_settings(config: CostEstimateConfig, model_type: str, num_documents: int) -> dict:
-    """The mirror fields, with those left at None filled as the other assets fill them: from the smart-defaults
-    table's batch_kl entry when trained_model's loss will be batch_kl, else from its rows."""
-    chosen = {"queries_per_type": config.queries_per_type, "num_negatives": config.num_negatives,
-              "epochs": config.epochs, "batch_size": config.batch_size}
-    settings = smart_defaults.resolve(chosen, model_type, num_documents)[0]
-    # loss auto picks batch_kl for the model types it trains, from the matrix mined_negatives' default teacher writes
-    loss = config.loss if config.loss != "auto" else ("batch_kl" if model_type in BATCH_KL_MODEL_TYPES else "mnrl")
-    settings.update(loss=loss, max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length,
-                    candidates_per_query=config.candidates_per_query or TrainSettings.candidates_per_query)
-    if loss == "batch_kl":
-        settings.update(smart_defaults.resolve_batch_kl(
-            {"epochs": config.epochs, "batch_size": config.batch_size, "max_steps": config.max_steps,
-             "max_seq_length": config.max_seq_length, "candidates_per_query": config.candidates_per_query},
-            model_type)[0])
-    settings["soup_size"] = config.soup_size
-    settings["student_candidates_per_query"] = config.student_candidates_per_query
-    return settings
+def planned_training(configs: RunConfigs, base_model: BaseModelResource, num_documents: int) -> tuple[int, Hyperparameters]:
+    """The queries per type bedrock_batch_outputs asks for and the Hyperparameters trained_model will train with,
+    filled from the smart defaults as those assets fill them; loss auto is batch_kl when mined_negatives' teacher
+    writes the matrix and the model type trains with it."""
+    model_type = base_model.model_type
+    upstream = smart_defaults.resolve({"queries_per_type": configs.query_generation.queries_per_type,
+                                       "num_negatives": configs.mined_negatives.num_negatives},
+                                      model_type, num_documents)[0]
+    loss = configs.trained_model.loss
+    if loss == "auto":
+        matrix = configs.mined_negatives.teacher.strip().lower() in MATRIX_TEACHERS
+        loss = "batch_kl" if matrix and model_type in BATCH_KL_MODEL_TYPES else "mnrl"
+    unset = smart_settings(configs.trained_model, loss)
+    chosen = (smart_defaults.resolve_batch_kl(unset, model_type) if loss == "batch_kl"
+              else smart_defaults.resolve(unset, model_type, num_documents))[0]
+    num_negatives = configs.trained_model.num_negatives
+    hp = training_hyperparameters(configs.trained_model, chosen, loss=loss, base_model=base_model,
+                                  num_negatives=upstream["num_negatives"] if num_negatives is None else num_negatives)
+    return upstream["queries_per_type"], hp
 
 
-def train_settings(config: CostEstimateConfig, max_seq_length: int, settings: dict,
-                   sampled_documents: int) -> TrainSettings:
+def train_settings(hp: Hyperparameters, pairs: TrainingPairsConfig, sampled_documents: int) -> TrainSettings:
     """What trained_model will run, for pricing; `sampled_documents` (raw_corpus's sample) give the span queries."""
-    batch_kl = settings["loss"] == "batch_kl"
-    return TrainSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                         num_negatives=settings["num_negatives"], held_out_fraction=config.held_out_fraction,
-                         max_seq_length=min(max_seq_length, settings["max_seq_length"] or max_seq_length),
-                         loss=settings["loss"], max_steps=settings["max_steps"],
-                         candidates_per_query=settings["candidates_per_query"],
-                         soup_size=settings["soup_size"],
-                         student_candidates_per_query=settings["student_candidates_per_query"],
-                         span_rows=sampled_documents * (1 - config.held_out_fraction) * config.span_queries
-                         if batch_kl else 0.0)
+    span_rows = sampled_documents * (1 - pairs.held_out_fraction) * pairs.span_queries
+    return TrainSettings(epochs=hp.epochs, batch_size=hp.batch_size, num_negatives=hp.num_negatives,
+                         held_out_fraction=pairs.held_out_fraction, max_seq_length=hp.training_sequence_length,
+                         loss=hp.loss, max_steps=hp.max_steps, candidates_per_query=hp.candidates_per_query,
+                         soup_size=hp.soup_size, student_candidates_per_query=hp.student_candidates_per_query,
+                         span_rows=span_rows if hp.loss == "batch_kl" else 0.0)
+
+
+def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimateConfig,
+                 base_model: BaseModelResource, *, bedrock_model_id: str) -> tuple[CostEstimate, dict]:
+    """The estimate and Bedrock batch plan of the run `configs` describe, on raw_corpus's sample `documents`."""
+    queries_per_type, hp = planned_training(configs, base_model, len(documents))
+    train = train_settings(hp, configs.training_pairs, sampled_documents=len(documents))
+    generated = documents[:configs.query_generation.max_documents or None]  # as bedrock_batch_outputs generates
+    return estimate_with_batch_plan(
+        generated, queries_per_type=queries_per_type, max_document_chars=configs.query_generation.max_document_chars,
+        batch=config.batch, bedrock_model_id=bedrock_model_id, train=train,
+        training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
+        training_rows_per_second=config.training_rows_per_second, endpoint_instance_type=config.endpoint_instance_type,
+        serverless_memory_mb=config.serverless_memory_mb, requests_per_month=config.requests_per_month)
 
 
 def plan_summary(plan: dict) -> str:
@@ -129,14 +154,14 @@ def plan_summary(plan: dict) -> str:
 
 
 def enforced_groups(enforce_for: list[str], query_generator: QueryGeneratorResource,
-                    training_default: str = "local") -> list[str]:
-    """The cost groups max_cost_usd applies to: those whose backend this deployment actually runs on AWS."""
+                    training_backend: str = "local") -> list[str]:
+    """The cost groups max_cost_usd applies to: those whose backend this run actually runs on AWS."""
     groups = set()
     for name in enforce_for:
         if name == "auto":
             if query_generator.backend.strip().lower() == "bedrock":
                 groups.add("bedrock")
-            if training_default == "sagemaker":
+            if training_backend == "sagemaker":
                 groups.add("training")
         elif name in COST_GROUPS:
             groups.add(name)
@@ -152,46 +177,43 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
                   sagemaker_training: SageMakerTrainingResource) -> MaterializeResult:
     """Bedrock tokens, SageMaker training hours and endpoint cost for this corpus at the price table's prices.
     Fails, before anything downstream spends, when the enforced part exceeds max_cost_usd."""
+    check_run_config(context)
     index = context.partition_key
-    groups = enforced_groups(config.enforce_for, query_generator, sagemaker_training.default_backend)
+    configs = run_configs(context.run.run_config)
+    training_backend = configs.trained_model.backend
+    if training_backend == "auto":
+        training_backend = sagemaker_training.default_backend
+    groups = enforced_groups(config.enforce_for, query_generator, training_backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
-    settings = mirrored_settings(config, base_model.model_type, len(documents))
-    train = train_settings(config, base_model.max_seq_length, settings, sampled_documents=len(documents))
-    documents = documents[:config.generate_for_documents or None]  # as bedrock_batch_outputs generates
-    estimate, plan = estimate_with_batch_plan(
-        documents, queries_per_type=settings["queries_per_type"], max_document_chars=config.max_document_chars,
-        batch=config.batch, bedrock_model_id=config.bedrock_model_id or query_generator.model_id,
-        train=train, training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
-        training_rows_per_second=config.training_rows_per_second or None,
-        endpoint_instance_type=config.endpoint_instance_type, serverless_memory_mb=config.serverless_memory_mb,
-        requests_per_month=config.requests_per_month)
+    estimate, plan = estimate_run(documents, configs, config, base_model,
+                                  bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
     enforced_usd = estimate.group_usd(*groups)
     limit = config.max_cost_usd
-    exceeded = limit > 0 and enforced_usd > limit
+    exceeded = limit is not None and enforced_usd > limit
     if groups:
         title = "Cost estimate"
         enforcement = (f"max_cost_usd {usd(limit)} applies to {', '.join(groups)}: {usd(enforced_usd)} USD"
-                       if limit > 0 else f"no max_cost_usd set ({', '.join(groups)} run on AWS)")
+                       if limit is not None else f"no max_cost_usd set ({', '.join(groups)} run on AWS)")
     else:
         title = "What the AWS path would cost"
         enforcement = (f"this run spends nothing on AWS (query generator backend '{query_generator.backend}', "
-                       f"training not listed in enforce_for), so max_cost_usd is not enforced")
+                       f"training backend '{training_backend}'), so max_cost_usd is not enforced")
     markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement])
 
-    folder = storage.artifact_dir(index, "cost_estimate")
+    folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run_id)
     write_json(folder / "estimate.json", {**estimate.to_dict(), "bedrock_batch_plan": plan, "max_cost_usd": limit,
                                           "enforced_for": groups, "enforced_usd": enforced_usd,
                                           "exceeds_max_cost": exceeded})
     (folder / "estimate.md").write_text(markdown, encoding="utf-8")
-    uri = storage.publish(index, "cost_estimate")
-    if exceeded:
+    if exceeded:  # a failed step publishes nothing: the estimate stays in its unpublished version folder
         biggest = estimate.biggest_item(groups)
         raise Failure(
             description=f"estimated AWS spend {usd(enforced_usd)} USD ({' + '.join(groups)}) exceeds max_cost_usd "
                         f"{usd(limit)} USD; biggest line item: {biggest.name}, {usd(biggest.usd)} USD. Nothing was "
                         f"spent. Raise max_cost_usd, price a cheaper model or instance, or sample fewer documents "
-                        f"(raw_corpus max_documents). Estimate: {uri}",
+                        f"(raw_corpus max_documents). Estimate: {folder / 'estimate.md'}",
             metadata={"estimate": MetadataValue.md(markdown), "enforced_usd": enforced_usd, "max_cost_usd": limit})
+    uri = storage.publish(index, "cost_estimate", folder)
     context.log.info(f"{title}: {estimate.total_usd:,.2f} USD one-time; {enforcement}")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),

@@ -1,16 +1,23 @@
 """model_endpoint: the tuned model served from a SageMaker endpoint (real-time or serverless), or nothing."""
 
+from typing import Literal
 from urllib.parse import urlparse
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from finetune_assets.clients.sagemaker_endpoint import MODES, EndpointSpec
+from finetune_assets.clients.sagemaker_endpoint import (
+    MAX_SERVERLESS_CONCURRENCY,
+    MODES,
+    SERVERLESS_MEMORY_MB,
+    EndpointSpec,
+)
 from finetune_assets.core.cost import cost
 from finetune_assets.core.jsonl import read_json, write_json
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.run_config import check_run_config
 
 ENDPOINT_FILE = "endpoint.json"
 NOT_DEPLOYED = ("deployment is 'none' (the default outside FINETUNE_MODE=aws), so nothing was deployed and "
@@ -19,26 +26,30 @@ NOT_DEPLOYED = ("deployment is 'none' (the default outside FINETUNE_MODE=aws), s
 
 
 class ModelEndpointConfig(Config):
-    deployment: str = Field(default="auto", description="none (deploy nothing), realtime (instances), serverless, "
-                            "or auto: serverless when FINETUNE_MODE=aws, else none")
+    deployment: Literal["auto", "none", "realtime", "serverless"] = Field(default="auto", description="none "
+                                                                          "(deploy nothing), realtime (instances), "
+                                                                          "serverless, or auto = serverless when "
+                                                                          "FINETUNE_MODE=aws, else none.")
     instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time instance type "
-                               "(ml.g*/ml.p* get the GPU image)")
-    instance_count: int = Field(default=1, description="Real-time instances")
-    memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB, description="Serverless memory: 1024-6144 in 1024 steps")
-    max_concurrency: int = Field(default=5, description="Serverless concurrent invocations (1-200)")
-    image_uri: str = Field(default="", description="Serving image ('' = the AWS PyTorch inference DLC of the region)")
-
+                               "(ml.g* and ml.p* get the GPU image).")
+    instance_count: int = Field(default=1, ge=1, description="Real-time instances.")
+    memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB, ge=min(SERVERLESS_MEMORY_MB),
+                           le=max(SERVERLESS_MEMORY_MB), multiple_of=1024, description="Serverless memory in MB, "
+                           "1024 to 6144 in steps of 1024.")
+    max_concurrency: int = Field(default=5, ge=1, le=MAX_SERVERLESS_CONCURRENCY, description="Serverless "
+                                 "concurrent invocations.")
+    image_uri: str = Field(default="", description="Serving image ('' = the AWS PyTorch inference DLC of the "
+                           "region).")
 
 
 def deployed_endpoint(storage: ArtifactStorage, index: str) -> dict | None:
     """What model_endpoint deployed for this partition, or None (nothing deployed, or never materialized)."""
-    path = storage.uri(index, "model_endpoint", ENDPOINT_FILE)
     try:
         record = read_json(storage.fetch(index, "model_endpoint") / ENDPOINT_FILE)
     except FileNotFoundError:
         return None
     if not isinstance(record, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise ValueError(f"{storage.uri(index, 'model_endpoint', ENDPOINT_FILE)} must hold a JSON object")
     return record if record.get("deployed") else None
 
 
@@ -47,15 +58,17 @@ def deployed_endpoint(storage: ArtifactStorage, index: str) -> dict | None:
 def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, storage: ArtifactStorage,
                    sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
     """A SageMaker endpoint answering ml-commons' embedding requests; runs only after the quality gate passed."""
+    check_run_config(context)
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
-    folder = storage.artifact_dir(index, "model_endpoint")
+    folder = storage.artifact_dir(index, "model_endpoint", run_id=context.run_id)
     deployment = sagemaker_endpoint.default_deployment if config.deployment == "auto" else config.deployment
     if deployment == "none":
         context.log.info(NOT_DEPLOYED)
         write_json(folder / ENDPOINT_FILE, {"deployed": False, "mode": "none", "note": NOT_DEPLOYED})
+        uri = storage.publish(index, "model_endpoint", folder)
         return MaterializeResult(metadata={"deployed": False, "mode": "none", "note": NOT_DEPLOYED,
-                                           "path": MetadataValue.path(storage.publish(index, "model_endpoint"))})
+                                           "path": MetadataValue.path(uri)})
     if deployment not in MODES:
         raise ValueError(f"deployment must be 'none', 'realtime', 'serverless' or 'auto', not {deployment!r}")
 
@@ -79,5 +92,5 @@ def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, 
         "smoke_test": shape,
         "model_data": MetadataValue.path(record["model_data_uri"]),
         "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
-        "path": MetadataValue.path(storage.publish(index, "model_endpoint")),
+        "path": MetadataValue.path(storage.publish(index, "model_endpoint", folder)),
     })

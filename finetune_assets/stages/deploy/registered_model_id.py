@@ -25,14 +25,14 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     endpoint = deployed_endpoint(storage, index)
     package_dir = None if endpoint else storage.fetch(index, "model_package")
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
-    folder = storage.artifact_dir(index, "registered_model_id")
+    folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run_id)
     source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
     if not opensearch.configured:
         message = (f"No OpenSearch cluster is configured, so nothing was registered. The model to register is the "
                    f"{source} (set the opensearch resource's url to register it).")
         context.log.info(message)
         write_json(folder / "registration.json", {"model_id": None, "source": source, "note": message})
-        uri = storage.publish(index, "registered_model_id")
+        uri = storage.publish(index, "registered_model_id", folder)
         return MaterializeResult(metadata={
             "model_id": MetadataValue.text("none (no cluster configured)"),
             "registered": False,
@@ -41,11 +41,8 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
             "note": message,
             "path": MetadataValue.path(uri),
         })
-    from finetune_assets.clients.ml_commons import (
-        register_inference_free_package,
-        register_local_package,
-        verify_neural_search,
-    )
+    from finetune_assets.clients.ml_commons.upload import register_inference_free_package, register_local_package
+    from finetune_assets.clients.ml_commons.verify import verify_neural_search
 
     client = opensearch.client()
     query_model = None  # the SPARSE_TOKENIZE model of an inference-free package
@@ -69,7 +66,7 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
                                               "model_group_id": result.model_group_id,
                                               "connector_id": result.connector_id, "reused": result.reused,
                                               "source": source, "verification_top_hit": top_hit})
-    uri = storage.publish(index, "registered_model_id")
+    uri = storage.publish(index, "registered_model_id", folder)
     return MaterializeResult(metadata={
         "model_id": MetadataValue.text(result.model_id),
         **{key: MetadataValue.text(value) for key, value in query_ids.items()},
@@ -86,7 +83,9 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
 
 def register_sagemaker_endpoint(client, endpoint: dict, connector_role_arn: str, index: str):
     """Register what model_endpoint deployed as an ml-commons remote model (a connector to the endpoint)."""
-    from finetune_assets.clients.ml_commons import DENSE, SPARSE, SageMakerEndpoint, register_sagemaker_model
+    from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
+    from finetune_assets.clients.ml_commons.connectors import SageMakerEndpoint
+    from finetune_assets.clients.ml_commons.remote import register_sagemaker_model
 
     if not connector_role_arn:
         raise ValueError(f"SageMaker endpoint {endpoint['endpoint_name']} is deployed, but no IAM role for the "

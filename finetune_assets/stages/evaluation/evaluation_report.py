@@ -21,6 +21,7 @@ from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.metadata import image
+from finetune_assets.stages.run_config import check_run_config
 
 REPORT_FILE = "report.json"
 # Tie order for the recommendation: the tuned model inside a hybrid query first, the plain BM25 index last.
@@ -28,8 +29,9 @@ HYBRID_PREFERENCE = ("hybrid_tuned", "tuned", "hybrid_base", "base", "bm25")
 
 
 class EvaluationReportConfig(Config):
-    tolerance: float = Field(default=0.01, description="Largest nDCG@10 drop vs the base model that still passes the gate")
-
+    tolerance: float = Field(default=0.01, ge=-1, le=1, description="Largest nDCG@10 drop from the base model that "
+                             "still passes the quality gate (negative = the tuned model must gain at least that "
+                             "much).")
 
 
 def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
@@ -57,6 +59,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     Sparse model types also get active dimensions per query / document and FLOPS. The inference-free baseline
     is the base SPLADE with IDF query weights from this corpus, untrained.
     """
+    check_run_config(context)
     index = context.partition_key
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
@@ -78,12 +81,12 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
               "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
               "evaluated_on": "held-out synthetic queries (documents never seen in training)",
               "recommended": recommended}
-    folder = storage.artifact_dir(index, "evaluation_report")
+    folder = storage.artifact_dir(index, "evaluation_report", run_id=context.run_id)
     write_json(folder / REPORT_FILE, report)
     (folder / "report.md").write_text(comparison.markdown() + "\n", encoding="utf-8")
     chart = metric_bars_png(comparison.results, TABLE_METRICS)
     (folder / "metrics.png").write_bytes(chart)
-    uri = storage.publish(index, "evaluation_report")
+    uri = storage.publish(index, "evaluation_report", folder)
     context.log.info(f"nDCG@10 base {comparison.results['base']['ndcg@10']:.4f} -> tuned "
                      f"{comparison.results['tuned']['ndcg@10']:.4f} ({gain:+.4f}) on {comparison.judged_queries} queries")
     ci = report.get("tuned_minus_base_ndcg@10", {})

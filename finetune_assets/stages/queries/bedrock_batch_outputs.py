@@ -15,28 +15,30 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import table
 from finetune_assets.stages.queries.bedrock_jobs import generate_with_bedrock
+from finetune_assets.stages.run_config import check_run_config
 
 OUTPUT_FILE = "documents.jsonl.out"  # Bedrock names outputs after the input file plus `.out`
 MAX_LISTED_ERRORS = 50
 
 
 # Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
-_SMART = "None = the smart-defaults table's value for the model type and corpus size"
+_SMART = "null = the smart-defaults table's value for the model type and corpus size"
 
 
 class QueryGenerationConfig(Config):
-    queries_per_type: Optional[int] = Field(default=None, description="Factoid and conceptual queries asked per "
-                                            f"document ({_SMART})")
-    max_documents: int = Field(default=0, description="Generate for the first N sampled documents only (0 = all); "
-                               "the rest still serve as negatives and for title queries")
-    max_document_chars: int = Field(default=1500, description="Document text shown to the generator")
-
+    queries_per_type: Optional[int] = Field(default=None, ge=1, description="Factoid and conceptual queries asked "
+                                            f"per document ({_SMART}).")
+    max_documents: int = Field(default=0, ge=0, description="Generate for the first N sampled documents only (0 = "
+                               "all); the rest still serve as negatives and for title and span queries.")
+    max_document_chars: int = Field(default=1500, ge=1, description="Characters of each document shown to the "
+                                    "generator.")
 
 
 @asset(partitions_def=index_partitions, group_name="queries", deps=["raw_corpus", "cost_estimate"], kinds={"python"})
 def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGenerationConfig, storage: ArtifactStorage,
                           query_generator: QueryGeneratorResource, base_model: BaseModelResource) -> MaterializeResult:
     """Factoid and conceptual queries written for each document, one record per document (`recordId` = doc id)."""
+    check_run_config(context)
     index = context.partition_key
     if query_generator.is_bedrock:
         query_generator.bedrock_job_options(storage)  # configuration errors before any download
@@ -50,10 +52,10 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     started = time.perf_counter()
     bedrock_metadata = {}
     tokens = None
+    folder = storage.artifact_dir(index, "bedrock_batch_outputs", run_id=context.run_id)
     if query_generator.is_bedrock:
         result = generate_with_bedrock(context, storage, query_generator, documents, queries_per_type,
-                                       config.max_document_chars)
-        folder = storage.artifact_dir(index, "bedrock_batch_outputs", clean=False)  # keeps jobs.json
+                                       config.max_document_chars, folder)
         records = result.records
         tokens = (result.input_tokens, result.output_tokens)
         bedrock_metadata = {
@@ -66,7 +68,6 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
             "token_source": result.token_source,
         }
     else:
-        folder = storage.artifact_dir(index, "bedrock_batch_outputs")
         records = generator.generate(
             documents, queries_per_type=queries_per_type, max_document_chars=config.max_document_chars,
             progress_callback=_progress_logger(context, started))
@@ -85,7 +86,7 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     if error_ids:
         context.log.warning(f"{len(error_ids)} record(s) failed, e.g. {error_ids[:10]}; the others are used")
     examples = [{"recordId": p.record_id, "queries": " / ".join(str(q) for q in p.queries)} for p in parsed[:8]]
-    uri = storage.publish(index, "bedrock_batch_outputs")
+    uri = storage.publish(index, "bedrock_batch_outputs", folder)
     return MaterializeResult(metadata={
         **smart_metadata,
         "queries_per_type": queries_per_type,

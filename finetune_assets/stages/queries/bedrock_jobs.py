@@ -1,17 +1,20 @@
 """The Bedrock path of bedrock_batch_outputs: batch jobs whose ARNs are saved the moment they exist.
 
-A batch job runs for hours and is billed once it starts, so its ARN goes to `jobs.json` in the asset's storage
-folder and is published to S3 right away: a run that dies (or a restarted step) reads it back and re-attaches
-instead of paying for the same job twice. The ARNs are kept only for the same requests (a fingerprint of the
-model, settings and prompts): jobs of another corpus or settings must not be mixed into these outputs.
+A batch job runs for hours and is billed once it starts, so the moment it exists its ARN goes to `jobs.json` in
+the storage's state location (`<root>/state/<index>/bedrock_batch_outputs/jobs.json`, outside the artifact
+versions, so a failed step never discards it): a run that dies (or a restarted step) reads it back and
+re-attaches instead of paying for the same job twice. The ARNs are kept only for the same requests (a
+fingerprint of the model, settings and prompts): jobs of another corpus or settings must not be mixed into these
+outputs. The published version also gets a copy of `jobs.json`, recording which jobs produced it.
 """
 
 import hashlib
 import json
+from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetObservation, MetadataValue
 
-from finetune_assets.clients.bedrock_batch import BatchOutputs
+from finetune_assets.clients.bedrock.outputs import BatchOutputs
 from finetune_assets.core.jsonl import read_json, write_json
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt
 from finetune_assets.resources.query_generator import QueryGeneratorResource
@@ -23,7 +26,13 @@ WORK_FOLDER = "bedrock-batch"  # beside artifacts/: Bedrock's inputs and raw out
 
 
 def previous_jobs(storage: ArtifactStorage, index: str) -> dict:
-    """jobs.json of an earlier run of this partition ({} when there is none)."""
+    """jobs.json of an earlier run of this partition ({} when there is none).
+
+    Storage written before the state location existed kept it in the published artifact: read that as a fallback.
+    """
+    saved = storage.read_state(index, ASSET, JOBS_FILE)
+    if saved is not None:
+        return saved
     try:
         path = storage.fetch(index, ASSET) / JOBS_FILE
     except MissingArtifact:
@@ -43,8 +52,9 @@ def request_fingerprint(prompts: list[tuple[str, tuple[str, str]]], query_genera
 
 def generate_with_bedrock(context: AssetExecutionContext, storage: ArtifactStorage,
                           query_generator: QueryGeneratorResource, documents: list[dict], queries_per_type: int,
-                          max_document_chars: int) -> BatchOutputs:
-    """Bedrock output records for every document; `jobs.json` is left in the (fresh) asset folder."""
+                          max_document_chars: int, folder: Path) -> BatchOutputs:
+    """Bedrock output records for every document; the final `jobs.json` is also written into `folder`, the
+    version being staged."""
     index = context.partition_key
     options = query_generator.bedrock_job_options(storage)
     prompts = {str(d["id"]): (SYSTEM_PROMPT, build_query_prompt(d, queries_per_type, max_document_chars))
@@ -58,14 +68,12 @@ def generate_with_bedrock(context: AssetExecutionContext, storage: ArtifactStora
     elif existing:
         context.log.info(f"re-attaching to bedrock batch job(s) {existing} from {JOBS_FILE}")
 
-    folder = storage.artifact_dir(index, ASSET)  # after the fetch above: this empties the local copy
     state = {"fingerprint": fingerprint, "model_id": query_generator.model_id, "job_arns": list(existing),
              "statuses": {}}
-    jobs_uri = storage.uri(index, ASSET, JOBS_FILE)
+    jobs_uri = storage.state_uri(index, ASSET, JOBS_FILE)
 
     def save() -> None:
-        write_json(folder / JOBS_FILE, state)
-        storage.publish(index, ASSET)  # the folder holds only jobs.json while the jobs run
+        storage.write_state(index, ASSET, JOBS_FILE, state)
 
     def on_job_created(arn: str) -> None:
         state["job_arns"].append(arn)
@@ -86,5 +94,6 @@ def generate_with_bedrock(context: AssetExecutionContext, storage: ArtifactStora
         on_job_created=on_job_created, on_status=on_status, idempotency_salt=query_generator.idempotency_salt)
     state["statuses"].update(result.job_statuses)
     state["mode"] = result.mode
+    save()
     write_json(folder / JOBS_FILE, state)
     return result

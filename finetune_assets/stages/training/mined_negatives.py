@@ -4,11 +4,11 @@ import time
 from typing import Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.retrieval.mining import MiningResult, MiningSettings, mine_hard_negatives
+from finetune_assets.core.retrieval.mining import SOURCES, MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.retrieval.retrieval import encode
 from finetune_assets.core.teachers.hybrid_teacher import (
     HybridTeacher,
@@ -23,47 +23,82 @@ from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import table
+from finetune_assets.stages.run_config import check_run_config
 
 # Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
-_SMART = "None = the smart-defaults table's value for the model type and corpus size"
+_SMART = "null = the smart-defaults table's value for the model type and corpus size"
+
+
+# Mining options measured without gain and off by default; MinedNegativesConfig sets them through its
+# `experimental` mapping, whose keys are these MiningSettings fields.
+EXPERIMENTAL_MINING = ("roundtrip_top_k", "roundtrip_rerank_depth")
 
 
 class MinedNegativesConfig(Config):
-    num_negatives: Optional[int] = Field(default=None, description="Hard negatives per pair (0 = in-batch negatives "
-                                         f"only; {_SMART})")
-    range_min: int = Field(default=3, description="Skip this many top-ranked candidates (likely unjudged positives)")
-    range_max: int = Field(default=50, description="Consider candidates up to this rank")
-    relative_margin: Optional[float] = Field(default=0.05, description="A negative must score below positive x "
-                                             "(1 - margin); null = no margin guard")
-    negative_sources: list[str] = Field(default=["dense"], description="Candidate sources merged by rank: "
-                                        "the base model ('dense') and BM25 ('bm25'); each gets range_min/range_max")
-    roundtrip_top_k: int = Field(default=0, description="Keep a training query only if the base model (or the "
-                                 "teacher) ranks its source document within this many (0 = keep all; 5 kept 78% "
-                                 "of SmolLM2's CACM queries)")
-    roundtrip_rerank_depth: int = Field(default=10, description="With a teacher: rerank this many of the base "
-                                        "model's top documents for the round trip (0 = base model ranks only)")
-    teacher_margin: Optional[float] = Field(default=1.0, description="With a teacher: drop a candidate the "
-                                            "teacher scores above the positive's score minus this (teacher units; "
-                                            "likely false negative); null = no teacher guard")
-    teacher: str = Field(default="auto", description="Teacher that scores positive and negatives for distillation "
-                         "losses: 'hybrid' (BM25 + the base model + teacher_companion, z-scores summed), 'default' "
-                         "(ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX, offline), a CrossEncoder path "
-                         "or hub id, or '' for none. 'auto' = the hybrid teacher's score matrix for trained_model's "
-                         "batch_kl only (negatives are mined and guarded as with no teacher). Any hybrid teacher "
-                         "writes that matrix")
-    teacher_companion: str = Field(default="auto", description="A third model in the hybrid teacher, beside BM25 "
-                                   "and the base model: 'auto' = SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 "
-                                   "and bge-small-en (a fourth signal) for a sparse one; a model folder or "
-                                   "id, or '' for BM25 + base model only. Weights: BM25 0.3, a dense model 0.4, a "
-                                   "sparse model 0.3. Several, comma-separated ('auto, local:bge-small-en', the "
-                                   "packaged int8 ONNX bge-small): BM25 0.2, each sparse signal 0.2, the dense ones "
-                                   "share the rest")
-    teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights for "
-                                                   "BM25, the base model and each teacher_companion, summing to 1 "
-                                                   "(null = by kind: BM25 0.3, dense 0.4, sparse 0.3)")
-    teacher_max_length: int = Field(default=256, description="Teacher tokens per (query, passage) pair")
-    teacher_threads: int = Field(default=0, description="ONNX teacher CPU threads (0 = onnxruntime default)")
+    num_negatives: Optional[int] = Field(default=None, ge=0, description="Hard negatives per pair (0 = in-batch "
+                                         f"negatives only; {_SMART}).")
+    range_min: int = Field(default=3, ge=0, description="Top-ranked candidates skipped, as likely unjudged "
+                           "positives.")
+    range_max: int = Field(default=50, ge=1, description="Lowest rank a candidate may come from; more than "
+                           "range_min.")
+    relative_margin: Optional[float] = Field(default=0.05, ge=0, lt=1, description="A negative must score below "
+                                             "the positive's score x (1 - margin) (null = no margin guard).")
+    negative_sources: list[str] = Field(default=["dense"], min_length=1, description="Candidate sources merged by "
+                                        "rank, each with range_min and range_max: the base model (dense) and BM25 "
+                                        "(bm25).")
+    teacher_margin: Optional[float] = Field(default=1.0, ge=0, description="With a teacher: drop a candidate it "
+                                            "scores above the positive's score minus this, in teacher units, as a "
+                                            "likely false negative (null = no teacher guard).")
+    teacher: str = Field(default="auto", description="Teacher of the distillation losses: hybrid (BM25, the base "
+                         "model and teacher_companion, z-scores summed), default (the packaged ms-marco-MiniLM-L-12 "
+                         "cross-encoder), a CrossEncoder path or hub id, '' for none, or auto = the hybrid "
+                         "teacher's score matrix for batch_kl with negatives mined as with no teacher.")
+    teacher_companion: str = Field(default="auto", description="Models beside BM25 and the base model in the hybrid "
+                                   "teacher, comma-separated folders or ids (auto = SPLADE-tiny beside a dense base "
+                                   "model, all-MiniLM-L6-v2 and bge-small-en beside a sparse one; '' = none).")
+    teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights of BM25, "
+                                                   "the base model and each teacher_companion, each >= 0 and "
+                                                   "summing to 1 (null = by kind: BM25 0.3, dense 0.4, sparse "
+                                                   "0.3).")
+    teacher_max_length: int = Field(default=256, ge=1, description="Teacher tokens per (query, passage) pair.")
+    teacher_threads: int = Field(default=0, ge=0, description="ONNX teacher CPU threads (0 = onnxruntime's "
+                                 "default).")
+    experimental: dict = Field(default={}, description="Mining options measured without gain; keys are "
+                               f"MiningSettings fields ({', '.join(EXPERIMENTAL_MINING)}).")
 
+    @field_validator("negative_sources")
+    @classmethod
+    def _known_sources(cls, sources: list[str]) -> list[str]:
+        unknown = [source for source in sources if source not in SOURCES]
+        if unknown or len(set(sources)) != len(sources):
+            raise ValueError(f"negative_sources are distinct names out of {', '.join(SOURCES)}, got {sources}")
+        return sources
+
+    @field_validator("teacher_weights")
+    @classmethod
+    def _weights_sum_to_one(cls, weights: list[float] | None) -> list[float] | None:
+        if weights is not None and (any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6):
+            raise ValueError(f"teacher_weights must each be >= 0 and sum to 1, got {weights}")
+        return weights
+
+    @field_validator("experimental")
+    @classmethod
+    def _known_experimental_options(cls, options: dict) -> dict:
+        unknown = sorted(set(options) - set(EXPERIMENTAL_MINING))
+        if unknown:
+            raise ValueError(f"experimental: unknown option(s) {', '.join(unknown)}; valid: "
+                             f"{', '.join(EXPERIMENTAL_MINING)}")
+        for name, value in options.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"experimental {name} must be a whole number >= 0, got {value!r}")
+        MiningSettings(num_negatives=0, **options)  # roundtrip_rerank_depth: 0 or at least roundtrip_top_k
+        return options
+
+    @model_validator(mode="after")
+    def _rank_window(self) -> "MinedNegativesConfig":
+        if self.range_max <= self.range_min:
+            raise ValueError(f"range_max ({self.range_max}) must be greater than range_min ({self.range_min})")
+        return self
 
 
 @asset(partitions_def=index_partitions, group_name="training", deps=["raw_corpus", "training_pairs"],
@@ -71,6 +106,7 @@ class MinedNegativesConfig(Config):
 def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig, storage: ArtifactStorage,
                     base_model: BaseModelResource) -> MaterializeResult:
     """Training rows `query, positive, negative_1..n`; n = 0 keeps in-batch negatives only."""
+    check_run_config(context)
     index = context.partition_key
     if config.teacher_weights is not None:  # fail before mining, not after
         companions = companion_models(config.teacher_companion, base_model.model_type)
@@ -88,11 +124,10 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     num_negatives = chosen["num_negatives"]
     settings = MiningSettings(num_negatives=num_negatives, range_min=config.range_min,
                               range_max=config.range_max, relative_margin=config.relative_margin,
-                              sources=tuple(config.negative_sources), roundtrip_top_k=config.roundtrip_top_k,
-                              roundtrip_rerank_depth=config.roundtrip_rerank_depth,
-                              teacher_margin=config.teacher_margin)
+                              sources=tuple(config.negative_sources), teacher_margin=config.teacher_margin,
+                              **config.experimental)
     started = time.perf_counter()
-    model = base_model.load() if num_negatives > 0 or config.roundtrip_top_k > 0 else None
+    model = base_model.load() if num_negatives > 0 or settings.roundtrip_top_k > 0 else None
     # The teacher, when configured, also judges the round trip and guards against false negatives.
     automatic = config.teacher.strip().lower() == "auto"  # the matrix only: mining runs as with no teacher
     teacher = None if automatic else load_teacher(config.teacher, max_length=config.teacher_max_length,
@@ -101,7 +136,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                                  [document_text(d) for d in documents], settings,
                                  batch_size=base_model.batch_size, teacher=teacher)
     teacher_metadata = score_with_teacher(context, teacher, result.rows)
-    folder = storage.artifact_dir(index, "mined_negatives")
+    folder = storage.artifact_dir(index, "mined_negatives", run_id=context.run_id)
     write_jsonl(folder / "train.jsonl", result.rows)
     if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
         teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
@@ -109,7 +144,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                                                      companions=companion_models(config.teacher_companion,
                                                                                  base_model.model_type),
                                                      weights=config.teacher_weights))
-    uri = storage.publish(index, "mined_negatives")
+    uri = storage.publish(index, "mined_negatives", folder)
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
     context.log.info(f"mined {num_negatives} negative(s) for {len(result.rows)} pairs; "

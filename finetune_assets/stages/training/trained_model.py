@@ -1,85 +1,110 @@
 """trained_model: the fine-tuned model, trained by the shared entry point in a Dagster Pipes subprocess."""
 
 import sys
-from typing import Optional
+from typing import Any, Literal, Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teachers.teacher import negative_columns
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.training.batch_distillation import SCORES_FILE
-from finetune_assets.core.training.dense_training import Hyperparameters
-from finetune_assets.core.training.losses import teacher_labels
+from finetune_assets.core.training.dense_training import (
+    EXPERIMENTAL_FIELDS,
+    PRECISIONS,
+    SETTING_FIELDS,
+    Hyperparameters,
+    experimental_options,
+)
+from finetune_assets.core.training.losses import LOSSES, teacher_labels
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import image
+from finetune_assets.stages.run_config import check_run_config
 
 TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
 
 
 # Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
-_SMART = "None = the smart-defaults table's value for the model type and corpus size"
+_SMART = "null = the smart-defaults table's value for the model type and corpus size"
+# The smart-defaults table's settings that trained_model holds, for the pair losses (batch_kl's entry: BATCH_KL_SETTINGS).
+PAIR_LOSS_SETTINGS = ("epochs", "batch_size", "learning_rate")
+# TrainedModelConfig fields that choose how the asset runs rather than a hyperparameter.
+RUN_FIELDS = ("backend", "experimental")
+
+
+def _hyperparameter(name: str, default: Any, description: str) -> Any:
+    """A field that sets the Hyperparameters field of that name: its valid range is the one Hyperparameters checks."""
+    return Field(default=default, description=description,
+                 **Hyperparameters.valid_range(SETTING_FIELDS.get(name, name)).pydantic())
 
 
 class TrainedModelConfig(Config):
-    epochs: Optional[float] = Field(default=None, description=f"Passes over the training rows ({_SMART})")
-    batch_size: Optional[int] = Field(default=None,
-                                      description=f"Rows per step, also the in-batch negatives ({_SMART})")
-    learning_rate: Optional[float] = Field(default=None, description=f"Peak learning rate ({_SMART})")
-    warmup_ratio: float = 0.1
-    max_seq_length: Optional[int] = Field(default=None, description="Tokens per text while training (null = the "
-                                          "base_model resource's); the saved model still reads the resource's "
-                                          "length. 128 trains about twice as fast as 256")
-    num_negatives: int = Field(default=-1, description="Mined negatives to train with (-1 = all that were mined)")
-    precision: str = Field(default="auto", description="auto | fp32 | bf16 | fp16")
-    seed: int = 0
-    loss: str = Field(default="auto", description="batch_kl (distil the hybrid teacher's matrix over every "
-                      "document in a batch), mnrl (in-batch + mined negatives), margin_mse or distill_kl (distil the "
-                      "mined_negatives teacher scores), mnrl+margin_mse (their sum); auto = batch_kl when "
-                      "mined_negatives wrote a teacher matrix and the model is dense or sparse, else mnrl")
-    max_steps: Optional[int] = Field(default=None, description="Stop after this many steps (0 = no cap; None = "
-                                     "the batch_kl defaults' cap for batch_kl, no cap otherwise)")
-    candidates_per_query: Optional[int] = Field(default=None, description="batch_kl: the teacher's top documents "
-                                                "each query adds to its batch's pool (every query is scored against "
-                                                f"the whole pool; {_SMART})")
-    soup_size: int = Field(default=1, description="Train this many models with seeds seed, seed + 1, ... and keep "
-                           "the average of their weights, a uniform model soup. Measured on sparse models: 4 halves "
-                           "the FLOPS at about one model's quality, for 4 times the training time")
-    student_candidates_per_query: int = Field(default=0, description="batch_kl: the student's own top documents "
-                                              "each query also adds to the pool, mined over the training documents "
-                                              "before the first step (0 = none): the documents it ranks too high")
-    student_candidates_every: int = Field(default=0, description="batch_kl: mine the student's candidates again "
-                                          "every this many steps (0 = only before the first step)")
-    average_weights_from: float = Field(default=0.0, description="batch_kl: from this fraction of the steps on, "
-                                        "average the weights after every step and save the mean (0 = save the "
-                                        "last weights)")
-    untie_output_embeddings: bool = Field(default=False, description="Sparse batch_kl: train the MLM head's "
-                                          "vocabulary projection apart from the input word embeddings (one tensor "
-                                          "in BERT); the saved model keeps them untied")
-    dropout: Optional[float] = Field(default=None, description="batch_kl: dropout probability while training "
-                                     "(null = the model's own, 0.1 for BERT models)")
-    teacher_temperature: float = Field(default=1.0, description="batch_kl: divides the teacher's scores before "
-                                       "its softmax (lower = sharper)")
-    query_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on query "
-                                                      "vectors (null = the recipe default for the model type)")
-    document_regularizer_weight: Optional[float] = Field(default=None, description="Sparse: FLOPS weight on "
-                                                         "document vectors (null = the recipe default)")
-    output_bias_learning_rate: Optional[float] = Field(default=None, description="Sparse batch_kl: learning rate "
-                                                       "of the per-token output bias of the model's MLM head, "
-                                                       "i.e. how much each vocabulary term counts (null = "
-                                                       "learning_rate)")
-    score_scale_learning_rate: Optional[float] = Field(default=None, description="batch_kl: learn a factor on the "
-                                                       "student's scores at this rate (log space; null or 0 = "
-                                                       "fixed scale). Training only: the saved model is unchanged")
-    backend: str = Field(default="auto", description="local (a Pipes subprocess here), sagemaker (a training job), "
-                         "or auto: sagemaker when FINETUNE_MODE=aws, else local")
+    epochs: Optional[float] = _hyperparameter("epochs", None, f"Passes over the training rows ({_SMART}).")
+    batch_size: Optional[int] = _hyperparameter("batch_size", None, "Rows per step, which also serve as each "
+                                                f"other's in-batch negatives ({_SMART}).")
+    learning_rate: Optional[float] = _hyperparameter("learning_rate", None, f"Peak learning rate ({_SMART}).")
+    warmup_ratio: float = _hyperparameter("warmup_ratio", 0.1, "Share of the steps over which the learning rate "
+                                          "rises to its peak.")
+    max_seq_length: Optional[int] = _hyperparameter("max_seq_length", None, "Tokens per text while training, "
+                                                    "never more than the saved model reads (null = the "
+                                                    "smart-defaults length for batch_kl, else the base_model "
+                                                    "resource's).")
+    num_negatives: Optional[int] = _hyperparameter("num_negatives", None, "Mined negatives per row to train with "
+                                                   "(null = all that mined_negatives wrote).")
+    precision: Literal[PRECISIONS] = Field(default="auto", description="Training precision: auto = bf16 on a GPU "
+                                           "that supports it, fp16 on other GPUs, fp32 on CPU.")
+    seed: int = _hyperparameter("seed", 0, "Seed of the batch order and of any newly initialised weights.")
+    loss: Literal[("auto", *LOSSES)] = Field(default="auto", description="batch_kl (distil the hybrid teacher's "
+                                             "scores over every document in a batch), mnrl (in-batch plus mined "
+                                             "negatives), margin_mse or distill_kl (distil the mined_negatives "
+                                             "teacher scores), mnrl+margin_mse (their sum), or auto = batch_kl "
+                                             "when mined_negatives wrote a teacher matrix and the model is dense "
+                                             "or sparse, else mnrl.")
+    max_steps: Optional[int] = _hyperparameter("max_steps", None, "Stop after this many steps (0 = no cap; null = "
+                                               "the smart-defaults cap for batch_kl, no cap otherwise).")
+    candidates_per_query: Optional[int] = _hyperparameter("candidates_per_query", None, "batch_kl: the teacher's "
+                                                          "top documents each query adds to its batch's pool "
+                                                          f"({_SMART}).")
+    soup_size: int = _hyperparameter("soup_size", 1, "Models trained with seeds seed, seed + 1, ... whose weights "
+                                     "are averaged into the saved one, which makes sparse vectors sparser for that "
+                                     "many times the training (1 = one model).")
+    query_regularizer_weight: Optional[float] = _hyperparameter("query_regularizer_weight", None, "Sparse: FLOPS "
+                                                                "weight on query vectors (null = the recipe "
+                                                                "default for the model type).")
+    document_regularizer_weight: Optional[float] = _hyperparameter("document_regularizer_weight", None, "Sparse: "
+                                                                   "FLOPS weight on document vectors (null = the "
+                                                                   "recipe default for the model type).")
+    backend: Literal["auto", "local", "sagemaker"] = Field(default="auto", description="Where training runs: local "
+                                                           "(a Pipes subprocess here), sagemaker (a training job), "
+                                                           "or auto = sagemaker when FINETUNE_MODE=aws, else local.")
+    experimental: dict = Field(default={}, description="Benchmark-only options measured without gain; keys are "
+                               f"Hyperparameters fields ({', '.join(EXPERIMENTAL_FIELDS)}).")
 
+    @field_validator("experimental")
+    @classmethod
+    def _known_experimental_options(cls, options: dict) -> dict:
+        return experimental_options(options)
+
+
+def smart_settings(config: TrainedModelConfig, loss: str) -> dict:
+    """The settings the smart-defaults table fills where the run leaves them null, for the loss they serve."""
+    return {name: getattr(config, name) for name in (BATCH_KL_SETTINGS if loss == "batch_kl" else PAIR_LOSS_SETTINGS)}
+
+
+def training_hyperparameters(config: TrainedModelConfig, chosen: dict, *, loss: str, num_negatives: int,
+                             base_model: BaseModelResource) -> Hyperparameters:
+    """What the entry point trains with: every setting of `config` by name, the smart defaults in `chosen`, the
+    experimental options, and the base model's type, name and length."""
+    settings = {**config.model_dump(exclude=set(RUN_FIELDS)), **chosen, "loss": loss, "num_negatives": num_negatives}
+    return Hyperparameters.from_settings(settings, config.experimental, model_type=base_model.model_type,
+                                         base_model=base_model.model_name, max_seq_length=base_model.max_seq_length)
 
 
 def mined_negative_count(train_file) -> int:
@@ -95,12 +120,6 @@ def chosen_loss(loss: str, model_type: str, train_dir) -> str:
     return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in BATCH_KL_MODEL_TYPES else "mnrl"
 
 
-def regularizer_weight_setting(weight: float | None) -> float:
-    if weight is not None and weight < 0:
-        raise ValueError(f"FLOPS regulariser weights are >= 0 (got {weight}); leave them null for the recipe default")
-    return -1.0 if weight is None else weight
-
-
 @asset(partitions_def=index_partitions, group_name="training", deps=["mined_negatives"], kinds={"pytorch"})
 def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, storage: ArtifactStorage,
                   base_model: BaseModelResource, pipes_subprocess_client: PipesSubprocessClient,
@@ -110,10 +129,11 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
 
     The same entry point runs in a local subprocess (GPU when there is one) or as a SageMaker training job.
     """
+    check_run_config(context)
     index = context.partition_key
     train_dir = storage.fetch(index, "mined_negatives")
     available = mined_negative_count(train_dir / "train.jsonl")
-    num_negatives = available if config.num_negatives < 0 else config.num_negatives
+    num_negatives = available if config.num_negatives is None else config.num_negatives
     if num_negatives > available:
         raise ValueError(f"num_negatives={num_negatives} but mined_negatives holds {available} per row; "
                          "re-materialize mined_negatives with more negatives")
@@ -123,41 +143,18 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     if loss == "batch_kl" and not (train_dir / SCORES_FILE).exists():
         raise ValueError("loss 'batch_kl' distils the hybrid teacher's score matrix: materialize mined_negatives "
                          "with teacher 'hybrid' first")
-    unset = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
     if loss == "batch_kl":
-        batch_kl_unset = {**unset, "max_steps": config.max_steps, "max_seq_length": config.max_seq_length,
-                          "candidates_per_query": config.candidates_per_query}
-        chosen, smart_metadata = smart_defaults.fill_batch_kl(context, batch_kl_unset, base_model.model_type)
+        chosen, smart_metadata = smart_defaults.fill_batch_kl(context, smart_settings(config, loss),
+                                                              base_model.model_type)
     else:
-        chosen, smart_metadata = smart_defaults.fill(context, unset, base_model.model_type,
+        chosen, smart_metadata = smart_defaults.fill(context, smart_settings(config, loss), base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))
-        chosen.update(max_steps=config.max_steps or 0, max_seq_length=config.max_seq_length,
-                      candidates_per_query=config.candidates_per_query or Hyperparameters.candidates_per_query)
-    hp = Hyperparameters(model_type=base_model.model_type, base_model=base_model.model_name,
-                         epochs=chosen["epochs"], batch_size=chosen["batch_size"],
-                         learning_rate=chosen["learning_rate"], warmup_ratio=config.warmup_ratio,
-                         max_seq_length=base_model.max_seq_length, num_negatives=num_negatives,
-                         train_max_seq_length=chosen["max_seq_length"] or 0,
-                         max_steps=chosen["max_steps"],
-                         precision=config.precision, seed=config.seed, loss=loss,
-                         candidates_per_query=chosen["candidates_per_query"],
-                         soup_size=config.soup_size,
-                         student_candidates_per_query=config.student_candidates_per_query,
-                         student_candidates_every=config.student_candidates_every,
-                         teacher_temperature=config.teacher_temperature,
-                         average_weights_from=config.average_weights_from,
-                         untie_output_embeddings=config.untie_output_embeddings,
-                         dropout=-1.0 if config.dropout is None else config.dropout,
-                         output_bias_learning_rate=config.output_bias_learning_rate or 0.0,
-                         score_scale_learning_rate=config.score_scale_learning_rate or 0.0,
-                         # Hyperparameters reads a negative weight as "the recipe default".
-                         query_regularizer_weight=regularizer_weight_setting(config.query_regularizer_weight),
-                         document_regularizer_weight=regularizer_weight_setting(config.document_regularizer_weight))
+    hp = training_hyperparameters(config, chosen, loss=loss, num_negatives=num_negatives, base_model=base_model)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "
                          f"saved as the average of their weights; soup_size: 1 trains one model in a "
                          f"{hp.soup_size}th of the time")
-    folder = storage.artifact_dir(index, "trained_model")
+    folder = storage.artifact_dir(index, "trained_model", run_id=context.run_id)
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"
     command = [*TRAINING_COMMAND, "--train-dir", str(train_dir), "--model-dir", str(model_dir),
@@ -177,7 +174,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         raise ValueError(f"unknown training backend {backend!r}; use 'local', 'sagemaker' or 'auto'")
     pipes_result = pipes_result.get_materialize_result()
     log = read_json(model_dir / "training_log.json")
-    uri = storage.publish(index, "trained_model")
+    uri = storage.publish(index, "trained_model", folder)
     return MaterializeResult(metadata={
         **pipes_result.metadata,
         **smart_metadata,

@@ -13,7 +13,7 @@ from dagster import (
     asset,
     asset_check,
 )
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finetune_assets.core.data.augment import augment_pairs, load_synonyms
 from finetune_assets.core.data.pairs import QueryFilter, build_pairs, document_text, normalize, title_pairs
@@ -25,24 +25,32 @@ from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.metadata import table
 from finetune_assets.stages.queries.bedrock_batch_outputs import OUTPUT_FILE
+from finetune_assets.stages.run_config import check_run_config
 
 
 class TrainingPairsConfig(Config):
-    held_out_fraction: float = Field(default=0.2, description="Share of documents whose queries are held out for evaluation")
-    min_words: int = Field(default=2, description="Shortest query kept, in words (Korean, Chinese, Japanese: "
-                           "2 characters count as a word)")
-    max_words: int = Field(default=32, description="Longest query kept, in words (counted as for min_words)")
-    seed: int = 0
-    synonyms_path: str = Field(default="", description="Bilingual synonym dictionary (TSV term<TAB>synonym, or "
-                               "JSON {term: [synonyms]}): adds training query variants with one term swapped, "
-                               "e.g. 검색 <-> search ('' = off)")
-    max_variants_per_query: int = Field(default=1, description="Most synonym variants added per training query")
-    title_queries: bool = Field(default=False, description="Also train on each document's title as a query for "
-                                "its body, for every sampled document with a title (free: no generation)")
-    span_queries: int = Field(default=2, description="Also use up to this many sentences of each sampled document "
-                              "as queries (free: no generation); their source document is masked, so they teach the "
-                              "teacher's ranking of the other documents (trained_model loss batch_kl)")
+    held_out_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of documents whose queries are "
+                                     "held out for evaluation.")
+    min_words: int = Field(default=2, ge=1, description="Shortest query kept, in words (in Korean, Chinese and "
+                           "Japanese 2 characters count as a word).")
+    max_words: int = Field(default=32, ge=1, description="Longest query kept, in words counted as for min_words.")
+    seed: int = Field(default=0, ge=0, description="Seed of the train / held-out split and of the added queries.")
+    synonyms_path: str = Field(default="", description="Bilingual synonym dictionary (TSV term<TAB>synonym, or JSON "
+                               "{term: [synonyms]}) that adds training query variants with one term swapped, e.g. "
+                               "검색 <-> search ('' = off).")
+    max_variants_per_query: int = Field(default=1, ge=0, description="Most synonym variants added per training "
+                                        "query.")
+    title_queries: bool = Field(default=False, description="Also train on each sampled document's title as a query "
+                                "for its body.")
+    span_queries: int = Field(default=2, ge=0, description="Sentences of each sampled document also used as queries "
+                              "with their source masked, which teach the teacher's ranking of the other documents "
+                              "(trained_model loss batch_kl; 0 = none).")
 
+    @model_validator(mode="after")
+    def _word_bounds(self) -> "TrainingPairsConfig":
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) must be >= min_words ({self.min_words})")
+        return self
 
 
 def generated_queries(records):
@@ -57,6 +65,7 @@ def generated_queries(records):
 def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
                    storage: ArtifactStorage) -> MaterializeResult:
     """Queries that pass the filters (not empty, duplicate, over-long or copied from the document)."""
+    check_run_config(context)
     index = context.partition_key
     dictionary = load_synonyms(config.synonyms_path) if config.synonyms_path else None  # bad file: fail first
     documents = {d["id"]: d for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")}
@@ -91,7 +100,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
                                   seed=config.seed, reserved_queries={normalize(p["query"]) for p in result.held_out})
         result.train = augmented.pairs
         context.log.info(f"{augmented.added} synonym variants added ({dictionary.terms} dictionary terms)")
-    folder = storage.artifact_dir(index, "training_pairs")
+    folder = storage.artifact_dir(index, "training_pairs", run_id=context.run_id)
     write_jsonl(folder / "train.jsonl", result.train)
     write_jsonl(folder / "held_out.jsonl", result.held_out)
     kept = generated_train + len(result.held_out)
@@ -100,7 +109,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
     queries = query_report(generated, documents, doc_text=document_text) if generated else None
     if queries:
         context.log.info(f"generated queries: {queries.summary()}")
-    uri = storage.publish(index, "training_pairs")
+    uri = storage.publish(index, "training_pairs", folder)
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
         "queries_generated": result.queries_in,
