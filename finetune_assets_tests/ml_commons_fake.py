@@ -23,6 +23,12 @@ Sources of the bodies (documentation-website, ``_ml-commons-plugin/...``; ml-com
     "model config is null"        MLRegisterModelMetaInput (model_config optional for SPARSE_ENCODING/_TOKENIZE)
     SPARSE_TOKENIZE models        SparseTokenizerModel: deploy loads tokenizer.json (+ optional idf.json) from the
                                   zip root; a neural_sparse query weights each distinct token by idf (default 1.0)
+    search pipelines, hybrid      search-plugins/search-pipelines/normalization-processor.md (techniques, weights
+                                  in [0, 1] summing to 1, one per sub-query), score-ranker-processor.md (rrf,
+                                  rank_constant), query-dsl/compound/hybrid.md (at most 5 sub-queries); the
+                                  fusion arithmetic of neural-search's ScoreNormalizer / ScoreCombiner: a
+                                  sub-query's statistics over its own hits, min_max floor 0.001, absent scores
+                                  left out of the mean. ``match`` scores by shared lower-case words.
 
 Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``settings={...}``            persistent cluster settings (flat names), on top of ml-commons' defaults
@@ -42,6 +48,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import random
 import re
 import socket
@@ -251,6 +258,7 @@ class FakeMLCommons:
         self.tasks: dict[str, dict] = {}
         self.connectors: dict[str, dict] = {}
         self.pipelines: dict[str, dict] = {}
+        self.search_pipelines: dict[str, dict] = {}
         self.indices: dict[str, dict] = {}
         self._rng = random.Random(7)
         self._clock = itertools.count(1_700_000_000_000, 1000)
@@ -367,6 +375,9 @@ class FakeMLCommons:
             (("POST",), m(ML + r"/connectors/_create"), self._connector_create),
             (("GET", "POST"), m(ML + r"/connectors/_search"), self._connector_search),
             (("GET",), m(ML + r"/connectors/([^/_][^/]*)"), self._connector_get),
+            (("PUT",), m(r"/_search/pipeline/([^/]+)"), self._search_pipeline_put),
+            (("GET",), m(r"/_search/pipeline/([^/]+)"), self._search_pipeline_get),
+            (("DELETE",), m(r"/_search/pipeline/([^/]+)"), self._search_pipeline_delete),
             (("PUT",), m(r"/_ingest/pipeline/([^/]+)"), self._pipeline_put),
             (("DELETE",), m(r"/_ingest/pipeline/([^/]+)"), self._pipeline_delete),
             (("POST", "PUT"), m(r"/_bulk"), self._bulk),
@@ -755,15 +766,36 @@ class FakeMLCommons:
                                         "error": {"type": "illegal_argument_exception", "reason": str(exc)}}})
         return 200, {"took": 3, "errors": errors, "items": items}
 
-    def _index_search(self, _params, body, index_name: str):
-        index = self.indices.get(index_name)
-        if index is None:
-            return self._missing_index(index_name)
-        (kind, spec), = body["query"].items()
+    def _search_pipeline_put(self, _params, body, name: str):
+        problem = _search_pipeline_problem(body)
+        if problem:
+            return error_body(400, "illegal_argument_exception", problem)
+        self.search_pipelines[name] = body
+        return 200, {"acknowledged": True}
+
+    def _search_pipeline_get(self, _params, _body, name: str):
+        if name not in self.search_pipelines:
+            return 404, {}  # OpenSearch answers an unknown search pipeline with 404 and an empty object
+        return 200, {name: self.search_pipelines[name]}
+
+    def _search_pipeline_delete(self, _params, _body, name: str):
+        if self.search_pipelines.pop(name, None) is None:
+            return error_body(404, "resource_not_found_exception", f"pipeline [{name}] is missing")
+        return 200, {"acknowledged": True}
+
+    def _score_clause(self, index: dict, clause: dict) -> tuple[list[tuple[float, str]], tuple[int, dict] | None]:
+        """(score, doc id) of the documents one query clause matches, or an error answer."""
+        (kind, spec), = clause.items()
         (field_name, query), = spec.items()
+        if kind == "match":
+            words = set(str(query["query"] if isinstance(query, dict) else query).lower().split())
+            return [(float(len(words & set(str(doc.get(field_name, "")).lower().split()))), doc_id)
+                    for doc_id, doc in index["docs"].items()
+                    if words & set(str(doc.get(field_name, "")).lower().split())], None
         model = self.models.get(query["model_id"])
         if model is None or model["model_state"] not in ("DEPLOYED", "PARTIALLY_DEPLOYED"):
-            return error_body(400, "illegal_argument_exception", "Model not ready yet. Please deploy the model first.")
+            return [], error_body(400, "illegal_argument_exception",
+                                  "Model not ready yet. Please deploy the model first.")
         scored = []
         for doc_id, doc in index["docs"].items():
             if kind == "neural":
@@ -774,13 +806,112 @@ class FakeMLCommons:
                           if model["algorithm"] == "SPARSE_TOKENIZE" else fake_sparse(query["query_text"]))
                 score = sum(weight * doc[field_name].get(token, 0.0) for token, weight in tokens.items())
             if score > 0:
-                scored.append((score, doc_id, doc))
+                scored.append((score, doc_id))
+        return scored, None
+
+    def _index_search(self, params, body, index_name: str):
+        index = self.indices.get(index_name)
+        if index is None:
+            return self._missing_index(index_name)
+        (kind, spec), = body["query"].items()
+        if kind == "hybrid":
+            name = params.get("search_pipeline")
+            if name not in self.search_pipelines:
+                return error_body(404, "illegal_argument_exception", f"Pipeline {name} is not defined")
+            clauses = spec["queries"]
+            if not 1 <= len(clauses) <= 5:
+                return error_body(400, "parsing_exception", "Number of sub-queries exceeds maximum supported")
+            lists = []
+            for clause in clauses:
+                scored, error = self._score_clause(index, clause)
+                if error:
+                    return error
+                lists.append(sorted(((s, d) for s, d in scored), key=lambda item: (-item[0], item[1])))
+            fused, problem = _fuse(self.search_pipelines[name], lists)
+            if problem:
+                return error_body(400, "illegal_argument_exception", problem)
+            scored = [(score, doc_id, index["docs"][doc_id]) for doc_id, score in fused.items()]
+        else:
+            pairs, error = self._score_clause(index, body["query"])
+            if error:
+                return error
+            scored = [(score, doc_id, index["docs"][doc_id]) for score, doc_id in pairs]
         scored.sort(key=lambda item: (-item[0], item[1]))
         hits = [{"_index": index_name, "_id": doc_id, "_score": score, "_source": {"text": doc["text"]}}
                 for score, doc_id, doc in scored[: int(body.get("size", 10))]]
         return 200, {"took": 2, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
                      "hits": {"total": {"value": len(scored), "relation": "eq"},
                               "max_score": hits[0]["_score"] if hits else None, "hits": hits}}
+
+
+def _search_pipeline_problem(body: dict) -> str | None:
+    """What OpenSearch would refuse in a search pipeline body with a normalization or score-ranker processor."""
+    for processor in (body or {}).get("phase_results_processors") or []:
+        (kind, spec), = processor.items()
+        if kind == "normalization-processor":
+            technique = (spec.get("normalization") or {}).get("technique", "min_max")
+            if technique not in ("min_max", "l2", "z_score"):
+                return f"provided normalization technique [{technique}] is not supported"
+            combination = spec.get("combination") or {}
+            if combination.get("technique", "arithmetic_mean") not in ("arithmetic_mean", "geometric_mean",
+                                                                        "harmonic_mean"):
+                return f"provided combination technique [{combination.get('technique')}] is not supported"
+            weights = (combination.get("parameters") or {}).get("weights")
+            if weights is not None and (any(not 0.0 <= w <= 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-4):
+                return "sum of weights for combination must be equal to 1.0"
+        elif kind == "score-ranker-processor":
+            combination = spec.get("combination") or {}
+            if combination.get("technique") != "rrf":
+                return f"provided combination technique [{combination.get('technique')}] is not supported"
+            if not 1 <= int(combination.get("rank_constant", 60)) < 10_000:
+                return "rank_constant must be >= 1 and < 10000"
+        else:
+            return f"Invalid processor type {kind}"
+    return None
+
+
+def _fuse(pipeline: dict, lists: list[list[tuple[float, str]]]) -> tuple[dict[str, float], str | None]:
+    """Documented fusion of ranked (score, doc id) lists: normalisation per list, then the weighted combination."""
+    processors = pipeline.get("phase_results_processors") or []
+    if not processors:
+        return {}, "a hybrid query needs a search pipeline with a normalization or score-ranker processor"
+    (kind, spec), = processors[0].items()
+    fused: dict[str, float] = {}
+    if kind == "score-ranker-processor":
+        constant = int(spec["combination"].get("rank_constant", 60))
+        for ranked in lists:
+            for rank, (_, doc_id) in enumerate(ranked, start=1):
+                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (constant + rank)
+        return fused, None
+    technique = (spec.get("normalization") or {}).get("technique", "min_max")
+    combination = spec.get("combination") or {}
+    weights = (combination.get("parameters") or {}).get("weights") or [1.0] * len(lists)
+    if len(weights) != len(lists):
+        return {}, f"number of weights [{len(weights)}] must match number of sub-queries [{len(lists)}]"
+    per_doc: dict[str, list] = {}
+    for position, ranked in enumerate(lists):
+        scores = [score for score, _ in ranked]
+        for score, doc_id in ranked:
+            if technique == "min_max":
+                low, high = min(scores), max(scores)
+                value = 1.0 if high == low else ((score - low) / (high - low) or 0.001)
+            else:  # l2
+                value = score / math.sqrt(sum(s * s for s in scores))
+            per_doc.setdefault(doc_id, [None] * len(lists))[position] = value
+    how = combination.get("technique", "arithmetic_mean")
+    for doc_id, values in per_doc.items():
+        present = [(v, w) for v, w in zip(values, weights) if v is not None and (v >= 0 if how == "arithmetic_mean"
+                                                                                 else v > 0)]
+        total = sum(w for _, w in present)
+        if not total:
+            fused[doc_id] = 0.0
+        elif how == "arithmetic_mean":
+            fused[doc_id] = sum(v * w for v, w in present) / total
+        elif how == "geometric_mean":
+            fused[doc_id] = math.exp(sum(w * math.log(v) for v, w in present) / total)
+        else:
+            fused[doc_id] = total / sum(w / v for v, w in present)
+    return fused, None
 
 
 def _flatten_into(prefix: str, value: Any, out: dict) -> None:

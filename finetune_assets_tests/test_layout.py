@@ -59,3 +59,18 @@ def test_every_asset_lives_in_a_module_named_after_it():
             module = asset.op.compute_fn.decorated_fn.__module__
             assert module.endswith(f".{name}"), f"asset {name} is defined in {module}"
             assert module.split(".")[2] == asset.group_names_by_key[key], f"{name}: folder is not its group"
+
+
+def test_every_asset_config_is_in_the_run_config_registry():
+    import inspect
+
+    from finetune_assets.definitions import all_assets
+    from finetune_assets.stages.run_config import config_classes
+
+    with_config = {}
+    for asset in all_assets:
+        annotation = inspect.signature(asset.op.compute_fn.decorated_fn).parameters.get("config")
+        if annotation is not None:
+            with_config[asset.op.name] = annotation.annotation
+    assert {op: cls.__name__ for op, cls in config_classes().items()} == \
+        {op: getattr(cls, "__name__", cls) for op, cls in with_config.items()}

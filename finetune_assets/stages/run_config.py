@@ -18,6 +18,7 @@ def config_classes() -> dict[str, type[Config]]:
     from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
     from finetune_assets.stages.deploy.model_endpoint import ModelEndpointConfig
     from finetune_assets.stages.deploy.model_package import ModelPackageConfig
+    from finetune_assets.stages.deploy.search_pipeline import SearchPipelineConfig
     from finetune_assets.stages.evaluation.evaluation_report import EvaluationReportConfig
     from finetune_assets.stages.queries.bedrock_batch_outputs import QueryGenerationConfig
     from finetune_assets.stages.training.mined_negatives import MinedNegativesConfig
@@ -28,7 +29,7 @@ def config_classes() -> dict[str, type[Config]]:
             "bedrock_batch_outputs": QueryGenerationConfig, "training_pairs": TrainingPairsConfig,
             "mined_negatives": MinedNegativesConfig, "trained_model": TrainedModelConfig,
             "evaluation_report": EvaluationReportConfig, "model_package": ModelPackageConfig,
-            "model_endpoint": ModelEndpointConfig}
+            "model_endpoint": ModelEndpointConfig, "search_pipeline": SearchPipelineConfig}
 
 
 def op_config(run_config: Mapping[str, Any] | None, op: str) -> Config:

@@ -89,20 +89,20 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
 
 
 @pytest.mark.slow
-def test_failed_quality_gate_blocks_registration(pipeline_run):
-    """An impossible tolerance makes the gate fail: registration must not run, and the gate says why."""
+def test_failed_quality_gate_falls_back_to_bm25_and_says_so(pipeline_run):
+    """An impossible tolerance makes the gate fail: nothing is registered, and the deploy stage delivers plain BM25
+    search, stated as a fallback in the metadata and the files."""
     assert pipeline_run["completed"].returncode == 0
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.storage import ArtifactStorage
     from finetune_assets.stages.evaluation.evaluation_report import tuned_not_worse_than_base
 
     resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"]))}
-    registration = pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "current" / "registration.json"
-    registration.unlink()
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [INDEX])
         result = materialize(
-            [*all_assets, tuned_not_worse_than_base], selection=["evaluation_report", "registered_model_id"],
+            [*all_assets, tuned_not_worse_than_base],
+            selection=["evaluation_report", "registered_model_id", "search_pipeline"],
             partition_key=INDEX, resources=resources, instance=instance, raise_on_error=False,
             run_config={"ops": {"evaluation_report": {"config": {"tolerance": -1.0}}},
                         "resources": {"base_model": {"config": {"max_seq_length": 128}}}},
@@ -110,8 +110,51 @@ def test_failed_quality_gate_blocks_registration(pipeline_run):
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 1 and evaluations[0].passed is False
     assert "FAILS" in evaluations[0].description
-    assert not registration.exists()
-    assert "registered_model_id" not in {e.step_key for e in result.get_step_success_events()}
+    registered = result.asset_materializations_for_node("registered_model_id")[0].metadata
+    assert registered["fallback"].value is True and registered["registered"].value is False
+    search = result.asset_materializations_for_node("search_pipeline")[0].metadata
+    assert search["mode"].value == "bm25" and search["fallback"].value is True
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    assert read_json(folder / "query.json")["query"] == {"match": {"text": {"query": "{{query_text}}"}}}
+    assert not (folder / "search_pipeline.json").exists()
+    registration = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "current"
+                             / "registration.json")
+    assert registration["model_id"] is None and registration["fallback"] is True
+
+
+@pytest.mark.slow
+def test_hybrid_search_pipeline_against_the_contract(pipeline_run):
+    """With a cluster and a registered model, search_pipeline creates the pipeline once (a re-run changes nothing)
+    and proves it with one hybrid query through a scratch copy."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    name = f"finetune-assets-{INDEX}"
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1) as cluster, DagsterInstance.ephemeral() as instance:
+        resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                     "opensearch": OpenSearchResource(url=cluster.url)}
+        instance.add_dynamic_partitions("index", [INDEX])
+        config = {"ops": {"search_pipeline": {"config": {"search": "hybrid"}}}}
+        runs = [materialize(all_assets, selection=["registered_model_id", "search_pipeline"], partition_key=INDEX,
+                            resources=resources, instance=instance, run_config=config) for _ in range(2)]
+        puts = cluster.calls(f"PUT /_search/pipeline/{name}")
+        hybrid_searches = [r for r in cluster.requests if r.method == "POST" and r.path.endswith("/_search")
+                           and "hybrid" in (r.json or {}).get("query", {})]
+        stored = cluster.search_pipelines[name]
+        leftovers = [p for p in cluster.search_pipelines if p != name]
+    first, second = (run.asset_materializations_for_node("search_pipeline")[0].metadata for run in runs)
+    assert first["mode"].value == "hybrid" and first["cluster"].value == "created"
+    assert second["cluster"].value == "unchanged" and len(puts) == 1
+    assert first["verification_top_hits"].value["hybrid"].startswith("doc-")
+    assert len(hybrid_searches) == 2 and all(r.params.get("search_pipeline") for r in hybrid_searches)
+    assert leftovers == []  # the scratch pipelines are deleted
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    assert read_json(folder / "search_pipeline.json") == stored
+    query = read_json(folder / "query.json")["query"]["hybrid"]["queries"]
+    assert query[0] == {"match": {"text": {"query": "{{query_text}}"}}} and "neural" in query[1]
 
 
 @pytest.mark.slow

@@ -29,11 +29,13 @@ from finetune_assets.clients.ml_commons.errors import (
 )
 from finetune_assets.clients.ml_commons.model_groups import ensure_model_group
 from finetune_assets.clients.ml_commons.remote import register_sagemaker_model
+from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipeline
 from finetune_assets.clients.ml_commons.settings import check_cluster_settings
 from finetune_assets.clients.ml_commons.upload import load_package, register_local_package
-from finetune_assets.clients.ml_commons.verify import verify_neural_search
+from finetune_assets.clients.ml_commons.verify import verify_hybrid_search, verify_neural_search
 from finetune_assets.clients.retry import RetryPolicy
 from finetune_assets.core.export.package import MODEL_CHUNK_SIZE_BYTES
+from finetune_assets.core.retrieval.fusion import FusionSetting
 from finetune_assets_tests.ml_commons_fake import (
     DEV_SETTINGS,
     LOCAL_FILE_DISABLED,
@@ -460,6 +462,38 @@ def test_verify_neural_search_dense_local_model(fake, client, package):
     assert query["neural"]["embedding"]["model_id"] == result.model_id
     assert fake.indices == {} and fake.pipelines == {}
     assert [c.split(" ")[0] for c in fake.calls()[-2:]] == ["DELETE", "DELETE"]
+
+
+def test_verify_hybrid_search_runs_one_hybrid_query_through_a_scratch_pipeline(fake, client, package):
+    result = register(client, package)
+    body = FusionSetting("min_max", "arithmetic_mean", 0.7).pipeline_body("check")
+    fake.clear_requests()
+    tops = verify_hybrid_search(client, result.model_id, "TEXT_EMBEDDING", TEXTS, "bananas yellow", body, retry=FAST)
+    assert tops == {"neural": tops["neural"], "hybrid": "doc-2"}  # the BM25 side finds the shared words
+    put = next(r for r in fake.requests if r.method == "PUT" and r.path.startswith("/_search/pipeline/"))
+    assert put.json == body
+    search = next(r for r in fake.requests if r.path.endswith("/_search") and "hybrid" in r.json["query"])
+    assert search.params["search_pipeline"] == put.path.rsplit("/", 1)[1]
+    assert search.json["query"]["hybrid"]["queries"][0] == {"match": {"text": {"query": "bananas yellow"}}}
+    assert fake.search_pipelines == {} and fake.indices == {} and fake.pipelines == {}
+
+
+def test_put_search_pipeline_is_idempotent(fake, client):
+    body = FusionSetting("l2", "geometric_mean", 0.6).pipeline_body("hybrid for docs")
+    assert put_search_pipeline(client, "hybrid-docs", body, retry=FAST) == "created"
+    assert put_search_pipeline(client, "hybrid-docs", body, retry=FAST) == "unchanged"
+    assert len(fake.calls("PUT /_search/pipeline/hybrid-docs")) == 1
+    other = FusionSetting("rrf").pipeline_body("hybrid for docs")
+    assert put_search_pipeline(client, "hybrid-docs", other, retry=FAST) == "updated"
+    assert fake.search_pipelines["hybrid-docs"] == other
+
+
+def test_put_search_pipeline_names_a_refused_body(fake, client):
+    bad = {"phase_results_processors": [{"normalization-processor": {
+        "normalization": {"technique": "min_max"},
+        "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.5, 0.6]}}}}]}
+    with pytest.raises(MLCommonsError, match="PUT /_search/pipeline/bad failed: HTTP 400.*sum of weights"):
+        put_search_pipeline(client, "bad", bad, retry=FAST)
 
 
 def test_verify_neural_search_sparse_remote_model(fake, client):

@@ -26,7 +26,7 @@ from finetune_assets.stages.training.trained_model import (
 from finetune_assets_tests.conftest import write_tiny_corpus
 
 # Free text checked where it is used (a path, a field name, a model or instance id): no range to declare.
-FREE_TEXT = {"source", "id_field", "title_field", "synonyms_path", "teacher", "teacher_companion",
+FREE_TEXT = {"name", "text_field", "vector_field", "source", "id_field", "title_field", "synonyms_path", "teacher", "teacher_companion",
              "bedrock_model_id", "training_instance_type", "endpoint_instance_type", "instance_type", "image_uri"}
 # Fields without a pydantic bound whose class validator checks them (a list or mapping).
 VALIDATED = {"text_fields", "negative_sources", "teacher_weights", "enforce_for", "experimental", "opensearch_query"}

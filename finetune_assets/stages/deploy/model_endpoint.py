@@ -17,6 +17,7 @@ from finetune_assets.core.jsonl import read_json, write_json
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 from finetune_assets.stages.run_config import check_run_config
 
 ENDPOINT_FILE = "endpoint.json"
@@ -57,12 +58,21 @@ def deployed_endpoint(storage: ArtifactStorage, index: str) -> dict | None:
        kinds={"sagemaker"})
 def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, storage: ArtifactStorage,
                    sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
-    """A SageMaker endpoint answering ml-commons' embedding requests; runs only after the quality gate passed."""
+    """A SageMaker endpoint answering ml-commons' embedding requests; nothing is deployed when the quality gate
+    failed."""
     check_run_config(context)
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     folder = storage.artifact_dir(index, "model_endpoint", run_id=context.run_id)
     deployment = sagemaker_endpoint.default_deployment if config.deployment == "auto" else config.deployment
+    passed, gate = quality_gate(report)
+    if not passed and deployment != "none":
+        note = f"quality gate: {gate}; no endpoint was deployed"
+        context.log.warning(note)
+        write_json(folder / ENDPOINT_FILE, {"deployed": False, "mode": "none", "fallback": True, "note": note})
+        uri = storage.publish(index, "model_endpoint", folder)
+        return MaterializeResult(metadata={"deployed": False, "mode": "none", "fallback": True, "note": note,
+                                           "path": MetadataValue.path(uri)})
     if deployment == "none":
         context.log.info(NOT_DEPLOYED)
         write_json(folder / ENDPOINT_FILE, {"deployed": False, "mode": "none", "note": NOT_DEPLOYED})

@@ -9,14 +9,16 @@ from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.deploy.model_endpoint import deployed_endpoint
+from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 
 
 @asset(partitions_def=index_partitions, group_name="deploy",
        deps=["model_package", "model_endpoint", "evaluation_report"], kinds={"opensearch"})
 def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage, opensearch: OpenSearchResource,
                         sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
-    """The ml-commons model id to use in `neural` (dense) or `neural_sparse` queries; runs only when the quality
-    gate passed. An inference-free sparse model also gets a query_model_id: its SPARSE_TOKENIZE query side.
+    """The ml-commons model id to use in `neural` (dense) or `neural_sparse` queries; when the quality gate failed,
+    nothing is registered and the metadata says so (fallback). An inference-free sparse model also gets a
+    query_model_id: its SPARSE_TOKENIZE query side.
 
     A model that model_endpoint deployed is registered as a remote model (connector to the endpoint); otherwise the
     exported package is uploaded to the cluster.
@@ -27,11 +29,28 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run_id)
     source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
+    passed, gate = quality_gate(report)
+    if not passed:
+        message = f"fallback to BM25 search, nothing registered: {gate}"
+        context.log.warning(message)
+        write_json(folder / "registration.json", {"model_id": None, "system": None, "fallback": True,
+                                                  "source": source, "note": message})
+        uri = storage.publish(index, "registered_model_id", folder)
+        return MaterializeResult(metadata={
+            "model_id": MetadataValue.text("none (quality gate failed)"),
+            "registered": False,
+            "fallback": True,
+            "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
+            "ndcg@10_base": report["results"]["base"]["ndcg@10"],
+            "note": message,
+            "path": MetadataValue.path(uri),
+        })
     if not opensearch.configured:
         message = (f"No OpenSearch cluster is configured, so nothing was registered. The model to register is the "
                    f"{source} (set the opensearch resource's url to register it).")
         context.log.info(message)
-        write_json(folder / "registration.json", {"model_id": None, "source": source, "note": message})
+        write_json(folder / "registration.json", {"model_id": None, "system": "tuned", "source": source,
+                                                  "note": message})
         uri = storage.publish(index, "registered_model_id", folder)
         return MaterializeResult(metadata={
             "model_id": MetadataValue.text("none (no cluster configured)"),
@@ -65,7 +84,8 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     write_json(folder / "registration.json", {"model_id": result.model_id, **query_ids,
                                               "model_group_id": result.model_group_id,
                                               "connector_id": result.connector_id, "reused": result.reused,
-                                              "source": source, "verification_top_hit": top_hit})
+                                              "source": source, "verification_top_hit": top_hit,
+                                              "system": "tuned"})
     uri = storage.publish(index, "registered_model_id", folder)
     return MaterializeResult(metadata={
         "model_id": MetadataValue.text(result.model_id),

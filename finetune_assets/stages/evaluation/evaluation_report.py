@@ -110,18 +110,27 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     })
 
 
-@asset_check(asset=evaluation_report, blocking=True, partitions_def=index_partitions,
-             description="Stops registration when the tuned model is worse than the base model beyond the tolerance.")
-def tuned_not_worse_than_base(context: AssetCheckExecutionContext, storage: ArtifactStorage) -> AssetCheckResult:
-    report = read_json(storage.fetch(context.partition_key, "evaluation_report") / REPORT_FILE)
+def quality_gate(report: dict) -> tuple[bool, str]:
+    """Whether the tuned model may be deployed (not worse than the base model beyond the tolerance), and why."""
     base, tuned = report["results"]["base"]["ndcg@10"], report["results"]["tuned"]["ndcg@10"]
     tolerance = report["tolerance"]
     passed = tuned >= base - tolerance
-    verdict = "passes" if passed else "FAILS: the tuned model is not registered"
+    verdict = ("passes" if passed else "FAILS: the tuned model is not deployed; registered_model_id and "
+               "search_pipeline fall back to plain BM25 search")
+    return passed, (f"tuned nDCG@10 {tuned:.4f} vs base {base:.4f} (gain {tuned - base:+.4f}, tolerance "
+                    f"{tolerance}) on {report['judged_queries']} held-out queries: {verdict}")
+
+
+@asset_check(asset=evaluation_report, partitions_def=index_partitions,
+             description="Fails when the tuned model is worse than the base model beyond the tolerance; the deploy "
+                         "stage then registers no model and delivers BM25 search, saying so.")
+def tuned_not_worse_than_base(context: AssetCheckExecutionContext, storage: ArtifactStorage) -> AssetCheckResult:
+    report = read_json(storage.fetch(context.partition_key, "evaluation_report") / REPORT_FILE)
+    passed, description = quality_gate(report)
     return AssetCheckResult(
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
-        description=(f"tuned nDCG@10 {tuned:.4f} vs base {base:.4f} (gain {tuned - base:+.4f}, "
-                     f"tolerance {tolerance}) on {report['judged_queries']} held-out queries: {verdict}"),
-        metadata={"ndcg@10_base": base, "ndcg@10_tuned": tuned, "tolerance": tolerance},
+        description=description,
+        metadata={"ndcg@10_base": report["results"]["base"]["ndcg@10"],
+                  "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"], "tolerance": report["tolerance"]},
     )

@@ -1,0 +1,50 @@
+"""Create the hybrid search pipeline in the cluster: PUT only when the stored body differs (idempotent re-runs)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from opensearchpy import OpenSearch
+from opensearchpy import exceptions as os_errors
+
+from finetune_assets.clients.ml_commons.api import Api, describe_error
+from finetune_assets.clients.ml_commons.errors import MLCommonsError
+from finetune_assets.clients.retry import RetryPolicy
+
+
+def put_search_pipeline(client: OpenSearch, name: str, body: dict, *, retry: RetryPolicy | None = None,
+                        sleep: Callable[[float], None] = time.sleep) -> str:
+    """Make `PUT /_search/pipeline/<name>` hold `body`: 'created', 'updated', or 'unchanged' (nothing sent)."""
+    api = Api(client, retry, sleep)
+    try:
+        current = api.call("GET", f"/_search/pipeline/{name}")
+    except os_errors.NotFoundError:
+        current = None
+    except os_errors.TransportError as exc:
+        raise MLCommonsError(f"GET /_search/pipeline/{name} failed: {describe_error(exc)}") from exc
+    stored = (current or {}).get(name)
+    if stored is not None and _same(stored, body):
+        return "unchanged"
+    try:
+        api.call("PUT", f"/_search/pipeline/{name}", body=body)  # PUT replaces: safe to repeat
+    except os_errors.TransportError as exc:
+        raise MLCommonsError(f"PUT /_search/pipeline/{name} failed: {describe_error(exc)} (body: the "
+                             "normalization-processor or score-ranker-processor of the chosen fusion)") from exc
+    return "created" if stored is None else "updated"
+
+
+def _same(stored: dict, body: dict) -> bool:
+    """The cluster may echo numbers as floats and add defaults; compare what we set, numbers by value."""
+    def norm(value):
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def subset(want, have) -> bool:
+        if isinstance(want, dict):
+            return isinstance(have, dict) and all(k in have and subset(v, have[k]) for k, v in want.items())
+        return want == have
+
+    return subset(norm(body), norm(stored))

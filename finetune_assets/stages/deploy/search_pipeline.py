@@ -1,0 +1,156 @@
+"""search_pipeline: the search a user should run, BM25 fused with the registered model as a hybrid query.
+
+Writes the search pipeline body (`PUT /_search/pipeline/<name>`), a ready query, and how to apply them; with a
+cluster and a registered model it creates the pipeline (idempotent) and runs one hybrid query through it on a
+scratch index. Which search is delivered follows the held-out figures of evaluation_report: the hybrid query,
+the model alone, or plain BM25 when neither model search beats it, or when the quality gate stopped the model.
+"""
+
+from typing import Literal
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
+from finetune_assets.core.retrieval.fusion import FusionSetting, hybrid_query, lexical_query
+from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.opensearch import OpenSearchResource
+from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.evaluation.evaluation_report import REPORT_FILE
+from finetune_assets.stages.run_config import check_run_config
+
+PIPELINE_FILE = "search_pipeline.json"
+QUERY_FILE = "query.json"
+HOW_TO_FILE = "apply.md"
+# On equal held-out figures the hybrid query is preferred, then the model alone, then BM25.
+PREFERENCE = ("hybrid", "model", "bm25")
+
+
+class SearchPipelineConfig(Config):
+    search: Literal["auto", "hybrid", "model", "bm25"] = Field(default="auto", description="The search to deliver: "
+                                                               "auto = the best on the held-out queries; a failed "
+                                                               "quality gate always gives bm25.")
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", description="Search pipeline name ('' = "
+                      "finetune-assets-<index>).")
+    text_field: str = Field(default="text", min_length=1, description="The index field the BM25 sub-query matches.")
+    vector_field: str = Field(default="", description="The index field the model writes ('' = embedding for dense "
+                              "models, sparse for sparse ones).")
+
+
+def fusion_setting(entry: dict) -> FusionSetting:
+    """The FusionSetting a report's hybrid entry describes."""
+    setting = entry["setting"]
+    if setting["technique"] == "rrf":
+        return FusionSetting("rrf")
+    return FusionSetting(setting["technique"], setting["combination"], setting["weights"][1])
+
+
+def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
+    """(mode, system, reason): mode is hybrid, model or bm25; system is the registered model's report row."""
+    if registration.get("fallback"):
+        return "bm25", "", f"fallback: {registration.get('note', 'no model was registered')}"
+    system = registration.get("system") or "tuned"
+    if wanted != "auto":
+        return wanted, system, f"set by the search setting ({wanted})"
+    results = report["results"]
+    figures = {"hybrid": results.get(f"hybrid_{system}", {}).get("ndcg@10", float("-inf")),
+               "model": results[system]["ndcg@10"], "bm25": results["bm25"]["ndcg@10"]}
+    mode = max(PREFERENCE, key=lambda name: (figures[name], -PREFERENCE.index(name)))
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
+    return mode, system, f"best held-out nDCG@10 ({shown} on {report['judged_queries']} queries)"
+
+
+def how_to(name: str, mode: str, index: str) -> str:
+    if mode == "bm25":
+        return (f"# Search for '{index}'\n\nRun the BM25 query in {QUERY_FILE} against the index "
+                "(`GET /<index>/_search`); no search pipeline is needed.\n")
+    lines = [f"# Search for '{index}'", ""]
+    if mode == "hybrid":
+        lines += [f"1. Create the pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}.",
+                  f"2. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
+                  "replacing {{query_text}} by the user's query (in both sub-queries)."]
+    else:
+        lines += [f"Search: `GET /<index>/_search` with the body in {QUERY_FILE}, replacing {{{{query_text}}}}."]
+    lines += ["", "The index needs an ingest pipeline that writes the model's field (text_embedding for a dense "
+              "model, sparse_encoding for a sparse one) with the registered model id."]
+    return "\n".join(lines) + "\n"
+
+
+@asset(partitions_def=index_partitions, group_name="deploy", deps=["evaluation_report", "registered_model_id"],
+       kinds={"opensearch"})
+def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig, storage: ArtifactStorage,
+                    opensearch: OpenSearchResource, base_model: BaseModelResource) -> MaterializeResult:
+    """The search pipeline body and query to use: hybrid (BM25 + model), the model alone, or BM25, whichever
+    scored best on the held-out queries; created in the cluster when one is configured."""
+    check_run_config(context)
+    index = context.partition_key
+    report = read_json(storage.fetch(index, "evaluation_report") / REPORT_FILE)
+    registration = read_json(storage.fetch(index, "registered_model_id") / "registration.json")
+    mode, system, reason = choose_search(report, registration, config.search)
+    name = config.name or f"finetune-assets-{index}"
+    model_type = base_model.model_type
+    vector_field = config.vector_field or ("embedding" if model_type == "dense" else "sparse")
+    model_id = registration.get("query_model_id") or registration.get("model_id") or "<model id>"
+    setting, body = None, None
+    if mode == "hybrid":
+        setting = fusion_setting(report["hybrid"][f"hybrid_{system}"])
+        body = setting.pipeline_body(f"finetune-assets hybrid search for '{index}': {setting.name}")
+        query = hybrid_query(model_type, model_id, text_field=config.text_field, vector_field=vector_field)
+    elif mode == "model":
+        query = {"size": 10, "query": hybrid_query(model_type, model_id, text_field=config.text_field,
+                                                   vector_field=vector_field)["query"]["hybrid"]["queries"][1]}
+    else:
+        query = lexical_query(text_field=config.text_field)
+    if mode == "bm25" and reason.startswith("fallback"):
+        context.log.warning(f"search_pipeline {reason}: delivering plain BM25 search")
+    else:
+        context.log.info(f"search_pipeline delivers {mode} search: {reason}")
+    folder = storage.artifact_dir(index, "search_pipeline", run_id=context.run_id)
+    if body is not None:
+        write_json(folder / PIPELINE_FILE, body)
+    write_json(folder / QUERY_FILE, query)
+    (folder / HOW_TO_FILE).write_text(how_to(name, mode, index), encoding="utf-8")
+    created, top_hits = "not applied (no cluster configured)", {}
+    if body is not None and opensearch.configured and registration.get("model_id"):
+        created, top_hits = _apply(context, opensearch, name, body, registration, model_type, storage, index)
+    elif body is not None and registration.get("model_id") is None:
+        created = "not applied (no model registered in a cluster)"
+    write_json(folder / "search.json", {"mode": mode, "system": system, "reason": reason, "name": name,
+                                        "setting": setting.to_dict() if setting else None, "cluster": created,
+                                        "verification_top_hits": top_hits})
+    uri = storage.publish(index, "search_pipeline", folder)
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(uri),
+        "mode": mode,
+        "fallback": reason.startswith("fallback"),
+        "reason": reason,
+        "pipeline_name": name if body is not None else "none",
+        "fusion": setting.name if setting else "none",
+        "cluster": created,
+        "query": MetadataValue.json(query),
+        **({"pipeline_body": MetadataValue.json(body)} if body is not None else {}),
+        **({"verification_top_hits": MetadataValue.json(top_hits)} if top_hits else {}),
+    })
+
+
+def _apply(context, opensearch: OpenSearchResource, name: str, body: dict, registration: dict, model_type: str,
+           storage: ArtifactStorage, index: str) -> tuple[str, dict]:
+    """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index."""
+    from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
+    from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipeline
+    from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
+
+    client = opensearch.client()
+    status = put_search_pipeline(client, name, body)
+    context.log.info(f"search pipeline {name}: {status} in {opensearch.display_url}")
+    held_out = next(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
+    distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
+                   if d["id"] != held_out["doc_id"]][:4]
+    tops = verify_hybrid_search(client, registration["model_id"], DENSE if model_type == "dense" else SPARSE,
+                                [held_out["positive"], *distractors], held_out["query"], body,
+                                query_model_id=registration.get("query_model_id"))
+    if tops["hybrid"] != "doc-0":
+        context.log.warning(f"the hybrid check query ranked {tops['hybrid']} first, not its source doc-0: the "
+                            "pipeline works, but check the model on your own queries")
+    return status, tops
