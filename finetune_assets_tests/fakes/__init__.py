@@ -1,0 +1,1 @@
+"""Fakes and local servers the tests run against (moto, osmem, ml-commons contract fake, stubs)."""

@@ -1,0 +1,185 @@
+"""The whole graph for one small partition, through the dagster CLI and a real instance on disk."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from finetune_assets.core.jsonl import read_json, read_jsonl
+from finetune_assets_tests.conftest import DAGSTER, INDEX, dagster_env
+from finetune_assets_tests.test_definitions import STAGES
+
+
+@pytest.mark.slow
+def test_cli_validates_definitions(dagster_home, tmp_path):
+    completed = subprocess.run([DAGSTER, "definitions", "validate", "-m", "finetune_assets.definitions"],
+                               env=dagster_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Validation successful" in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_cli_rejects_unknown_partition(dagster_home, tmp_path):
+    completed = subprocess.run([DAGSTER, "asset", "materialize", "-m", "finetune_assets.definitions",
+                                "--select", "raw_corpus", "--partition", "never-added"],
+                               env=dagster_env(dagster_home, tmp_path), capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert "never-added" in completed.stdout + completed.stderr
+
+
+@pytest.mark.slow
+def test_every_asset_materialized_for_the_partition(pipeline_run):
+    completed = pipeline_run["completed"]
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
+    with DagsterInstance.from_config(str(pipeline_run["home"])) as instance:
+        for stage in STAGES:
+            event = instance.get_latest_materialization_event(AssetKey(stage))
+            assert event is not None, f"{stage} was not materialized"
+            assert event.dagster_event.partition == INDEX
+        metadata = {stage: instance.get_latest_materialization_event(AssetKey(stage)).asset_materialization.metadata
+                    for stage in STAGES}
+    corpus = metadata["raw_corpus"]
+    assert corpus["records_read"].value == len(pipeline_run["valid_docs"]) + 4
+    assert corpus["quarantined"].value == 4
+    assert corpus["documents_sampled"].value == len(pipeline_run["valid_docs"])
+    assert metadata["bedrock_batch_outputs"]["records"].value == len(pipeline_run["valid_docs"])
+    assert metadata["training_pairs"]["train_pairs"].value >= 4
+    training = metadata["trained_model"]
+    assert training["steps"].value >= 1 and training["samples_per_second"].value > 0  # reported through Pipes
+    assert "data:image/png;base64," in training["loss_curve"].value
+    # The default loss distils the hybrid teacher's matrix, which mined_negatives wrote for every training query
+    hyperparameters = training["hyperparameters"].value
+    assert hyperparameters["loss"] == "batch_kl"
+    rows = metadata["mined_negatives"]["rows"].value
+    assert metadata["mined_negatives"]["teacher_matrix_shape"].value[0] == rows
+    assert "local:splade-tiny" in metadata["mined_negatives"]["teacher"].value  # the automatic third signal
+    assert metadata["training_pairs"]["span_pairs"].value > 0
+    # epochs and batch_size were set in the run config; the others came from the batch_kl defaults
+    assert training["smart_defaults"].value["filled"] == {"learning_rate": hyperparameters["learning_rate"],
+                                                          "max_steps": hyperparameters["max_steps"],
+                                                          "max_seq_length": hyperparameters["train_max_seq_length"],
+                                                          "candidates_per_query": hyperparameters["candidates_per_query"]}
+    assert training["hyperparameters"].value["epochs"] == 1 and training["hyperparameters"].value["batch_size"] == 4
+    assert metadata["bedrock_batch_outputs"]["smart_defaults"].value["filled"] == {"queries_per_type": 1}
+    assert "| tuned |" in metadata["evaluation_report"]["report"].value
+    assert metadata["registered_model_id"]["registered"].value is False
+
+
+@pytest.mark.slow
+def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline_run):
+    assert pipeline_run["completed"].returncode == 0
+    artifacts = pipeline_run["storage"] / "artifacts" / INDEX
+    current = {asset: artifacts / asset / "current" for asset in STAGES}  # each asset's current version
+    quarantine = list(read_jsonl(current["raw_corpus"] / "quarantine.jsonl"))
+    by_line = {q["line"]: q["reason"] for q in quarantine}
+    assert set(by_line) == {4, 5, 6, len(pipeline_run["valid_docs"]) + 4}
+    assert "JSON" in by_line[4] and "text" in by_line[5] and "UTF-8" in by_line[6]
+    assert "duplicate id" in by_line[len(pipeline_run["valid_docs"]) + 4]
+    for record in read_jsonl(current["bedrock_batch_outputs"] / "documents.jsonl.out"):
+        assert {"recordId", "modelInput", "modelOutput"} <= set(record)
+    report = read_json(current["evaluation_report"] / "report.json")
+    assert set(report["results"]) == {"bm25", "base", "tuned"}
+    assert {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@10"} <= set(report["results"]["tuned"])
+    assert (current["evaluation_report"] / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (current["trained_model"] / "model" / "model.safetensors").exists()
+    registration = read_json(current["registered_model_id"] / "registration.json")
+    assert registration["model_id"] is None and "nothing was registered" in registration["note"]
+
+
+@pytest.mark.slow
+def test_failed_quality_gate_falls_back_to_bm25_and_says_so(pipeline_run):
+    """An impossible tolerance makes the gate fail: nothing is registered, and the deploy stage delivers plain BM25
+    search, stated as a fallback in the metadata and the files."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets.stages.evaluation.evaluation_report import tuned_not_worse_than_base
+
+    resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"]))}
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", [INDEX])
+        result = materialize(
+            [*all_assets, tuned_not_worse_than_base],
+            selection=["evaluation_report", "registered_model_id", "search_pipeline"],
+            partition_key=INDEX, resources=resources, instance=instance, raise_on_error=False,
+            run_config={"ops": {"evaluation_report": {"config": {"tolerance": -1.0}}},
+                        "resources": {"base_model": {"config": {"max_seq_length": 128}}}},
+        )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1 and evaluations[0].passed is False
+    assert "FAILS" in evaluations[0].description
+    registered = result.asset_materializations_for_node("registered_model_id")[0].metadata
+    assert registered["fallback"].value is True and registered["registered"].value is False
+    search = result.asset_materializations_for_node("search_pipeline")[0].metadata
+    assert search["mode"].value == "bm25" and search["fallback"].value is True
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    assert read_json(folder / "query.json")["query"] == {"match": {"text": {"query": "{{query_text}}"}}}
+    assert not (folder / "search_pipeline.json").exists()
+    registration = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "current"
+                             / "registration.json")
+    assert registration["model_id"] is None and registration["fallback"] is True
+
+
+@pytest.mark.slow
+def test_hybrid_search_pipeline_against_the_contract(pipeline_run):
+    """With a cluster and a registered model, search_pipeline creates the pipeline once (a re-run changes nothing)
+    and proves it with one hybrid query through a scratch copy."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    name = f"finetune-assets-{INDEX}"
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1) as cluster, DagsterInstance.ephemeral() as instance:
+        resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                     "opensearch": OpenSearchResource(url=cluster.url)}
+        instance.add_dynamic_partitions("index", [INDEX])
+        config = {"ops": {"search_pipeline": {"config": {"search": "hybrid"}}}}
+        runs = [materialize(all_assets, selection=["registered_model_id", "search_pipeline"], partition_key=INDEX,
+                            resources=resources, instance=instance, run_config=config) for _ in range(2)]
+        puts = cluster.calls(f"PUT /_search/pipeline/{name}")
+        hybrid_searches = [r for r in cluster.requests if r.method == "POST" and r.path.endswith("/_search")
+                           and "hybrid" in (r.json or {}).get("query", {})]
+        stored = cluster.search_pipelines[name]
+        leftovers = [p for p in cluster.search_pipelines if p != name]
+    first, second = (run.asset_materializations_for_node("search_pipeline")[0].metadata for run in runs)
+    assert first["mode"].value == "hybrid" and first["cluster"].value == "created"
+    assert second["cluster"].value == "unchanged" and len(puts) == 1
+    assert first["verification_top_hits"].value["hybrid"].startswith("doc-")
+    assert len(hybrid_searches) == 2 and all(r.params.get("search_pipeline") for r in hybrid_searches)
+    assert leftovers == []  # the scratch pipelines are deleted
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    assert read_json(folder / "search_pipeline.json") == stored
+    query = read_json(folder / "query.json")["query"]["hybrid"]["queries"]
+    assert query[0] == {"match": {"text": {"query": "{{query_text}}"}}} and "neural" in query[1]
+
+
+@pytest.mark.slow
+def test_registration_against_the_ml_commons_contract(pipeline_run):
+    """With a cluster configured, registered_model_id uploads the package, deploys it and checks a neural query."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1) as cluster, DagsterInstance.ephemeral() as instance:
+        resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                     "opensearch": OpenSearchResource(url=cluster.url)}
+        instance.add_dynamic_partitions("index", [INDEX])
+        runs = [materialize(all_assets, selection=["registered_model_id"], partition_key=INDEX,
+                            resources=resources, instance=instance) for _ in range(2)]
+        uploads = cluster.calls("upload_chunk")
+        searches = [r for r in cluster.requests if r.method == "POST" and r.path.endswith("/_search")
+                    and "neural" in json.dumps(r.json or {})]
+        deleted = cluster.calls("DELETE /")
+    first, second = (run.asset_materializations_for_node("registered_model_id")[0].metadata for run in runs)
+    assert first["registered"].value is True and first["model_id"].value
+    assert second["model_id"].value == first["model_id"].value and second["reused_existing_model"].value is True
+    package = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "model_package" / "current" / "ml_commons_register.json")
+    assert len(uploads) == package["total_chunks"]  # uploaded once: the re-run reused the deployed model
+    assert len(searches) == 2 and all(s.json["query"]["neural"] for s in searches)  # one verification per run
+    assert any("_ingest/pipeline" in call for call in deleted)  # the scratch pipeline and index are removed
