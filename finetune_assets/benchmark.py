@@ -272,11 +272,14 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.data.pairs import document_text
+    from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.model_types import check_model_type
     from finetune_assets.core.retrieval.evaluation import compare_systems
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets.stages.deploy.search_pipeline import fusion_setting
+    from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 
     check_model_type(model_type)
     if queries_only and reuse_queries:
@@ -350,10 +353,18 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         [str(d["_id"]) for d in corpus], texts, queries, qrels, models, batch_size=base_model.batch_size,
         precomputed={"base": (cached["run"], cached.get("sparsity"))} if cached else None,
     )
-    if cache_dir and cached is None:
+    if cache_dir and cached is None:  # the scored run, so that later runs can also fuse it with BM25
         write_json(cache_dir / f"{key}.json", {"model": base_model.model_name, "collection": str(beir_dir),
-                                                "run": comparison.runs["base"],
+                                                "run": comparison.scored_runs["base"],
                                                 "sparsity": comparison.sparsity.get("base")})
+    # Hybrid rows on the real queries, each with the fusion setting evaluation_report chose on the held-out
+    # synthetic queries: the real judgements never pick a setting.
+    evaluation = read_json(storage.fetch(index, "evaluation_report") / "report.json")
+    for system in ("base", "tuned"):
+        entry = evaluation.get("hybrid", {}).get(f"hybrid_{system}")
+        if entry and system in comparison.scored_runs:
+            comparison.add_hybrid(system, qrels, setting=fusion_setting(entry))
+    gate_passed, _ = quality_gate(evaluation)
     timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
     cpu_minutes["real_qrels_evaluation"] = round((_process_cpu_seconds() - cpu_before) / 60, 2)
     mean, low, high = comparison.gain_interval()
@@ -371,11 +382,14 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
                     for name, values in comparison.results.items()},
         "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},
         **({"sparsity": comparison.sparsity} if comparison.sparsity else {}),
+        **({"hybrid": {name: {"setting": info["setting"], "name": info["name"],
+                              "chosen_on": "held-out synthetic queries (evaluation_report)"}
+                       for name, info in comparison.hybrid.items()}} if comparison.hybrid else {}),
         "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
         # CPU time of this process and its reaped subprocesses; on 2 cores, at most 2 CPU-minutes per minute
         "cpu_minutes": cpu_minutes,
         "cpu_count": os.cpu_count(),
-        "quality_gate_passed": not failed,
+        "quality_gate_passed": gate_passed,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "work_dir": str(work),
@@ -389,9 +403,11 @@ def format_table(report: dict) -> str:
         return (f"{report['collection']}: queries generated in {report['timings_s']['pipeline_total']} s; "
                 f"reuse them with --reuse-queries {report['work_dir']}")
     lines = [f"{report['collection']}: {report['judged_queries']} judged queries, {report['documents']} documents",
-             f"{'system':<8} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
+             f"{'system':<13} {'nDCG@10':>8} {'MRR@10':>8} {'R@100':>8}"]
     for name, values in report["results"].items():
-        lines.append(f"{name:<8} {values['ndcg@10']:>8.4f} {values['mrr@10']:>8.4f} {values['recall@100']:>8.4f}")
+        lines.append(f"{name:<13} {values['ndcg@10']:>8.4f} {values['mrr@10']:>8.4f} {values['recall@100']:>8.4f}")
+    for name, info in report.get("hybrid", {}).items():
+        lines.append(f"{name}: {info['name']} (chosen on the held-out synthetic queries)")
     gain = report["tuned_minus_base_ndcg@10"]
     lines.append(f"tuned - base nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. {gain['ci95'][1]:+.4f})")
     for name, figures in report.get("sparsity", {}).items():
