@@ -12,17 +12,14 @@ def _naming(path: Path, error: OSError) -> OSError:
     return OSError(error.errno, error.strerror, str(path))
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write records atomically (temp file + rename), so a crashed run never leaves half a file."""
-    path = Path(path)
+def _write_atomically(path: Path, write) -> None:
+    """Call `write(handle)` on a temp file beside `path`, then rename it over `path`; a failed write removes the
+    temp file and names `path` in its error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    count = 0
     try:
         with tmp.open("w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
+            write(out)
         tmp.replace(path)
     except OSError as error:
         with suppress(OSError):  # the disk may refuse this too; the first error is the one to report
@@ -30,6 +27,19 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
         if error.filename is not None:
             raise
         raise _naming(path, error) from error
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records atomically (temp file + rename), so a crashed run never leaves half a file."""
+    count = 0
+
+    def write(out) -> None:
+        nonlocal count
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+
+    _write_atomically(Path(path), write)
     return count
 
 
@@ -44,18 +54,9 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
 
 
 def write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as error:
-        with suppress(OSError):  # the disk may refuse this too; the first error is the one to report
-            tmp.unlink(missing_ok=True)
-        if error.filename is not None:
-            raise
-        raise _naming(path, error) from error
+    """Write one JSON document atomically (temp file + rename)."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"  # a value JSON cannot hold fails before any write
+    _write_atomically(Path(path), lambda out: out.write(text))
 
 
 def read_json(path: str | Path):

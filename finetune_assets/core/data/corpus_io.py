@@ -483,7 +483,9 @@ class _Reader:
             self.add_record(record, path, number, lambda record=record: _raw_from_record(record))
         return True
 
-    def read_json_lines(self, path: Path) -> None:
+    def _lines(self, path: Path) -> Iterator[tuple[int, bytes]]:
+        """(line number, bytes) of each non-blank line, a leading UTF-8 BOM removed; an unreadable file is
+        quarantined and yields nothing."""
         try:
             handle = path.open("rb")
         except OSError as exc:
@@ -493,20 +495,23 @@ class _Reader:
             for number, data in enumerate(handle, start=1):
                 if number == 1 and data.startswith(_UTF8_BOM):
                     data = data[len(_UTF8_BOM):]
-                if not data.strip():
-                    continue
-                raw_fn = lambda data=data: _raw_from_bytes(data)  # noqa: E731
-                line, problem = _decode_utf8(data)
-                if problem:
-                    self.quarantine(path, number, None, "not utf-8", problem, raw_fn())
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    self.quarantine(path, number, None, "malformed json",
-                                    f"malformed JSON ({exc.msg} at column {exc.colno})", raw_fn())
-                    continue
-                self.add_record(record, path, number, raw_fn)
+                if data.strip():
+                    yield number, data
+
+    def read_json_lines(self, path: Path) -> None:
+        for number, data in self._lines(path):
+            raw_fn = lambda data=data: _raw_from_bytes(data)  # noqa: E731
+            line, problem = _decode_utf8(data)
+            if problem:
+                self.quarantine(path, number, None, "not utf-8", problem, raw_fn())
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                self.quarantine(path, number, None, "malformed json",
+                                f"malformed JSON ({exc.msg} at column {exc.colno})", raw_fn())
+                continue
+            self.add_record(record, path, number, raw_fn)
 
     def read_text(self, path: Path) -> None:
         if self.txt_mode == "file":
@@ -514,20 +519,9 @@ class _Reader:
             return
         stem = self.display_name(path)
         stem = stem[: -len(path.suffix)] if path.suffix else stem
-        try:
-            handle = path.open("rb")
-        except OSError as exc:
-            self.quarantine(path, None, None, "unreadable file", f"cannot open file ({exc})", "")
-            return
-        with handle:
-            for number, data in enumerate(handle, start=1):
-                if number == 1 and data.startswith(_UTF8_BOM):
-                    data = data[len(_UTF8_BOM):]
-                if not data.strip():
-                    continue
-                doc_id = f"{stem}:{number}"
-                raw_fn = lambda data=data: _raw_from_bytes(data)  # noqa: E731
-                self._accept_text(path, number, doc_id, data, raw_fn, "text line is empty")
+        for number, data in self._lines(path):
+            raw_fn = lambda data=data: _raw_from_bytes(data)  # noqa: E731
+            self._accept_text(path, number, f"{stem}:{number}", data, raw_fn, "text line is empty")
 
     def _read_text_file(self, path: Path) -> None:
         doc_id = self.display_name(path)
