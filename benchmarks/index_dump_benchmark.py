@@ -27,7 +27,8 @@ from pathlib import Path
 from opensearchpy import helpers
 from osmem_server import OsmemServer
 
-from finetune_assets.clients.index_dump import dump_index, make_client
+from finetune_assets.clients.opensearch_dump.connection import opensearch_client
+from finetune_assets.clients.opensearch_dump.dump import dump_index
 
 INDEX = "bench-corpus"
 VOCAB = ("index shard replica segment merge refresh query score vector embedding token analyzer filter "
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     server = OsmemServer.start(addr="127.0.0.1:0", japanese=False)
     started = time.perf_counter()
     try:
-        client = make_client(server.url, timeout=300, pool_maxsize=16)
+        client = opensearch_client(server.url, timeout=300, pool_maxsize=16)
         index_seconds = index_corpus(client, args.docs)
         print(f"indexed {args.docs} documents in {index_seconds:.1f} s (osmem {server.version})", flush=True)
         page = args.page_size

@@ -153,10 +153,11 @@ def _transport_logs(verbose: bool) -> Iterator[None]:
 def _register(args: argparse.Namespace) -> int:
     """An unreachable cluster, a bad package or refused settings end in one line on stderr (exit 2 for bad
     input, 1 for a failed registration); the model id goes to stdout."""
-    from finetune_assets.clients.index_dump import IndexDumpError, make_client
     from finetune_assets.clients.ml_commons.api import check_reachable
     from finetune_assets.clients.ml_commons.errors import ClusterUnreachableError, MLCommonsError, PackageError
     from finetune_assets.clients.ml_commons.upload import register_local_package
+    from finetune_assets.clients.opensearch_dump.connection import opensearch_client
+    from finetune_assets.clients.opensearch_dump.errors import IndexDumpError
     from finetune_assets.core.redact import redact
 
     def fail(message: str, code: int) -> int:
@@ -175,7 +176,7 @@ def _register(args: argparse.Namespace) -> int:
     cluster = redact(args.opensearch_url)
     with _transport_logs(args.verbose):
         try:
-            client = make_client(args.opensearch_url, username=args.username, password=password,
+            client = opensearch_client(args.opensearch_url, username=args.username, password=password,
                                  aws_region=args.aws_region, aws_service=args.aws_service,
                                  verify_certs=not args.insecure, timeout=120.0)
             check_reachable(client)
@@ -194,6 +195,76 @@ def _register(args: argparse.Namespace) -> int:
     log.info("model %s (%s, group %s)", result.model_id, "reused" if result.reused else "registered now",
              result.model_group_id)
     print(result.model_id)
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    """Bad arguments end in one `error:` line on stderr and exit 2, a failed dump in one line and exit 1; the
+    documents go to --out, the skipped ones beside it, progress and counts to stderr."""
+    from opensearchpy import exceptions as os_errors
+
+    from finetune_assets.clients.opensearch_dump.connection import OpenSearchConnection
+    from finetune_assets.clients.opensearch_dump.dump import dump_index
+    from finetune_assets.clients.opensearch_dump.errors import IndexDumpError
+    from finetune_assets.clients.opensearch_dump.output import output_problem, write_dump_jsonl, write_skipped
+    from finetune_assets.core.redact import redact
+
+    out = Path(args.out).expanduser()
+    problem = output_problem(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    password = os.environ.get(PASSWORD_ENV)
+    if args.username and not password:
+        print(f"error: --username given but {PASSWORD_ENV} is not set", file=sys.stderr)
+        return 2
+    if args.username and args.aws_region:
+        print("error: use either --username (basic auth) or --aws-region (SigV4), not both", file=sys.stderr)
+        return 2
+    query = None
+    if args.query_json:
+        try:
+            query = json.loads(args.query_json)
+        except json.JSONDecodeError as exc:
+            print(f"error: --query-json is not valid JSON ({exc.msg})", file=sys.stderr)
+            return 2
+    connection = OpenSearchConnection(url=args.opensearch_url, username=args.username,
+                                      password=password if args.username else None, aws_region=args.aws_region,
+                                      aws_service=args.aws_service, verify_certs=not args.insecure,
+                                      ca_certs=args.ca_certs, timeout=args.timeout,
+                                      pool_maxsize=max(16, args.slices + 2))
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            print(f"  {done}/{total if total is not None else '?'} documents read", file=sys.stderr, flush=True)
+
+    print(f"extracting '{args.index}' from {connection.describe()}", file=sys.stderr)
+    try:
+        client = connection.client()
+        result = dump_index(client, args.index, text_fields=args.text_fields, title_field=args.title_field,
+                            query=query, max_documents=args.max_docs, seed=args.seed, slices=args.slices,
+                            page_size=args.page_size, progress=progress)
+    except (IndexDumpError, ValueError, OSError, os_errors.OpenSearchException) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    try:
+        written = write_dump_jsonl(result, out)
+        skipped_path = out.with_name(out.stem + ".skipped.jsonl")
+        if result.skipped:
+            write_skipped(result, skipped_path)
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if result.skipped:
+        print(f"{result.skipped_count} documents without text listed in {skipped_path}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {written} documents to {out} ({result.seen} read, {result.skipped_count} skipped"
+          f"{', sampled with seed ' + str(result.seed) if result.sampled else ''}; {result.pages} pages in "
+          f"{result.seconds:.1f} s, {result.method}, {result.slices} slice(s))")
     return 0
 
 
@@ -262,14 +333,34 @@ def main(argv: list[str] | None = None) -> int:
                           help="debug logging, including each HTTP request and its retries")
     register.set_defaults(handler=_register)
 
-    # extract parses its own flags, so it also runs on its own (`finetune-assets extract --help`).
-    commands.add_parser("extract", help="dump an OpenSearch index to JSONL (PIT + search_after)", add_help=False)
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "extract":
-        from finetune_assets.clients.index_dump import extract_main
+    extract = commands.add_parser(
+        "extract", help="dump an OpenSearch index to JSONL (PIT + search_after)",
+        description="Dump an OpenSearch index to corpus JSONL ({_id, title, text} per line). The password is "
+                    f"read from the {PASSWORD_ENV} environment variable, never from the command line.")
+    extract.add_argument("--opensearch-url", required=True, help="https://host:9200")
+    extract.add_argument("--index", required=True, help="index, alias or pattern")
+    extract.add_argument("--text-field", action="append", required=True, dest="text_fields",
+                         help="field holding the text; repeat to join several with newlines; dotted paths allowed")
+    extract.add_argument("--title-field", default=None)
+    extract.add_argument("--out", required=True, help="output .jsonl file")
+    extract.add_argument("--max-docs", type=int, default=None, help="uniform random sample of this many documents")
+    extract.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    extract.add_argument("--slices", type=int, default=1, help="parallel sliced reads (default 1)")
+    extract.add_argument("--page-size", type=int, default=1000)
+    extract.add_argument("--query-json", default=None,
+                         help="filter query as JSON, e.g. '{\"term\": {\"lang\": \"en\"}}'")
+    extract.add_argument("--username", default=None, help=f"basic-auth user; password from ${PASSWORD_ENV}")
+    extract.add_argument("--aws-region", default=None, help="sign requests with AWS SigV4 for this region")
+    extract.add_argument("--aws-service", choices=("es", "aoss"), default="es",
+                         help="es = Amazon OpenSearch Service, aoss = OpenSearch Serverless")
+    extract.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    extract.add_argument("--ca-certs", default=None, help="CA bundle for TLS verification")
+    extract.add_argument("--timeout", type=float, default=60.0, help="request timeout in seconds")
+    extract.set_defaults(handler=_extract)
 
-        return extract_main(argv[1:])
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the subcommand's usage line: its flags are the ones that were mistyped
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.handler(args)
 
 

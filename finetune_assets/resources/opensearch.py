@@ -24,10 +24,10 @@ class OpenSearchResource(ConfigurableResource):
         return redact(self.url, secrets=[self.password])
 
     def client(self):
-        from finetune_assets.clients.index_dump import make_client
+        from finetune_assets.clients.opensearch_dump.connection import opensearch_client
 
         if not self.configured:
             raise ValueError("no OpenSearch cluster configured: set the opensearch resource's url (OPENSEARCH_URL)")
-        return make_client(self.url, username=self.username or None, password=self.password or None,
+        return opensearch_client(self.url, username=self.username or None, password=self.password or None,
                            aws_region=self.aws_region or None, aws_service=self.aws_service,
                            verify_certs=self.verify_certs)

@@ -11,18 +11,18 @@ import json
 import pytest
 from opensearchpy import OpenSearch
 
-from finetune_assets.clients.index_dump import (
+from finetune_assets import cli
+from finetune_assets.clients.opensearch_dump.connection import OpenSearchConnection, opensearch_client
+from finetune_assets.clients.opensearch_dump.dump import dump_index
+from finetune_assets.clients.opensearch_dump.errors import (
     AuthenticationError,
     EmptyIndexError,
     IndexDumpError,
     IndexNotFoundError,
-    RetryPolicy,
     TextFieldError,
     UnsupportedClusterError,
-    dump_index,
-    extract_main,
-    make_client,
 )
+from finetune_assets.clients.opensearch_dump.session import RetryPolicy
 from finetune_assets_tests.fakes import osmem_server as osmem_helpers
 from finetune_assets_tests.fakes.osmem_server import FaultProxy, bulk_index, open_pits
 
@@ -75,12 +75,12 @@ def corpus(osmem) -> str:
 
 @pytest.fixture(scope="module")
 def client(osmem) -> OpenSearch:
-    return make_client(osmem.url, timeout=60)
+    return opensearch_client(osmem.url, timeout=60)
 
 
 def proxied(proxy: FaultProxy, **kwargs) -> OpenSearch:
     """A client through the proxy whose transport does not retry: only dump_index's retries count."""
-    return make_client(proxy.url, max_retries=0, timeout=30, **kwargs)
+    return opensearch_client(proxy.url, max_retries=0, timeout=30, **kwargs)
 
 
 def as_map(result) -> dict[str, str]:
@@ -340,21 +340,19 @@ def test_aws_sigv4_signing(corpus, fault_proxy):
 
 
 def test_make_client_defaults_and_checks():
-    connection = make_client("https://search.example.invalid:9200").transport.get_connection()
+    connection = opensearch_client("https://search.example.invalid:9200").transport.get_connection()
     assert connection.pool.cert_reqs == "CERT_REQUIRED"          # TLS verification on by default
     with pytest.raises(ValueError, match="not both"):
-        make_client("https://h:9200", username="u", password="p", aws_region="us-east-1")
+        opensearch_client("https://h:9200", username="u", password="p", aws_region="us-east-1")
     with pytest.raises(ValueError, match="'es'.*'aoss'"):
-        make_client("https://h:9200", aws_region="us-east-1", aws_service="s3")
+        opensearch_client("https://h:9200", aws_region="us-east-1", aws_service="s3")
 
 
 def test_connection_repr_and_url_errors_hide_credentials():
-    from finetune_assets.clients.index_dump import OpenSearchConnection
-
     connection = OpenSearchConnection(url="http://admin:pw-in-url@h:9200", username="admin", password="pw-field")
     assert repr(connection) == "OpenSearchConnection(http://***@h:9200 (auth: basic, certificate verification on))"
     with pytest.raises(ValueError) as info:
-        make_client("admin:pw-in-url@localhost:9200")          # no scheme: refused, and the message is redacted
+        opensearch_client("admin:pw-in-url@localhost:9200")          # no scheme: refused, and the message is redacted
     assert str(info.value) == "OpenSearch URL must look like https://host:9200, got '***@localhost:9200'"
 
 
@@ -364,8 +362,8 @@ def test_connection_repr_and_url_errors_hide_credentials():
 def test_extract_cli(corpus, osmem, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENSEARCH_PASSWORD", raising=False)
     out = tmp_path / "dump.jsonl"
-    code = extract_main(["--opensearch-url", osmem.url, "--index", corpus, "--text-field", "body",
-                         "--title-field", "title", "--out", str(out), "--max-docs", "50", "--slices", "2"])
+    code = cli.main(["extract", "--opensearch-url", osmem.url, "--index", corpus, "--text-field", "body",
+                     "--title-field", "title", "--out", str(out), "--max-docs", "50", "--slices", "2"])
     assert code == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 50 and set(lines[0]) == {"_id", "title", "text"}
@@ -373,16 +371,14 @@ def test_extract_cli(corpus, osmem, tmp_path, capsys, monkeypatch):
     skipped = (tmp_path / "dump.skipped.jsonl").read_text().splitlines()
     assert len(skipped) == len(EXPECTED_SKIPPED)
 
-    code = extract_main(["--opensearch-url", osmem.url, "--index", "nope", "--text-field", "body",
-                         "--out", str(tmp_path / "x.jsonl")])
+    code = cli.main(["extract", "--opensearch-url", osmem.url, "--index", "nope", "--text-field", "body",
+                     "--out", str(tmp_path / "x.jsonl")])
     assert code == 1 and "index 'nope' does not exist" in capsys.readouterr().err
-    assert extract_main(["--opensearch-url", osmem.url, "--index", corpus, "--text-field", "body",
-                         "--out", str(tmp_path / "y.jsonl"), "--username", "u"]) == 2
+    assert cli.main(["extract", "--opensearch-url", osmem.url, "--index", corpus, "--text-field", "body",
+                     "--out", str(tmp_path / "y.jsonl"), "--username", "u"]) == 2
 
 
 def test_extract_refuses_an_out_folder_before_reading_anything(fault_proxy, tmp_path, capsys):
-    from finetune_assets import cli
-
     (tmp_path / "a-file").write_text("")
     for out, message in [
         (tmp_path, f"error: --out {tmp_path} is a folder; give the file to write, e.g. {tmp_path / 'corpus.jsonl'}"),
@@ -394,3 +390,19 @@ def test_extract_refuses_an_out_folder_before_reading_anything(fault_proxy, tmp_
         captured = capsys.readouterr()
         assert (code, captured.err.strip(), captured.out) == (2, message, "")
     assert fault_proxy.requests == []                   # refused before the dump started
+
+
+def test_extract_usage_errors_name_the_extract_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as help_exit:
+        cli.main(["extract", "--help"])
+    out = capsys.readouterr().out
+    assert help_exit.value.code == 0 and out.startswith("usage: finetune-assets extract [-h] --opensearch-url")
+    assert "The password is read from the OPENSEARCH_PASSWORD environment variable" in " ".join(out.split())
+    with pytest.raises(SystemExit) as usage_exit:
+        cli.main(["extract", "--opensearch-url", "http://127.0.0.1:9", "--index", INDEX, "--text-field", "body",
+                  "--out", str(tmp_path / "dump.jsonl"), "--bogus"])
+    err = capsys.readouterr().err
+    assert usage_exit.value.code == 2
+    assert err.startswith("usage: finetune-assets extract [-h]")
+    assert err.endswith("finetune-assets extract: error: unrecognized arguments: --bogus\n")
+    assert not (tmp_path / "dump.jsonl").exists()

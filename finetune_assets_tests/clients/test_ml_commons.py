@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from finetune_assets.cli import main as cli_main
-from finetune_assets.clients.index_dump import make_client
 from finetune_assets.clients.ml_commons.connectors import SageMakerEndpoint
 from finetune_assets.clients.ml_commons.errors import (
     ClusterSettingsError,
@@ -33,6 +32,7 @@ from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipel
 from finetune_assets.clients.ml_commons.settings import check_cluster_settings
 from finetune_assets.clients.ml_commons.upload import load_package, register_local_package
 from finetune_assets.clients.ml_commons.verify import verify_hybrid_search, verify_neural_search
+from finetune_assets.clients.opensearch_dump.connection import opensearch_client
 from finetune_assets.clients.retry import RetryPolicy
 from finetune_assets.core.export.package import MODEL_CHUNK_SIZE_BYTES
 from finetune_assets.core.retrieval.fusion import FusionSetting
@@ -90,7 +90,7 @@ def fake():
 
 @pytest.fixture
 def client(fake):
-    return make_client(fake.url, max_retries=0, timeout=10)
+    return opensearch_client(fake.url, max_retries=0, timeout=10)
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_group_registered_concurrently_is_reused_from_the_already_exists_error(f
 
 def test_fresh_cluster_without_ml_system_indices(client, tmp_path):
     with running_fake(settings=DEV_SETTINGS, missing_system_indices=True) as fresh:
-        c = make_client(fresh.url, max_retries=0, timeout=10)
+        c = opensearch_client(fresh.url, max_retries=0, timeout=10)
         result = register(c, write_package(tmp_path / "p"))
         assert fresh.models[result.model_id]["model_state"] == "DEPLOYED"
 
@@ -218,7 +218,7 @@ def test_interrupted_upload_from_an_earlier_run_is_reported_not_reused(fake, cli
 
 def test_deploy_timeout_cleans_up_too(client, package):
     with running_fake(settings=DEV_SETTINGS, deploy_polls=10_000) as slow:
-        c = make_client(slow.url, max_retries=0, timeout=10)
+        c = opensearch_client(slow.url, max_retries=0, timeout=10)
         with pytest.raises(TaskFailedError, match="still RUNNING"):
             register(c, package, timeout=0.05)
         assert slow.models == {}
@@ -297,7 +297,7 @@ def test_untrusted_connector_url_is_explained_without_leaking_keys(client, caplo
     endpoint = SageMakerEndpoint("tiny", "us-east-1", access_key="AKIAFAKEACCESSKEY123", secret_key="s3cr3t-value")
     caplog.set_level(logging.DEBUG)
     with running_fake(settings=only_openai) as strict:
-        c = make_client(strict.url, max_retries=0, timeout=10)
+        c = opensearch_client(strict.url, max_retries=0, timeout=10)
         with pytest.raises(ClusterSettingsError) as before:
             register_remote(c, endpoint)
         with pytest.raises(MLCommonsError) as server_side:            # the cluster's own refusal
@@ -321,7 +321,7 @@ def test_connector_with_the_same_name_but_another_endpoint_is_not_reused(fake, c
 
 def settings_error(settings: dict, path: str = "local", roles: dict | None = None, **kwargs) -> ClusterSettingsError:
     with running_fake(settings=settings, node_roles=roles) as server:
-        c = make_client(server.url, max_retries=0, timeout=10)
+        c = opensearch_client(server.url, max_retries=0, timeout=10)
         with pytest.raises(ClusterSettingsError) as caught:
             check_cluster_settings(c, path, retry=FAST, **kwargs)
     return caught.value
@@ -340,14 +340,14 @@ def test_settings_only_run_on_ml_node_without_ml_nodes():
     assert [i.setting for i in error.issues] == ["plugins.ml_commons.only_run_on_ml_node"]
     assert '"plugins.ml_commons.only_run_on_ml_node": false' in str(error) and "node.roles: [ml]" in str(error)
     with running_fake(settings=allow, node_roles={"data-1": ["data"], "ml-1": ["ml"]}) as ok:
-        check = check_cluster_settings(make_client(ok.url, max_retries=0), "local", retry=FAST)
+        check = check_cluster_settings(opensearch_client(ok.url, max_retries=0), "local", retry=FAST)
         assert check.issues == [] and check.node_roles == {"data-1": ["data"], "ml-1": ["ml"]}
 
 
 def test_settings_block_before_anything_is_created(tmp_path):
     with running_fake() as strict:                    # ml-commons defaults: nothing allowed, no ML node
         with pytest.raises(ClusterSettingsError) as caught:
-            register(make_client(strict.url, max_retries=0), write_package(tmp_path / "p"))
+            register(opensearch_client(strict.url, max_retries=0), write_package(tmp_path / "p"))
         assert strict.calls() == ["GET /_cluster/settings", "GET /_nodes"]
     assert {i.setting for i in caught.value.issues} == {
         "plugins.ml_commons.allow_registering_model_via_local_file", "plugins.ml_commons.only_run_on_ml_node"}
@@ -356,7 +356,7 @@ def test_settings_block_before_anything_is_created(tmp_path):
 def test_server_side_refusals_name_the_setting(tmp_path):
     package = write_package(tmp_path / "p")
     with running_fake() as strict:
-        c = make_client(strict.url, max_retries=0)
+        c = opensearch_client(strict.url, max_retries=0)
         with pytest.raises(MLCommonsError) as meta:
             register(c, package, check_settings=False)
         assert LOCAL_FILE_DISABLED in str(meta.value)
@@ -398,7 +398,7 @@ def test_settings_unreadable_for_the_user_is_a_warning(fake, client):
 @pytest.mark.parametrize("status", [404, 400])
 def test_cluster_without_ml_commons(tmp_path, status):
     with running_fake(ml_commons=False, no_ml_commons_status=status) as bare:
-        c = make_client(bare.url, max_retries=0)
+        c = opensearch_client(bare.url, max_retries=0)
         for attempt in (lambda: check_cluster_settings(c, "local", retry=FAST),
                         lambda: register(c, write_package(tmp_path / "p"), check_settings=False),
                         lambda: ensure_model_group(c, GROUP, retry=FAST)):
@@ -669,7 +669,7 @@ def test_real_cluster_local_package_end_to_end(tmp_path):
     if not package:
         package = export_dense_package(tmp_path / "package", name="finetune-assets/it-minilm")
     username = os.environ.get("OPENSEARCH_USERNAME")
-    client = make_client(os.environ["OPENSEARCH_URL"], username=username,
+    client = opensearch_client(os.environ["OPENSEARCH_URL"], username=username,
                          password=os.environ.get("OPENSEARCH_PASSWORD") if username else None,
                          verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true") != "false")
     result = register_local_package(client, package, index="finetune-assets-it", timeout=600, poll_interval=2)

@@ -132,6 +132,8 @@ def test_run_tasks_receive_every_variable_the_instance_reads():
 # Settings the code location reads that a run on ECS may go without, and why.
 NOT_FOR_RUN_TASKS = {name: "the OpenAI-compatible query generator targets a local server" for name in (
     "FINETUNE_OPENAI_BASE_URL", "FINETUNE_OPENAI_MODEL", "FINETUNE_OPENAI_API_KEY")}
+# Read only to name the endpoint in an error message; on AWS the S3 endpoint is the region's own.
+NOT_FOR_RUN_TASKS["AWS_ENDPOINT_URL"] = "only an S3-compatible endpoint (not AWS) needs it"
 
 
 def environment_names_read(path: Path) -> set[str]:

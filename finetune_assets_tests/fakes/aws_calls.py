@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "finetune_assets"
 
 # Services whose operation names are looked for, besides those the code builds clients for.
@@ -235,6 +235,10 @@ class _Module:
                         elif _is_self_attr(one) and cls is not None and kind.what != UNKNOWN and (
                                 kind.what == CLIENT or one.attr not in self.attrs[cls]):
                             self.attrs[cls][one.attr] = kind
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                annotation = ast.unparse(node.annotation)  # `client: OpenSearch = ...` says what it holds
+                env[node.target.id] = Kind(NOT_CLIENT) if "Client" not in annotation else (
+                    self.kind(node.value, env, cls) if node.value is not None else Kind(UNKNOWN))
             elif isinstance(node, ast.Return) and node.value is not None:
                 kind = self.kind(node.value, env, cls)
                 if kind.what == CLIENT:

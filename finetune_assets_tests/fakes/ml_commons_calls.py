@@ -111,9 +111,9 @@ def fold(requests: list[Request]) -> list[Step]:
 
 
 def _client(fake: FakeMLCommons):
-    from finetune_assets.clients.index_dump import make_client
+    from finetune_assets.clients.opensearch_dump.connection import opensearch_client
 
-    return make_client(fake.url, max_retries=0, timeout=60)
+    return opensearch_client(fake.url, max_retries=0, timeout=60)
 
 
 def _local_kwargs(packages: Packages) -> dict:

@@ -81,7 +81,7 @@ COUNTS_FILE = "counts.json"  # records read, valid, sampled and quarantined: wha
 
 def _dump_index(context, index: str, config: RawCorpusConfig, opensearch: OpenSearchResource) -> CorpusReadResult:
     """The index itself as the corpus: PIT + search_after, sampled while streaming; duplicates resolved as for files."""
-    from finetune_assets.clients.index_dump import dump_index
+    from finetune_assets.clients.opensearch_dump.dump import dump_index
 
     source = f"{opensearch.display_url}/{index}"
     context.log.info(f"dumping index '{index}' from {opensearch.display_url} (fields {config.text_fields})")

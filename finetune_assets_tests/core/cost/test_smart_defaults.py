@@ -293,6 +293,6 @@ def test_the_shipped_table_is_what_the_generator_writes_from_the_results(tmp_pat
     from benchmarks.smart_defaults import main
     from finetune_assets.core.cost.smart_defaults import TABLE
 
-    results = sorted(str(p) for p in (Path(__file__).parents[2] / "benchmarks" / "results").glob("*.json"))
+    results = sorted(str(p) for p in (Path(__file__).parents[3] / "benchmarks" / "results").glob("*.json"))
     assert main([*results, "--out", str(tmp_path / "table.toml")]) == 0
     assert (tmp_path / "table.toml").read_text() == TABLE.read_text()

@@ -22,7 +22,7 @@ from finetune_assets.core.querygen.bedrock_records import (
 )
 from finetune_assets.core.querygen.prompts import build_query_prompt, document_text, truncate_text
 
-PACKAGE = Path(__file__).resolve().parents[2] / "finetune_assets" / "core" / "querygen"
+PACKAGE = Path(__file__).resolve().parents[3] / "finetune_assets" / "core" / "querygen"
 
 
 def output_record(text: str, record_id: str = "doc-1") -> dict:
