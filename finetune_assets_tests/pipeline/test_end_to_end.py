@@ -8,7 +8,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from finetune_assets.core.jsonl import read_json, read_jsonl
-from finetune_assets_tests.conftest import DAGSTER, INDEX, dagster_env
+from finetune_assets_tests.conftest import DAGSTER, INDEX, RUN_CONFIG, dagster_env
 from finetune_assets_tests.test_definitions import STAGES
 
 
@@ -80,7 +80,15 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     for record in read_jsonl(current["bedrock_batch_outputs"] / "documents.jsonl.out"):
         assert {"recordId", "modelInput", "modelOutput"} <= set(record)
     report = read_json(current["evaluation_report"] / "report.json")
-    assert set(report["results"]) == {"bm25", "base", "tuned"}
+    assert set(report["results"]) == {"bm25", "base", "tuned", "hybrid_base", "hybrid_tuned"}
+    assert report["recommended"] in report["results"]
+    for name in ("hybrid_base", "hybrid_tuned"):  # the chosen setting is the best of every candidate recorded
+        choice = report["hybrid"][name]["choice"]
+        assert len(choice["candidates"]) == 43
+        assert choice["score"] == pytest.approx(max(c["ndcg@10"] for c in choice["candidates"]), abs=1e-6)
+    search = read_json(current["search_pipeline"] / "search.json")
+    assert search["mode"] in ("hybrid", "model", "bm25") and search["cluster"].startswith("not applied")
+    assert (current["search_pipeline"] / "query.json").exists() and (current["search_pipeline"] / "apply.md").exists()
     assert {"ndcg@10", "mrr@10", "map@100", "recall@100", "precision@10"} <= set(report["results"]["tuned"])
     assert (current["evaluation_report"] / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert (current["trained_model"] / "model" / "model.safetensors").exists()
@@ -120,6 +128,13 @@ def test_failed_quality_gate_falls_back_to_bm25_and_says_so(pipeline_run):
     registration = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "registered_model_id" / "current"
                              / "registration.json")
     assert registration["model_id"] is None and registration["fallback"] is True
+    # Put back a report with the default tolerance: the tests after this one share the pipeline's artifacts.
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", [INDEX])
+        restored = materialize(all_assets, selection=["evaluation_report"], partition_key=INDEX, resources=resources,
+                               instance=instance, run_config={"ops": {"evaluation_report": RUN_CONFIG["ops"][
+                                   "evaluation_report"]}, "resources": RUN_CONFIG["resources"]})
+    assert restored.success
 
 
 @pytest.mark.slow
