@@ -74,13 +74,25 @@ def browser(tmp_path_factory):
 
 @pytest.mark.ui
 def test_asset_graph_shows_every_asset(webserver, browser):
+    from finetune_assets.definitions import all_assets
+
+    groups: dict[str, list[str]] = {}
+    for asset in all_assets:
+        for key, group in asset.group_names_by_key.items():
+            groups.setdefault(group, []).append(key.to_user_string())
+    assert sorted(name for names in groups.values() for name in names) == sorted(STAGES)
     page = browser.new_page()
-    page.goto(f"{webserver}/asset-groups/finetune", wait_until="networkidle")
-    for stage in STAGES:
-        page.get_by_text(stage, exact=True).first.wait_for(timeout=60_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # The global lineage shows one node per stage folder (asset group), linked in pipeline order.
+    page.goto(f"{webserver}/asset-groups", wait_until="networkidle")
+    for group in groups:
+        page.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "asset-graph.png"), full_page=True)
     assert (SCREENSHOTS / "asset-graph.png").stat().st_size > 10_000
+    for names in groups.values():  # and every asset has its page
+        for name in names:
+            page.goto(f"{webserver}/assets/{name}", wait_until="networkidle")
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
 
 
 @pytest.mark.ui
