@@ -13,7 +13,8 @@ batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with tod
 signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
 entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length); the same ranking picks the winner, the
 cheaper one (fewer max_steps) on a tie. A result file with a `superseded_by` key (its code has changed since)
-counts for neither.
+counts for neither. Results of a check collection (med, lisa, any other) are refused: the table is chosen on the
+development collections alone (core/retrieval/protocol.py); keep check results in benchmarks/results/check/.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 from finetune_assets.core.model_types import MODEL_TYPES
+from finetune_assets.core.retrieval.protocol import require_development
 from finetune_assets.core.teachers.hybrid_teacher import companion_models
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 
@@ -266,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     runs, batch_kl_runs, used = [], [], []
     for path in sorted(args.results):
         report = json.loads(Path(path).read_text())
+        if report.get("collection"):
+            try:
+                require_development(report["collection"], "the smart-defaults generator")
+            except ValueError as error:
+                parser.error(f"{path}: {error}")
         run = describe_run(report, defaults)
         batch_kl_run = describe_batch_kl_run(report, defaults, sizes)
         runs += [run] if run else []

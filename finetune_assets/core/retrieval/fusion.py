@@ -170,6 +170,42 @@ def default_order(settings: Sequence[FusionSetting]) -> list[FusionSetting]:
     return [default, *[s for s in settings if s != default]]
 
 
+# Ways to pick a setting from the held-out synthetic queries' figures (setting name -> nDCG@10); compared on the
+# development collections' real judgements by benchmarks/fusion_sweep.py.
+SELECTION_RULES = ("synthetic_best", "opensearch_default", "rrf", "synthetic_best_min_max",
+                   "synthetic_best_model_half_or_more", "default_unless_synthetic_margin")
+SYNTHETIC_MARGIN = 0.01
+
+
+def select(figures: Mapping[str, float], rule: str) -> FusionSetting:
+    """The setting `rule` picks from synthetic-query figures of the candidate settings (keyed by setting name)."""
+    by_name = {s.name: s for s in default_order(candidate_settings())}
+    default = next(iter(by_name.values()))
+    known = [(name, value) for name, value in figures.items() if name in by_name]
+
+    def best(keep) -> FusionSetting:
+        kept = [(value, by_name[name]) for name, value in known if keep(by_name[name])]
+        order = list(by_name)
+        kept.sort(key=lambda pair: (-pair[0], order.index(pair[1].name)))
+        return kept[0][1] if kept else default
+
+    if rule == "synthetic_best":
+        return best(lambda s: True)
+    if rule == "opensearch_default":
+        return default
+    if rule == "rrf":
+        return by_name[FusionSetting(RRF).name]
+    if rule == "synthetic_best_min_max":
+        return best(lambda s: s.technique == "min_max" and s.combination == "arithmetic_mean")
+    if rule == "synthetic_best_model_half_or_more":
+        return best(lambda s: s.technique == RRF or s.model_weight >= 0.5)
+    if rule == "default_unless_synthetic_margin":
+        top = best(lambda s: True)
+        return top if dict(known).get(top.name, 0.0) > dict(known).get(default.name, 0.0) + SYNTHETIC_MARGIN \
+            else default
+    raise ValueError(f"unknown selection rule {rule!r}; one of {', '.join(SELECTION_RULES)}")
+
+
 QUERY_PLACEHOLDER = "{{query_text}}"
 
 

@@ -296,3 +296,20 @@ def test_the_shipped_table_is_what_the_generator_writes_from_the_results(tmp_pat
     results = sorted(str(p) for p in (Path(__file__).parents[3] / "benchmarks" / "results").glob("*.json"))
     assert main([*results, "--out", str(tmp_path / "table.toml")]) == 0
     assert (tmp_path / "table.toml").read_text() == TABLE.read_text()
+
+
+def test_the_generator_refuses_results_of_a_check_collection(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from benchmarks.smart_defaults import main
+
+    result = report("cacm", 0.02)
+    result["collection"] = "../shared/ir-data/med"
+    path = tmp_path / "med-sparse.json"
+    path.write_text(json.dumps(result))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(path), "--out", str(tmp_path / "table.toml")])
+    assert stopped.value.code == 2
+    assert "med-sparse.json" in capsys.readouterr().err and not (tmp_path / "table.toml").exists()

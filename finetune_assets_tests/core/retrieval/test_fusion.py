@@ -5,6 +5,7 @@ import pytest
 
 from finetune_assets.core.retrieval.fusion import (
     MIN_MAX_FLOOR,
+    RRF,
     FusionSetting,
     candidate_settings,
     choose_setting,
@@ -161,3 +162,23 @@ def test_hybrid_query_puts_bm25_first_and_the_model_subquery_by_type():
     assert lexical_query(query_text="x") == {"size": 10, "query": {"match": {"text": {"query": "x"}}}}
     with pytest.raises(ValueError, match="model_type must be"):
         hybrid_query("colbert", "m")
+
+
+def test_selection_rules_pick_from_synthetic_figures():
+    from finetune_assets.core.retrieval.fusion import SELECTION_RULES, select
+
+    default = FusionSetting("min_max", "arithmetic_mean", 0.5)
+    bm25_heavy = FusionSetting("l2", "arithmetic_mean", 0.2)
+    model_heavy = FusionSetting("min_max", "arithmetic_mean", 0.7)
+    figures = {default.name: 0.60, bm25_heavy.name: 0.65, model_heavy.name: 0.62, FusionSetting(RRF).name: 0.61}
+    picks = {rule: select(figures, rule) for rule in SELECTION_RULES}
+    assert picks["synthetic_best"] == bm25_heavy
+    assert picks["opensearch_default"] == default
+    assert picks["rrf"] == FusionSetting(RRF)
+    assert picks["synthetic_best_min_max"] == model_heavy
+    assert picks["synthetic_best_model_half_or_more"] == model_heavy
+    assert picks["default_unless_synthetic_margin"] == bm25_heavy  # 0.05 over the default, beyond the margin
+    figures[default.name] = 0.645
+    assert select(figures, "default_unless_synthetic_margin") == default  # within the margin: the default stays
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        select(figures, "best_on_real_queries")

@@ -35,3 +35,17 @@ def test_the_collections_table_averages_seeds_and_marks_check_collections():
     assert "hybrid_tuned" not in row["ndcg@10_mean"]  # only systems every seed reported
     table = markdown([row])
     assert "| med | check | 30 |" in table and "+0.0400 (+0.0300..+0.0500)" in table and "| 11.0 |" in table
+
+
+def test_the_fusion_sweep_refuses_a_check_collection(tmp_path, capsys):
+    import json
+
+    from benchmarks.fusion_sweep import main
+
+    bench = tmp_path / "lisa-sparse.json"
+    bench.write_text(json.dumps({"collection": "../shared/ir-data/lisa", "work_dir": str(tmp_path),
+                                 "settings": {"model_type": "sparse", "base_model": "local:splade-tiny"}}))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(bench), "--out", str(tmp_path / "sweep.json")])
+    assert stopped.value.code == 2 and "'lisa'" in capsys.readouterr().err
+    assert not (tmp_path / "sweep.json").exists()

@@ -1,0 +1,108 @@
+"""Every hybrid fusion setting on the real judged queries of a development collection, beside the synthetic figures.
+
+    .venv/bin/python -m benchmarks.fusion_sweep benchmarks/results/cranfield-....json [more.json] \
+        --out benchmarks/results/fusion-sweep-DATE.json
+
+Each input is a `finetune-assets benchmark` JSON whose work dir still holds its run (the tuned model and the
+evaluation report). For BM25 + base and BM25 + tuned this writes, per candidate setting, nDCG@10 on the held-out
+synthetic queries (what evaluation_report chooses on) and on the real judged queries, and the real figure of
+each selection rule in `fusion.SELECTION_RULES`. It reads real judgements, so it refuses check collections: a
+rule may be chosen from development collections only (`core/retrieval/protocol.py`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from finetune_assets.core.retrieval.protocol import require_development
+
+SYSTEMS = ("base", "tuned")
+
+
+def sweep(report_file: Path) -> dict:
+    from finetune_assets.benchmark import read_beir
+    from finetune_assets.core.data.pairs import document_text
+    from finetune_assets.core.jsonl import read_json
+    from finetune_assets.core.retrieval.evaluation import compare_systems
+    from finetune_assets.core.retrieval.fusion import SELECTION_RULES, candidate_settings, fuse_runs, select
+    from finetune_assets.core.retrieval.metrics import evaluate_run
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.resources.storage import ArtifactStorage
+
+    bench = read_json(report_file)
+    beir_dir = Path(bench["collection"])
+    name = require_development(beir_dir, "a fusion sweep on real judgements")
+    settings = bench["settings"]
+    storage = ArtifactStorage(root=str(Path(bench["work_dir"]) / "storage"))
+    index = beir_dir.name.lower()
+    evaluation = read_json(storage.fetch(index, "evaluation_report") / "report.json")
+    corpus, queries, qrels = read_beir(beir_dir)
+    texts = [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus]
+    base_model = BaseModelResource(model_type=settings["model_type"], base_model=settings["base_model"])
+    models = {"base": base_model.load_baseline(texts),
+              "tuned": base_model.load(str(storage.fetch(index, "trained_model") / "model"))}
+    comparison = compare_systems([str(d["_id"]) for d in corpus], texts, queries, qrels, models,
+                                 batch_size=base_model.batch_size)
+    bm25 = comparison.scored_runs["bm25"]
+    out = {"collection": name, "judged_queries": comparison.judged_queries, "model_type": settings["model_type"],
+           "benchmark": str(report_file), "single": {s: comparison.results[s]["ndcg@10"]
+                                                     for s in ("bm25", "base", "tuned")}, "systems": {}}
+    for system in SYSTEMS:
+        model = comparison.scored_runs[system]
+        if system in comparison.sparsity:  # neural_sparse returns only documents sharing a term
+            model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
+        synthetic = {c["setting"]: c["ndcg@10"]
+                     for c in evaluation["hybrid"][f"hybrid_{system}"]["choice"]["candidates"]}
+        rows = []
+        for setting in candidate_settings():
+            real = evaluate_run(fuse_runs(bm25, model, setting), qrels, ("ndcg@10",))["ndcg@10"]
+            rows.append({"setting": setting.name, "synthetic": synthetic.get(setting.name), "real": round(real, 4)})
+        real_by_name = {r["setting"]: r["real"] for r in rows}
+        figures = {s: v for s, v in synthetic.items() if s in real_by_name}
+        rules = {rule: {"chosen": select(figures, rule).name, "real": real_by_name[select(figures, rule).name]}
+                 for rule in SELECTION_RULES}
+        best = max(rows, key=lambda r: r["real"])
+        out["systems"][system] = {"candidates": rows, "rules": rules,
+                                  "best_on_real": {"setting": best["setting"], "real": best["real"]}}
+    return out
+
+
+def markdown(sweeps: list[dict]) -> str:
+    from finetune_assets.core.retrieval.fusion import SELECTION_RULES
+
+    lines = ["| collection | model | queries | BM25 | base | tuned | fusion | " + " | ".join(SELECTION_RULES) +
+             " | best on real (not a rule) |", "|---|---|---|---|---|---|---|" + "---|" * (len(SELECTION_RULES) + 1)]
+    for s in sweeps:
+        single = s["single"]
+        for system, info in s["systems"].items():
+            cells = [f"{info['rules'][r]['real']:.4f}" for r in SELECTION_RULES]
+            lines.append(f"| {s['collection']} | {s['model_type']} | {s['judged_queries']} | {single['bm25']:.4f} | "
+                         f"{single['base']:.4f} | {single['tuned']:.4f} | BM25 + {system} | " + " | ".join(cells) +
+                         f" | {info['best_on_real']['real']:.4f} ({info['best_on_real']['setting']}) |")
+    for rule in SELECTION_RULES:
+        gains = [s["systems"]["tuned"]["rules"][rule]["real"] - max(s["single"].values()) for s in sweeps]
+        lines.append(f"\n{rule}: BM25 + tuned minus the best single system, mean {statistics.mean(gains):+.4f} "
+                     f"(per run: {', '.join(f'{g:+.4f}' for g in gains)})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmarks", nargs="+", type=Path, help="benchmark JSON files whose work dirs still exist")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write (a .md table beside it)")
+    args = parser.parse_args(argv)
+    try:
+        sweeps = [sweep(path) for path in args.benchmarks]
+    except ValueError as error:
+        parser.error(str(error))
+    args.out.write_text(json.dumps({"sweeps": sweeps}, indent=2) + "\n", encoding="utf-8")
+    table = markdown(sweeps)
+    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
