@@ -27,7 +27,11 @@ def run_one(beir_dir: Path, out: Path, *, model_type: str, seed: int, queries_di
     """One benchmark run in its own process (the figures file is its output); queries generated on first use."""
     base = [sys.executable, "-m", "finetune_assets.cli", "benchmark", str(beir_dir), "--model-type", model_type,
             "--max-docs", str(max_docs), *extra]
-    if not (queries_dir / "artifacts").is_dir():
+    from finetune_assets.benchmark import partition_name
+
+    # Generated once: the queries are there when their stage published a version (a killed run left none).
+    published = queries_dir / "storage" / "artifacts" / partition_name(beir_dir) / "bedrock_batch_outputs" / "current"
+    if not published.exists():
         subprocess.run([*base, "--out", str(out.with_suffix(".queries.json")), "--work-dir", str(queries_dir),
                         "--queries-only"], check=True)
     config = {"ops": {"trained_model": {"config": {"seed": seed}}}}
