@@ -364,6 +364,13 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         entry = evaluation.get("hybrid", {}).get(f"hybrid_{system}")
         if entry and system in comparison.scored_runs:
             comparison.add_hybrid(system, qrels, setting=fusion_setting(entry))
+    hybrid_gains = {}  # what the hybrid query with the tuned model adds over each thing the user has without it
+    if "hybrid_tuned" in comparison.results:
+        for baseline in ("bm25", "tuned", "hybrid_base"):
+            if baseline in comparison.results:
+                gain, low, high = comparison.gain_interval("hybrid_tuned", baseline)
+                hybrid_gains[f"hybrid_tuned_minus_{baseline}_ndcg@10"] = {
+                    "mean": round(gain, 4), "ci95": [round(low, 4), round(high, 4)]}
     gate_passed, _ = quality_gate(evaluation)
     timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
     cpu_minutes["real_qrels_evaluation"] = round((_process_cpu_seconds() - cpu_before) / 60, 2)
@@ -381,6 +388,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         "results": {name: {m: round(values[m], 4) for m in ("ndcg@10", "mrr@10", "recall@100")}
                     for name, values in comparison.results.items()},
         "tuned_minus_base_ndcg@10": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]},
+        **hybrid_gains,
         **({"sparsity": comparison.sparsity} if comparison.sparsity else {}),
         **({"hybrid": {name: {"setting": info["setting"], "name": info["name"],
                               "chosen_on": "held-out synthetic queries (evaluation_report)"}
@@ -410,6 +418,10 @@ def format_table(report: dict) -> str:
         lines.append(f"{name}: {info['name']} (chosen on the held-out synthetic queries)")
     gain = report["tuned_minus_base_ndcg@10"]
     lines.append(f"tuned - base nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. {gain['ci95'][1]:+.4f})")
+    for baseline in ("bm25", "tuned", "hybrid_base"):
+        if gain := report.get(f"hybrid_tuned_minus_{baseline}_ndcg@10"):
+            lines.append(f"hybrid_tuned - {baseline} nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. "
+                         f"{gain['ci95'][1]:+.4f})")
     for name, figures in report.get("sparsity", {}).items():
         lines.append(f"{name} sparsity: {figures['avg_active_dims_query']:.1f} active dims per query, "
                      f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}")

@@ -136,3 +136,17 @@ def test_queries_only_stops_after_generation_and_leaves_a_work_dir_to_reuse(tmp_
     assert "--reuse-queries" in format_table(report)
     with pytest.raises(ValueError, match="pass one of them"):
         run_benchmark(tmp_path / "tiny", tmp_path / "again.json", queries_only=True, reuse_queries=tmp_path / "work")
+
+
+def test_the_table_shows_what_the_hybrid_query_adds_with_its_interval():
+    from finetune_assets.benchmark import format_table
+
+    systems = {"bm25": 0.50, "base": 0.41, "tuned": 0.44, "hybrid_base": 0.515, "hybrid_tuned": 0.518}
+    report = {"collection": "cacm", "judged_queries": 52, "documents": 3204,
+              "results": {s: {"ndcg@10": v, "mrr@10": v, "recall@100": v} for s, v in systems.items()},
+              "tuned_minus_base_ndcg@10": {"mean": 0.03, "ci95": [-0.01, 0.07]},
+              "hybrid_tuned_minus_hybrid_base_ndcg@10": {"mean": 0.003, "ci95": [-0.02, 0.025]},
+              "timings_s": {"pipeline_total": 1.0}}
+    table = format_table(report).splitlines()
+    assert "hybrid_tuned - hybrid_base nDCG@10: +0.0030 (95% CI -0.0200 .. +0.0250)" in table
+    assert not any(line.startswith("hybrid_tuned - bm25") for line in table)  # only the gains the run reported
