@@ -26,8 +26,15 @@ def sweep(report_file: Path) -> dict:
     from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.retrieval.evaluation import compare_systems
-    from finetune_assets.core.retrieval.fusion import SELECTION_RULES, candidate_settings, fuse_runs, select
-    from finetune_assets.core.retrieval.metrics import evaluate_run
+    from finetune_assets.core.retrieval.fusion import (
+        SELECTION_RULE,
+        SELECTION_RULES,
+        candidate_settings,
+        fuse_runs,
+        select,
+    )
+    from finetune_assets.core.retrieval.metrics import evaluate_run, per_query
+    from finetune_assets.core.retrieval.retrieval import paired_bootstrap
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
 
@@ -49,6 +56,7 @@ def sweep(report_file: Path) -> dict:
     out = {"collection": name, "judged_queries": comparison.judged_queries, "model_type": settings["model_type"],
            "benchmark": str(report_file), "single": {s: comparison.results[s]["ndcg@10"]
                                                      for s in ("bm25", "base", "tuned")}, "systems": {}}
+    fused_runs = {}
     for system in SYSTEMS:
         model = comparison.scored_runs[system]
         if system in comparison.sparsity:  # neural_sparse returns only documents sharing a term
@@ -63,9 +71,19 @@ def sweep(report_file: Path) -> dict:
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
         rules = {rule: {"chosen": select(figures, rule).name, "real": real_by_name[select(figures, rule).name]}
                  for rule in SELECTION_RULES}
+        fused_runs[system] = fuse_runs(bm25, model, select(figures, SELECTION_RULE))
         best = max(rows, key=lambda r: r["real"])
         out["systems"][system] = {"candidates": rows, "rules": rules,
                                   "best_on_real": {"setting": best["setting"], "real": best["real"]}}
+    # What BM25 + tuned fused by today's rule adds over each alternative, per judged query (paired bootstrap).
+    per = {name: per_query(run, qrels, "ndcg@10") for name, run in
+           {**comparison.runs, **{f"hybrid_{s}": run for s, run in fused_runs.items()}}.items()}
+    judged = sorted(per["hybrid_tuned"])
+    out["rule"] = SELECTION_RULE
+    out["hybrid_tuned_minus"] = {}
+    for other in ("bm25", "tuned", "hybrid_base"):
+        mean, low, high = paired_bootstrap([per[other][q] for q in judged], [per["hybrid_tuned"][q] for q in judged])
+        out["hybrid_tuned_minus"][other] = {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]}
     return out
 
 
@@ -81,6 +99,10 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {s['collection']} | {s['model_type']} | {s['judged_queries']} | {single['bm25']:.4f} | "
                          f"{single['base']:.4f} | {single['tuned']:.4f} | BM25 + {system} | " + " | ".join(cells) +
                          f" | {info['best_on_real']['real']:.4f} ({info['best_on_real']['setting']}) |")
+    for s in sweeps:
+        lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
+                     ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"
+                               for other, g in s["hybrid_tuned_minus"].items()))
     for rule in SELECTION_RULES:
         gains = [s["systems"]["tuned"]["rules"][rule]["real"] - max(s["single"].values()) for s in sweeps]
         lines.append(f"\n{rule}: BM25 + tuned minus the best single system, mean {statistics.mean(gains):+.4f} "

@@ -496,6 +496,19 @@ def test_put_search_pipeline_names_a_refused_body(fake, client):
         put_search_pipeline(client, "bad", bad, retry=FAST)
 
 
+def test_a_cluster_without_the_score_ranker_refuses_rrf_as_an_unknown_processor(fake, client):
+    from finetune_assets.clients.ml_commons.errors import UnknownProcessorError
+    from finetune_assets.core.retrieval.fusion import WITHOUT_RRF, FusionSetting
+
+    rrf = FusionSetting("rrf").pipeline_body("rrf")
+    assert put_search_pipeline(client, "rrf", rrf, retry=FAST) == "created"  # 2.19 and later
+    fake.score_ranker = False  # before 2.19
+    with pytest.raises(UnknownProcessorError, match="HTTP 400.*Invalid processor type score-ranker-processor"):
+        put_search_pipeline(client, "older", rrf, retry=FAST)
+    assert "older" not in fake.search_pipelines
+    assert put_search_pipeline(client, "older", WITHOUT_RRF.pipeline_body("min_max"), retry=FAST) == "created"
+
+
 def test_verify_neural_search_sparse_remote_model(fake, client):
     endpoint = SageMakerEndpoint("tiny-splade", "us-east-1", function_name="SPARSE_ENCODING", role_arn=ROLE_ARN)
     result = register_remote(client, endpoint)

@@ -239,7 +239,7 @@ class FakeMLCommons:
 
     def __init__(self, *, settings: dict | None = None, node_roles: dict[str, list[str]] | None = None,
                  ml_commons: bool = True, no_ml_commons_status: int = 404, deploy_polls: int = 1,
-                 missing_system_indices: bool = False, remote_dimension: int = 32):
+                 missing_system_indices: bool = False, remote_dimension: int = 32, score_ranker: bool = True):
         self.persistent: dict[str, Any] = dict(settings or {})
         self.transient: dict[str, Any] = {}
         self.node_roles = node_roles or {"node-1": ["cluster_manager", "data", "ingest", "remote_cluster_client"]}
@@ -248,6 +248,7 @@ class FakeMLCommons:
         self.deploy_polls = deploy_polls
         self.missing_system_indices = missing_system_indices
         self.remote_dimension = remote_dimension
+        self.score_ranker = score_ranker  # False: a cluster before 2.19, without the score-ranker-processor
         self.fail_deploy: str | None = None
         self.group_search_misses = 0
         self.requests: list[Request] = []
@@ -767,7 +768,7 @@ class FakeMLCommons:
         return 200, {"took": 3, "errors": errors, "items": items}
 
     def _search_pipeline_put(self, _params, body, name: str):
-        problem = _search_pipeline_problem(body)
+        problem = _search_pipeline_problem(body, score_ranker=self.score_ranker)
         if problem:
             return error_body(400, "illegal_argument_exception", problem)
         self.search_pipelines[name] = body
@@ -844,7 +845,7 @@ class FakeMLCommons:
                               "max_score": hits[0]["_score"] if hits else None, "hits": hits}}
 
 
-def _search_pipeline_problem(body: dict) -> str | None:
+def _search_pipeline_problem(body: dict, *, score_ranker: bool = True) -> str | None:
     """What OpenSearch would refuse in a search pipeline body with a normalization or score-ranker processor."""
     for processor in (body or {}).get("phase_results_processors") or []:
         (kind, spec), = processor.items()
@@ -859,7 +860,7 @@ def _search_pipeline_problem(body: dict) -> str | None:
             weights = (combination.get("parameters") or {}).get("weights")
             if weights is not None and (any(not 0.0 <= w <= 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-4):
                 return "sum of weights for combination must be equal to 1.0"
-        elif kind == "score-ranker-processor":
+        elif kind == "score-ranker-processor" and score_ranker:
             combination = spec.get("combination") or {}
             if combination.get("technique") != "rrf":
                 return f"provided combination technique [{combination.get('technique')}] is not supported"

@@ -82,11 +82,11 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     report = read_json(current["evaluation_report"] / "report.json")
     assert set(report["results"]) == {"bm25", "base", "tuned", "hybrid_base", "hybrid_tuned"}
     assert report["recommended"] in report["results"]
-    for name in ("hybrid_base", "hybrid_tuned"):  # the best recorded candidate the rule allows (model weight >= 0.5)
+    for name in ("hybrid_base", "hybrid_tuned"):  # RRF by the default rule, every candidate's figure recorded
         choice = report["hybrid"][name]["choice"]
-        assert len(choice["candidates"]) == 43 and choice["rule"] == "synthetic_best_model_half_or_more"
-        allowed = [c["ndcg@10"] for c in choice["candidates"] if c["technique"] == "rrf" or c["weights"][1] >= 0.5]
-        assert choice["score"] == pytest.approx(max(allowed), abs=1e-6)
+        assert len(choice["candidates"]) == 43 and choice["rule"] == "rrf" and choice["chosen"]["technique"] == "rrf"
+        rrf = next(c["ndcg@10"] for c in choice["candidates"] if c["technique"] == "rrf")
+        assert choice["score"] == pytest.approx(rrf, abs=1e-6)
     search = read_json(current["search_pipeline"] / "search.json")
     assert search["mode"] in ("hybrid", "model", "bm25") and search["cluster"].startswith("not applied")
     assert (current["search_pipeline"] / "query.json").exists() and (current["search_pipeline"] / "apply.md").exists()
@@ -171,6 +171,35 @@ def test_hybrid_search_pipeline_against_the_contract(pipeline_run):
     assert read_json(folder / "search_pipeline.json") == stored
     query = read_json(folder / "query.json")["query"]["hybrid"]["queries"]
     assert query[0] == {"match": {"text": {"query": "{{query_text}}"}}} and "neural" in query[1]
+
+
+@pytest.mark.slow
+def test_a_cluster_before_2_19_gets_the_normalization_processor_instead_of_rrf(pipeline_run):
+    """RRF needs the score-ranker-processor (OpenSearch 2.19+): an older cluster gets WITHOUT_RRF, files agree."""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.core.retrieval.fusion import WITHOUT_RRF
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    report = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "evaluation_report" / "current" / "report.json")
+    assert report["hybrid"]["hybrid_tuned"]["setting"]["technique"] == "rrf"
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1, score_ranker=False) as cluster, \
+            DagsterInstance.ephemeral() as instance:
+        resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                     "opensearch": OpenSearchResource(url=cluster.url)}
+        instance.add_dynamic_partitions("index", [INDEX])
+        run = materialize(all_assets, selection=["registered_model_id", "search_pipeline"], partition_key=INDEX,
+                          resources=resources, instance=instance,
+                          run_config={"ops": {"search_pipeline": {"config": {"search": "hybrid"}}}})
+        stored = cluster.search_pipelines[f"finetune-assets-{INDEX}"]
+    metadata = run.asset_materializations_for_node("search_pipeline")[0].metadata
+    assert metadata["fusion"].value == WITHOUT_RRF.name and metadata["cluster"].value == "created"
+    assert list(stored["phase_results_processors"][0]) == ["normalization-processor"]
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    assert read_json(folder / "search_pipeline.json") == stored
+    assert read_json(folder / "search.json")["setting"] == WITHOUT_RRF.to_dict()
 
 
 @pytest.mark.slow

@@ -27,6 +27,10 @@ class TaskFailedError(MLCommonsError):
         self.task = task or {}
 
 
+class UnknownProcessorError(MLCommonsError):
+    """The cluster does not know a processor of the pipeline body (score-ranker-processor before OpenSearch 2.19)."""
+
+
 class VerificationError(MLCommonsError):
     """The neural-search round trip with the registered model did not work."""
 

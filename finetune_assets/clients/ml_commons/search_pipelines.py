@@ -8,8 +8,11 @@ from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
 from finetune_assets.clients.ml_commons.api import Api, describe_error
-from finetune_assets.clients.ml_commons.errors import MLCommonsError
+from finetune_assets.clients.ml_commons.errors import MLCommonsError, UnknownProcessorError
 from finetune_assets.clients.retry import RetryPolicy
+
+# Reasons OpenSearch gives when a pipeline names a processor type it does not have.
+UNKNOWN_PROCESSOR_REASONS = ("Invalid processor type", "No processor type exists")
 
 
 def put_search_pipeline(client: OpenSearch, name: str, body: dict, *, retry: RetryPolicy | None = None,
@@ -28,7 +31,10 @@ def put_search_pipeline(client: OpenSearch, name: str, body: dict, *, retry: Ret
     try:
         api.call("PUT", f"/_search/pipeline/{name}", body=body)  # PUT replaces: safe to repeat
     except os_errors.TransportError as exc:
-        raise MLCommonsError(f"PUT /_search/pipeline/{name} failed: {describe_error(exc)} (body: the "
+        detail = describe_error(exc)
+        if exc.status_code == 400 and any(reason in detail for reason in UNKNOWN_PROCESSOR_REASONS):
+            raise UnknownProcessorError(f"PUT /_search/pipeline/{name} refused: {detail}") from exc
+        raise MLCommonsError(f"PUT /_search/pipeline/{name} failed: {detail} (body: the "
                              "normalization-processor or score-ranker-processor of the chosen fusion)") from exc
     return "created" if stored is None else "updated"
 

@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
-from finetune_assets.core.retrieval.fusion import FusionSetting, hybrid_query, lexical_query
+from finetune_assets.core.retrieval.fusion import RRF, WITHOUT_RRF, FusionSetting, hybrid_query, lexical_query
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
@@ -95,7 +95,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     setting, body = None, None
     if mode == "hybrid":
         setting = fusion_setting(report["hybrid"][f"hybrid_{system}"])
-        body = setting.pipeline_body(f"finetune-assets hybrid search for '{index}': {setting.name}")
+        body = pipeline_body(setting, index)
         query = hybrid_query(model_type, model_id, text_field=config.text_field, vector_field=vector_field)
     elif mode == "model":
         query = {"size": 10, "query": hybrid_query(model_type, model_id, text_field=config.text_field,
@@ -113,7 +113,10 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     (folder / HOW_TO_FILE).write_text(how_to(name, mode, index), encoding="utf-8")
     created, top_hits = "not applied (no cluster configured)", {}
     if body is not None and opensearch.configured and registration.get("model_id"):
-        created, top_hits = _apply(context, opensearch, name, body, registration, model_type, storage, index)
+        created, top_hits, setting = _apply(context, opensearch, name, setting, registration, model_type, storage,
+                                            index)
+        body = pipeline_body(setting, index)
+        write_json(folder / PIPELINE_FILE, body)  # the body the cluster holds, RRF's replacement included
     elif body is not None and registration.get("model_id") is None:
         created = "not applied (no model registered in a cluster)"
     write_json(folder / "search.json", {"mode": mode, "system": system, "reason": reason, "name": name,
@@ -134,15 +137,31 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     })
 
 
-def _apply(context, opensearch: OpenSearchResource, name: str, body: dict, registration: dict, model_type: str,
-           storage: ArtifactStorage, index: str) -> tuple[str, dict]:
-    """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index."""
+def pipeline_body(setting: FusionSetting, index: str) -> dict:
+    return setting.pipeline_body(f"finetune-assets hybrid search for '{index}': {setting.name}")
+
+
+def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSetting, registration: dict,
+           model_type: str, storage: ArtifactStorage, index: str) -> tuple[str, dict, FusionSetting]:
+    """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index. A cluster
+    without the score-ranker-processor (before OpenSearch 2.19) gets WITHOUT_RRF instead of RRF, said in the log.
+    Returns the status, the check's top hits and the setting the cluster holds."""
     from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
+    from finetune_assets.clients.ml_commons.errors import UnknownProcessorError
     from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipeline
     from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
 
     client = opensearch.client()
-    status = put_search_pipeline(client, name, body)
+    try:
+        status = put_search_pipeline(client, name, pipeline_body(setting, index))
+    except UnknownProcessorError as exc:
+        if setting.technique != RRF:
+            raise
+        context.log.warning(f"{exc}: reciprocal rank fusion needs OpenSearch 2.19 or later; the pipeline uses "
+                            f"{WITHOUT_RRF.name} instead")
+        setting = WITHOUT_RRF
+        status = put_search_pipeline(client, name, pipeline_body(setting, index))
+    body = pipeline_body(setting, index)
     context.log.info(f"search pipeline {name}: {status} in {opensearch.display_url}")
     held_out = next(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
     distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
@@ -153,4 +172,4 @@ def _apply(context, opensearch: OpenSearchResource, name: str, body: dict, regis
     if tops["hybrid"] != "doc-0":
         context.log.warning(f"the hybrid check query ranked {tops['hybrid']} first, not its source doc-0: the "
                             "pipeline works, but check the model on your own queries")
-    return status, tops
+    return status, tops, setting
