@@ -62,7 +62,9 @@ def test_other_names_load_a_sentence_transformers_cross_encoder():
     import torch
 
     raw = teacher.model.predict([list(p) for p in PAIRS], activation_fn=torch.nn.Identity(), convert_to_numpy=True)
-    np.testing.assert_allclose(scores, raw, rtol=1e-5)
+    # Batches of 1 and of 4 pad differently, so float32 sums differ in the last bits (logits here are about 0.01):
+    # an absolute tolerance far below any sigmoid's 0.5.
+    np.testing.assert_allclose(scores, raw, rtol=1e-4, atol=1e-6)
 
 
 class OverlapTeacher:
