@@ -69,8 +69,8 @@ def sweep(report_file: Path) -> dict:
             rows.append({"setting": setting.name, "synthetic": synthetic.get(setting.name), "real": round(real, 4)})
         real_by_name = {r["setting"]: r["real"] for r in rows}
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
-        rules = {rule: {"chosen": select(figures, rule).name, "real": real_by_name[select(figures, rule).name]}
-                 for rule in SELECTION_RULES}
+        picks = {rule: select(figures, rule).name for rule in SELECTION_RULES}
+        rules = {rule: {"chosen": name, "real": real_by_name[name]} for rule, name in picks.items()}
         fused_runs[system] = fuse_runs(bm25, model, select(figures, SELECTION_RULE))
         best = max(rows, key=lambda r: r["real"])
         out["systems"][system] = {"candidates": rows, "rules": rules,

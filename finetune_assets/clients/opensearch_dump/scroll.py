@@ -101,11 +101,7 @@ class ScrollReader:
             try:
                 response = self._open(slice_id, slices, s.page_size)
             except os_errors.TransportError as exc:
-                if http_status(exc) in (401, 403):
-                    raise auth_error(exc, s.url) from exc
-                if is_retryable(exc) or is_context_missing(exc):
-                    raise ScrollRestart(consumed, last_id) from exc
-                raise IndexDumpError(f"scroll search on '{s.index}' failed: {describe(exc)}") from exc
+                raise _scroll_failure(exc, s, consumed, last_id, "scroll search") from exc
             while True:
                 if s.stop.is_set():
                     raise Cancelled()
@@ -142,10 +138,16 @@ class ScrollReader:
                 try:
                     response = s.client.scroll(body={"scroll_id": scroll_id, "scroll": s.keep_alive})
                 except os_errors.TransportError as exc:
-                    if http_status(exc) in (401, 403):
-                        raise auth_error(exc, s.url) from exc
-                    if is_retryable(exc) or is_context_missing(exc):
-                        raise ScrollRestart(consumed, last_id) from exc
-                    raise IndexDumpError(f"scroll on '{s.index}' failed: {describe(exc)}") from exc
+                    raise _scroll_failure(exc, s, consumed, last_id, "scroll") from exc
         finally:
             self._clear(scroll_id)
+
+
+def _scroll_failure(exc, s, consumed: int, last_id, call: str) -> Exception:
+    """What a failed scroll call becomes: an auth error, a restart from the last document read (retryable or
+    expired context), or a dump error naming the call."""
+    if http_status(exc) in (401, 403):
+        return auth_error(exc, s.url)
+    if is_retryable(exc) or is_context_missing(exc):
+        return ScrollRestart(consumed, last_id)
+    return IndexDumpError(f"{call} on '{s.index}' failed: {describe(exc)}")
