@@ -53,7 +53,7 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
     hyperparameters = training["hyperparameters"].value
     assert hyperparameters["loss"] == "batch_kl"
     rows = metadata["mined_negatives"]["rows"].value
-    assert metadata["mined_negatives"]["teacher_matrix_shape"].value[0] == rows
+    assert metadata["mined_negatives"]["teacher_rows"].value == rows
     assert "local:splade-tiny" in metadata["mined_negatives"]["teacher"].value  # the automatic third signal
     assert metadata["training_pairs"]["span_pairs"].value > 0
     # epochs and batch_size were set in the run config; the others came from the batch_kl defaults

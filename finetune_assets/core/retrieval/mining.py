@@ -9,7 +9,7 @@ from itertools import islice
 
 import numpy as np
 
-from finetune_assets.core.retrieval.retrieval import bm25_top_k, encode, top_k
+from finetune_assets.core.retrieval.retrieval import bm25_top_k, encode, pair_scores, top_k
 from finetune_assets.core.retrieval.roundtrip import RoundTrip, positive_ranks, reranked_ranks, round_trip_filter
 
 SOURCES = ("dense", "bm25")
@@ -156,7 +156,8 @@ def _add_negatives(result: MiningResult, numbers: list[int], positives, query_em
     wanted = settings.num_negatives
     bm25 = (bm25_top_k(doc_texts, [row["query"] for row in result.rows], settings.range_max)
             if "bm25" in settings.sources and numbers else [])
-    positive_score = {n: float(query_embeddings[n] @ doc_embeddings[positives[n]]) for n in numbers}
+    own = pair_scores(query_embeddings, doc_embeddings, numbers, positives[numbers]) if numbers else []
+    positive_score = {n: float(score) for n, score in zip(numbers, own)}
 
     def survivors(i: int, n: int) -> Iterator[tuple[int, float, str]]:
         """Candidates of query row n that pass the guards needing no teacher, best first; counts the others."""
@@ -178,7 +179,7 @@ def _add_negatives(result: MiningResult, numbers: list[int], positives, query_em
                 continue
             seen.add(doc)
             result.candidates_seen += 1
-            score = dense[doc] if doc in dense else float(query_embeddings[n] @ doc_embeddings[doc])
+            score = dense[doc] if doc in dense else float(pair_scores(query_embeddings, doc_embeddings, [n], [doc])[0])
             if doc == positives[n]:
                 reason = "positive"
             elif rank < settings.range_min:
@@ -225,7 +226,7 @@ def _add_negatives(result: MiningResult, numbers: list[int], positives, query_em
             taken_docs = {int(positives[n]), *(d for d, _, _ in picks)}
             pool = [int(d) for d in rng.permutation(len(doc_ids))[: wanted + len(taken_docs)] if d not in taken_docs]
             for doc in pool[: wanted - len(picks)]:
-                picks.append((doc, float(query_embeddings[n] @ doc_embeddings[doc]), "random"))
+                picks.append((doc, float(pair_scores(query_embeddings, doc_embeddings, [n], [doc])[0]), "random"))
                 result.random_fill += 1
         for k, (doc, score, source) in enumerate(picks, start=1):
             row[f"negative_{k}"] = doc_texts[doc]

@@ -61,25 +61,72 @@ def bm25_search(
 
 
 def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False,
-           role: str = "document") -> np.ndarray:
-    """Normalised dense embeddings; for a sparse model, its (unnormalised) vocabulary-sized vectors as a dense
-    array, so that a dot product is the sparse model's score (`role`: query or document side)."""
-    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, is_sparse_model
+           role: str = "document"):
+    """Normalised dense embeddings (numpy); for a sparse model, its (unnormalised) vocabulary-sized vectors as a
+    scipy CSR matrix, so that a dot product is the sparse model's score and memory follows the active terms
+    (`role`: query or document side)."""
+    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, is_sparse_model, to_scipy
 
     if is_sparse_model(model):
-        return encode_sparse(model, texts, role=role, batch_size=batch_size).to_dense().numpy()
+        return to_scipy(encode_sparse(model, texts, role=role, batch_size=batch_size))
     return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                         normalize_embeddings=True, show_progress_bar=show_progress)
 
 
-def top_k(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the k best documents per query (cosine: embeddings are normalised)."""
-    import torch
+# Query-document cells scored at once by score_blocks / top_k: 64 MB of float32, whatever the corpus size.
+SCORE_BLOCK_CELLS = 1 << 24
 
-    scores = torch.from_numpy(query_embeddings) @ torch.from_numpy(doc_embeddings).T
-    k = min(k, doc_embeddings.shape[0])
-    values, indices = torch.topk(scores, k=k, dim=1)
-    return indices.numpy(), values.numpy()
+
+def is_scipy_sparse(vectors) -> bool:
+    import scipy.sparse
+
+    return scipy.sparse.issparse(vectors)
+
+
+def block_scores(query_vectors, doc_vectors, rows) -> np.ndarray:
+    """float32 [len(rows), documents] dot products of the given query rows with every document; dense numpy or
+    scipy sparse vectors (the sparse product runs over the active terms only, as an inverted index does)."""
+    if is_scipy_sparse(query_vectors) or is_scipy_sparse(doc_vectors):
+        import scipy.sparse
+
+        queries = scipy.sparse.csr_matrix(query_vectors[rows])
+        return np.asarray((queries @ scipy.sparse.csr_matrix(doc_vectors).T).toarray(), dtype=np.float32)
+    return np.asarray(query_vectors[rows] @ doc_vectors.T, dtype=np.float32)
+
+
+def pair_scores(query_vectors, doc_vectors, rows, docs) -> np.ndarray:
+    """float64 dot products of the pairs (query_vectors[rows[i]], doc_vectors[docs[i]])."""
+    rows, docs = np.asarray(rows, dtype=np.int64), np.asarray(docs, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros(0)
+    if is_scipy_sparse(query_vectors) or is_scipy_sparse(doc_vectors):
+        import scipy.sparse
+
+        left = scipy.sparse.csr_matrix(query_vectors)[rows]
+        right = scipy.sparse.csr_matrix(doc_vectors)[docs]
+        return np.asarray(left.multiply(right).sum(axis=1), dtype=np.float64).ravel()
+    return np.einsum("ij,ij->i", query_vectors[rows].astype(np.float64), doc_vectors[docs].astype(np.float64))
+
+
+def top_k(query_vectors, doc_vectors, k: int, *, cells: int = SCORE_BLOCK_CELLS) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best documents per query by dot product (cosine for normalised dense
+    embeddings), exact, scored a block of queries at a time so memory holds at most `cells` scores (and the
+    k best per query), never a queries x documents matrix."""
+    queries, documents = query_vectors.shape[0], doc_vectors.shape[0]
+    k = min(k, documents)
+    indices = np.empty((queries, k), dtype=np.int64)
+    values = np.empty((queries, k), dtype=np.float32)
+    chunk = max(1, cells // max(documents, 1))
+    for start in range(0, queries, chunk):
+        rows = np.arange(start, min(start + chunk, queries))
+        scores = block_scores(query_vectors, doc_vectors, rows)
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < documents else np.tile(
+            np.arange(documents), (len(rows), 1))
+        best = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        indices[rows] = np.take_along_axis(part, order, axis=1)
+        values[rows] = np.take_along_axis(best, order, axis=1)
+    return indices, values
 
 
 def dense_search(

@@ -14,11 +14,14 @@ import numpy as np
 
 def positive_ranks(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, positives: np.ndarray, *,
                    chunk: int = 1024) -> np.ndarray:
-    """1-based rank of each query's source document (`positives`: its document index) by dot product;
-    ties go in the source document's favour."""
+    """1-based rank of each query's source document (`positives`: its document index) by dot product (dense
+    numpy or scipy sparse vectors), `chunk` queries at a time; ties go in the source document's favour."""
+    from finetune_assets.core.retrieval.retrieval import SCORE_BLOCK_CELLS, block_scores
+
+    chunk = max(1, min(chunk, SCORE_BLOCK_CELLS // max(doc_embeddings.shape[0], 1)))
     ranks = np.empty(len(positives), dtype=np.int64)
     for start in range(0, len(positives), chunk):
-        scores = query_embeddings[start:start + chunk] @ doc_embeddings.T
+        scores = block_scores(query_embeddings, doc_embeddings, np.arange(start, min(start + chunk, len(positives))))
         own = scores[np.arange(scores.shape[0]), positives[start:start + chunk]]
         ranks[start:start + chunk] = 1 + (scores > own[:, None]).sum(axis=1)
     return ranks

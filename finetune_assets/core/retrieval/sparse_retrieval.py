@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 ROLES = ("query", "document")
 _TOKEN_CHUNK = 128  # tokens projected onto the vocabulary at once: a [128, vocab] block stays small
 
@@ -88,35 +90,41 @@ def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 3
     return torch.sparse_coo_tensor(indices, data, (len(texts), vocab), check_invariants=False).coalesce()
 
 
+def to_scipy(vectors):
+    """A torch sparse (or dense) [texts, vocab] tensor as a float32 scipy CSR matrix; scipy input passes through."""
+    import scipy.sparse
+    import torch
+
+    if scipy.sparse.issparse(vectors):
+        return scipy.sparse.csr_matrix(vectors, dtype=np.float32)
+    if not isinstance(vectors, torch.Tensor):
+        return scipy.sparse.csr_matrix(np.asarray(vectors, dtype=np.float32))
+    if not vectors.is_sparse:
+        return scipy.sparse.csr_matrix(vectors.detach().float().cpu().numpy())
+    vectors = vectors.detach().coalesce().cpu()
+    rows, cols = vectors.indices().numpy()
+    return scipy.sparse.csr_matrix((vectors.values().float().numpy(), (rows, cols)), shape=tuple(vectors.shape))
+
+
 def sparse_score_blocks(query_vectors, doc_vectors, *, query_chunk: int = 256):
-    """Dot products of every query with every document, `query_chunk` queries at a time: ([queries, documents])
-    tensors, so the dense query side never has to exist for all queries at once."""
+    """Dot products of every query with every document, `query_chunk` queries at a time: float32 [queries,
+    documents] torch tensors from a scipy sparse product (both sides stay sparse; only a block is dense)."""
     import torch
 
-    # Inference-mode tensors break index_select once it goes multi-threaded (about 100k non-zeros): its worker
-    # threads are outside inference mode and update the index in place. So: plain copies, scored without
-    # autograd, each block inside its own `with` (a `with` held across `yield` would leak into the caller).
-    with torch.inference_mode(False):
-        query_vectors = query_vectors.clone() if query_vectors.is_inference() else query_vectors
-        docs = (doc_vectors.clone() if doc_vectors.is_inference() else doc_vectors).coalesce()
-    for start in range(0, query_vectors.shape[0], query_chunk):
-        with torch.inference_mode(False), torch.no_grad():
-            rows = torch.arange(start, min(start + query_chunk, query_vectors.shape[0]))
-            block = torch.sparse.mm(docs, query_vectors.index_select(0, rows).to_dense().T).T
-        yield block
+    from finetune_assets.core.retrieval.retrieval import block_scores
+
+    queries, docs = to_scipy(query_vectors), to_scipy(doc_vectors)
+    for start in range(0, queries.shape[0], query_chunk):
+        yield torch.from_numpy(block_scores(queries, docs, np.arange(start, min(start + query_chunk,
+                                                                                   queries.shape[0]))))
 
 
-def sparse_top_k(query_vectors, doc_vectors, k: int, *, query_chunk: int = 256):
-    """Indices and scores of the k best documents per query by dot product, like a `neural_sparse` query."""
-    import torch
+def sparse_top_k(query_vectors, doc_vectors, k: int):
+    """Indices and scores of the k best documents per query by dot product, like a `neural_sparse` query; exact,
+    over sparse vectors, a block of queries at a time (retrieval.top_k)."""
+    from finetune_assets.core.retrieval.retrieval import top_k
 
-    k = min(k, doc_vectors.shape[0])
-    all_indices, all_scores = [], []
-    for scores in sparse_score_blocks(query_vectors, doc_vectors, query_chunk=query_chunk):
-        values, indices = torch.topk(scores, k=k, dim=1)
-        all_indices.append(indices)
-        all_scores.append(values)
-    return torch.cat(all_indices).numpy(), torch.cat(all_scores).numpy()
+    return top_k(to_scipy(query_vectors), to_scipy(doc_vectors), k)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ Every document encoded serves every query of the batch, so a step teaches far mo
 one positive and a few negatives per query, and no candidate is ever called a negative: a document the teacher
 likes stays liked (no false-negative guard needed).
 
-The teacher's scores come from mined_negatives as one matrix (training rows x training documents), so they are
-computed once; a row marked `exclude_source` (a span query copied from its document) has its source masked out
-for teacher and student alike.
+The teacher's scores come from mined_negatives as each training row's top documents with their scores
+(teacher_top_k.py: memory-mapped, linear in rows), so they are computed once; a document a row did not keep
+reads as the mean of the row's scores not kept. A row marked `exclude_source` (a span query copied from its
+document) has its source masked out for teacher and student alike.
 """
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ import numpy as np
 
 from finetune_assets.core.offline_models import resolve_model
 from finetune_assets.core.retrieval.splade_pooling import splade_embeddings
+from finetune_assets.core.teachers.teacher_top_k import SCORES_FILE, TEACHER_TOP_K, TeacherTopK
 from finetune_assets.core.training.dense_training import Hyperparameters, TrainingOutcome, total_steps
 
-SCORES_FILE = "teacher_scores.npy"  # float16 [training rows, documents]; -inf = masked
-DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per matrix column
-MAX_MATRIX_CELLS = 400_000_000  # 800 MB of float16: sample fewer documents or queries beyond this
+DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per document the teacher's indices point at
 
 # The model types batch_kl trains (inference_free keeps fixed IDF query weights that a pooled batch cannot train).
 MODEL_TYPES = ("dense", "sparse")
@@ -43,57 +43,58 @@ def masks_its_source(row: dict) -> bool:
     return bool(row.get("exclude_source")) or row.get("query_type") == "title"
 
 
-def teacher_score_matrix(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *,
-                         on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Scores of every (row, document), from a bound hybrid teacher; the source of a span or title row is -inf
-    (masks_its_source). float16 keeps the matrix small; hybrid scores are z-score sums (|x| < 100), well inside
-    its range."""
-    cells = len(rows) * len(doc_ids)
-    if cells > MAX_MATRIX_CELLS:
-        raise ValueError(f"teacher matrix of {len(rows)} queries x {len(doc_ids)} documents is over "
-                         f"{MAX_MATRIX_CELLS:,} cells: lower raw_corpus max_documents or the queries per document")
+def teacher_top_k(teacher, rows: Sequence[dict], doc_ids: Sequence[str], *, folder: str | Path | None = None,
+                  k: int = TEACHER_TOP_K, on_progress: Callable[[int, int], None] | None = None) -> TeacherTopK:
+    """Each row's top k documents and scores from a bound hybrid teacher (its `top_k`), the source of a span or
+    title row (masks_its_source) kept as -inf; written as memory-mapped files to `folder` when given."""
     column = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-    matrix = np.empty((len(rows), len(doc_ids)), dtype=np.float16)
-    for r, row in enumerate(rows):
-        scores = teacher.row_scores(r).astype(np.float16)
-        if masks_its_source(row):
-            scores[column[row["doc_id"]]] = -np.inf
-        matrix[r] = scores
-        if on_progress and ((r + 1) % 500 == 0 or r + 1 == len(rows)):
-            on_progress(r + 1, len(rows))
-    return matrix
+    masked = []
+    for line, row in enumerate(rows, start=1):
+        if not masks_its_source(row):
+            masked.append(None)
+        elif row.get("doc_id") not in column:
+            raise ValueError(f"training row {line} (query {row.get('query')!r}) masks its source "
+                             f"{row.get('doc_id')!r}, which is not among the teacher's documents")
+        else:
+            masked.append(column[row["doc_id"]])
+    return teacher.top_k(masked, k=k, folder=folder, on_progress=on_progress)
 
 
-def top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's k best-scored documents (masked ones never), best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores.astype(np.float32), k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, part, axis=1).astype(np.float32).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
+def top_candidates(store: TeacherTopK, k: int) -> list[np.ndarray]:
+    """Each row's k best-scored documents (masked ones never), best first."""
+    return [store.candidates(row, k) for row in range(store.rows)]
 
 
 def student_candidates(embed, queries: Sequence[str], texts: Sequence[str], lengths: Sequence[int],
-                       scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k best documents by the student's own scores (cells the teacher masks never), best first.
+                       store: TeacherTopK, k: int) -> np.ndarray:
+    """Each row's k best documents by the student's own scores (documents the teacher masks never), best first.
 
     Pooled beside the teacher's candidates, they bring the documents the student ranks high and the teacher does
-    not: its own mistakes, which the teacher's top documents alone would never show it (ANCE-style negatives)."""
+    not: its own mistakes, which the teacher's top documents alone would never show it (ANCE-style negatives).
+    Vocabulary-sized (sparse model) document vectors are kept as a torch sparse matrix."""
     import torch
 
     chunks = length_sorted_chunks(range(len(texts)), lengths)
     with torch.no_grad():
-        encoded = torch.cat([embed([texts[c] for c in chunk]) for chunk in chunks]).float()
-        docs = torch.empty_like(encoded)
-        docs[torch.tensor([c for chunk in chunks for c in chunk])] = encoded
+        encoded = [embed([texts[c] for c in chunk]).float() for chunk in chunks]
+        vocabulary = encoded[0].shape[1] > 4096  # a SPLADE vector: keep only its active terms
+        if vocabulary:
+            encoded = [vectors.to_sparse() for vectors in encoded]
+        docs = torch.cat(encoded)
+        position = torch.empty(len(texts), dtype=torch.long)
+        position[torch.tensor([c for chunk in chunks for c in chunk])] = torch.arange(len(texts))
         best = np.empty((len(queries), min(k, len(texts))), dtype=np.int64)
         for start in range(0, len(queries), ENCODE_CHUNK):
             stop = min(start + ENCODE_CHUNK, len(queries))
             query_vectors = embed(list(queries[start:stop])).float()
             # Scored in float32 outside the caller's autocast, so the document matrix is not re-cast every chunk.
             with torch.autocast(docs.device.type, enabled=False):
-                student = (query_vectors @ docs.T).cpu().numpy()
-            masked = ~np.isfinite(scores[start:stop].astype(np.float32))
-            best[start:stop] = top_candidates(np.where(masked, -np.inf, student), k)
+                scored = torch.sparse.mm(docs, query_vectors.T).T if vocabulary else query_vectors @ docs.T
+                student = scored[:, position.to(scored.device)].cpu().numpy()
+            for i, row in enumerate(range(start, stop)):
+                student[i, store.masked(row)] = -np.inf
+            part = np.argsort(-student, axis=1, kind="stable")[:, :best.shape[1]]
+            best[start:stop] = part
     return best
 
 
@@ -110,10 +111,10 @@ def token_lengths(tokenizer, texts: Sequence[str], max_length: int) -> list[int]
     return [len(ids) for ids in encoded]
 
 
-def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.ndarray, hp: Hyperparameters) -> None:
-    if scores.shape != (len(rows), len(documents)):
-        raise ValueError(f"{SCORES_FILE} is {scores.shape[0]} x {scores.shape[1]} but there are {len(rows)} "
-                         f"training rows and {len(documents)} documents: re-materialize mined_negatives")
+def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: TeacherTopK, hp: Hyperparameters) -> None:
+    if scores.rows != len(rows) or scores.documents != len(documents):
+        raise ValueError(f"{SCORES_FILE} has {scores.rows} rows over {scores.documents} documents but there are "
+                         f"{len(rows)} training rows and {len(documents)} documents: re-materialize mined_negatives")
     if len(rows) < 2:
         raise ValueError(f"batch distillation needs at least 2 training queries, got {len(rows)}")
     # Hyperparameters checked every range when it was built; what remains depends on the model type.
@@ -126,8 +127,10 @@ def check_inputs(rows: Sequence[dict], documents: Sequence[dict], scores: np.nda
     for line, row in enumerate(rows, start=1):
         if not isinstance(row.get("query"), str) or not row["query"].strip():
             raise ValueError(f"training row {line} has no query")
-    if not np.isfinite(scores.astype(np.float32)).any(axis=1).all():
-        raise ValueError("a training row has no scored document in the teacher matrix")
+    empty = [row + 1 for row in range(scores.rows) if not len(scores.candidates(row, 1))]
+    if empty:
+        raise ValueError(f"training row {empty[0]} has no scored document among the teacher's top documents "
+                         f"({len(empty)} such rows)")
 
 
 def batch_kl_loss(student, teacher, *, temperature: float = 1.0):
@@ -141,24 +144,30 @@ def batch_kl_loss(student, teacher, *, temperature: float = 1.0):
     return torch.nn.functional.kl_div(predicted, target, log_target=True, reduction="batchmean")
 
 
-def spread_ratio(student, teacher) -> float:
+def spread_ratio(student, teacher, teacher_variance=None) -> float:
     """The teacher's mean per-query standard deviation over the student's, on the entries the teacher scores
-    (finite): the factor that puts the student's scores on the teacher's scale."""
+    (finite): the factor that puts the student's scores on the teacher's scale. `teacher_variance` (same shape)
+    adds the spread a cell stands for (a document the row did not keep reads as the mean of those it left out,
+    whose variance it carries), so the teacher's spread is the one its full scores have."""
     import torch
 
     finite = torch.isfinite(teacher)
     count = finite.sum(dim=1).clamp(min=2)
 
-    def row_std(scores):
+    def row_std(scores, extra=None):
         scores = torch.where(finite, scores, torch.zeros_like(scores))
         mean = scores.sum(dim=1) / count
         deviation = torch.where(finite, scores - mean[:, None], torch.zeros_like(scores))
-        return ((deviation ** 2).sum(dim=1) / (count - 1)).sqrt().mean()
+        squares = (deviation ** 2).sum(dim=1)
+        if extra is not None:
+            squares = squares + torch.where(finite, extra, torch.zeros_like(extra)).sum(dim=1)
+        return (squares / (count - 1)).sqrt().mean()
 
     student_std = float(row_std(student.detach().float()))
     if student_std <= 0:
         return 1.0
-    return float(row_std(teacher.float())) / student_std
+    extra = teacher_variance.float() if teacher_variance is not None else None
+    return float(row_std(teacher.float(), extra)) / student_std
 
 
 def cpu_has_bf16() -> bool:
@@ -281,10 +290,10 @@ def _flops(embeddings):
     return (embeddings.abs().mean(dim=0) ** 2).sum()
 
 
-def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.ndarray, hp: Hyperparameters,
+def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: TeacherTopK, hp: Hyperparameters,
                    model_dir: str | Path, *, on_log: Callable[[dict], None] | None = None) -> TrainingOutcome:
-    """Distil the teacher matrix into the base model (dense: scaled cosine; sparse: dot product with FLOPS
-    regularisers), batch by batch, and save the model to `model_dir`."""
+    """Distil the teacher's top documents per row into the base model (dense: scaled cosine; sparse: dot product
+    with FLOPS regularisers), batch by batch, and save the model to `model_dir`."""
     check_inputs(rows, documents, scores, hp)
     import torch
     from sentence_transformers.util import batch_to_device
@@ -360,13 +369,15 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: np.n
             pooled += [int(c) for r in chosen for c in own[r]]
         chunks = length_sorted_chunks(dict.fromkeys(pooled), lengths)
         pool = [c for chunk in chunks for c in chunk]
-        teacher = torch.from_numpy(scores[np.ix_(chosen, pool)].astype(np.float32)).to(device)
+        teacher_values, teacher_variance = scores.lookup(chosen, pool)
+        teacher = torch.from_numpy(teacher_values).to(device)
         with autocast:
             queries = embed([rows[r]["query"] for r in chosen])
             docs = torch.cat([embed([texts[c] for c in chunk]) for chunk in chunks])
             student = queries @ docs.T
             if score_scale is None:
-                score_scale = hp.sparse_score_scale or spread_ratio(student, teacher)
+                score_scale = hp.sparse_score_scale or spread_ratio(student, teacher,
+                                                                    torch.from_numpy(teacher_variance).to(device))
             student = student * (score_scale * log_factor.exp())
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:

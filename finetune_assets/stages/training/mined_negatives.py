@@ -14,10 +14,10 @@ from finetune_assets.core.teachers.hybrid_teacher import (
     HybridTeacher,
     check_teacher_weights,
     companion_models,
-    companion_scores,
+    companion_vectors,
 )
 from finetune_assets.core.teachers.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
-from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, teacher_score_matrix
+from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, teacher_top_k
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -138,8 +138,8 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     teacher_metadata = score_with_teacher(context, teacher, result.rows)
     folder = storage.artifact_dir(index, "mined_negatives", run_id=context.run_id)
     write_jsonl(folder / "train.jsonl", result.rows)
-    if automatic or isinstance(teacher, HybridTeacher):  # every (query, document) score, for loss batch_kl
-        teacher_metadata.update(write_teacher_matrix(context, teacher or HybridTeacher(), result, documents, folder,
+    if automatic or isinstance(teacher, HybridTeacher):  # each query's top documents and scores, for batch_kl
+        teacher_metadata.update(write_teacher_top_k(context, teacher or HybridTeacher(), result, documents, folder,
                                                      base_model=base_model, model=model,
                                                      companions=companion_models(config.teacher_companion,
                                                                                  base_model.model_type),
@@ -172,12 +172,10 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     })
 
 
-def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
-                         documents: list, folder, *, base_model: BaseModelResource, model=None,
-                         companions: list[str] | None = None, weights: list[float] | None = None) -> dict:
-    """The hybrid teacher's score of every (training row, training document), as float16 [rows, documents]."""
-    import numpy as np
-
+def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
+                        documents: list, folder, *, base_model: BaseModelResource, model=None,
+                        companions: list[str] | None = None, weights: list[float] | None = None) -> dict:
+    """The hybrid teacher's top documents and scores per training row (teacher_top_k.py), memory-mapped files."""
     started = time.perf_counter()
     metadata = {}
     rows = result.rows
@@ -192,18 +190,21 @@ def write_teacher_matrix(context: AssetExecutionContext, teacher: HybridTeacher,
         teacher.bind(queries, query_vectors, texts, doc_vectors)
     if companions:
         companion_started = time.perf_counter()
-        scored = [(name, *companion_scores(name, queries, texts, max_seq_length=base_model.max_seq_length,
-                                           batch_size=base_model.batch_size)) for name in companions]
-        teacher.add_companions([(name, kind, scores) for name, scores, kind in scored], weights,
+        encoded = [(name, *companion_vectors(name, queries, texts, max_seq_length=base_model.max_seq_length,
+                                             batch_size=base_model.batch_size)) for name in companions]
+        teacher.add_companions([(name, kind, query_vectors, doc_vectors)
+                                for name, query_vectors, doc_vectors, kind in encoded], weights,
                                base_kind=base_model.model_type)
         metadata["teacher_companion_seconds"] = round(time.perf_counter() - companion_started, 2)
     context.log.info(f"teacher: {teacher.name}")
-    matrix = teacher_score_matrix(teacher, rows, [d["id"] for d in documents],
-                                  on_progress=lambda done, total: context.log.info(f"teacher matrix {done}/{total} rows"))
-    np.save(folder / SCORES_FILE, matrix)
+    top_started = time.perf_counter()
+    store = teacher_top_k(teacher, rows, [d["id"] for d in documents], folder=folder,
+                          on_progress=lambda done, total: context.log.info(f"teacher top-K {done}/{total} rows"))
     write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
-    return {**metadata, "teacher": teacher.name, "teacher_matrix_shape": MetadataValue.json(list(matrix.shape)),
-            "teacher_matrix_seconds": round(time.perf_counter() - started, 2),
+    return {**metadata, "teacher": teacher.name, "teacher_rows": store.rows, "teacher_top_k": store.k,
+            "teacher_documents": store.documents,
+            "teacher_top_k_seconds": round(time.perf_counter() - top_started, 2),
+            "teacher_seconds_total": round(time.perf_counter() - started, 2),
             "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
 
 

@@ -27,6 +27,11 @@ def _z(values):
     return (values - values.mean()) / values.std()
 
 
+def _vectors(scores):
+    """Query and document vectors whose dot products are the one query's `scores` ([1, documents])."""
+    return np.ones((1, 1), dtype=np.float32), np.asarray(scores, dtype=np.float32).T
+
+
 def _bound(weight=0.5):
     vectors = {t: _angle(a) for t, a in zip(TEXTS, ANGLES)} | {QUERY: _angle(5)}
     model = VectorModel(vectors)
@@ -93,38 +98,41 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
     lexical = np.array(teacher.retriever.get_scores([t for t in teacher.query_tokens[0]
                                                       if t in teacher.retriever.vocab_dict]))
     companion = np.array([[0.0, 0.0, 0.0, 9.0, 1.0, 2.0]], dtype=np.float32)  # prefers d3
-    teacher.add_companion("local:splade-tiny", "sparse", companion)
+    teacher.add_companion("local:splade-tiny", "sparse", *_vectors(companion))
     expected = 2 * (0.3 * _z(lexical) + 0.4 * _z(docs @ query[0]) + 0.3 * _z(companion[0]))
     assert teacher.row_scores(0) == pytest.approx(expected)
     assert "splade-tiny 0.3" in teacher.name and "base model 0.4" in teacher.name
     # A dense companion weighs 0.4 and leaves the (sparse) base model 0.3.
-    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", companion)
+    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", *_vectors(companion))
     assert teacher.row_scores(0) == pytest.approx(
         2 * (0.3 * _z(lexical) + 0.3 * _z(docs @ query[0]) + 0.4 * _z(companion[0])))
-    with pytest.raises(ValueError, match="shape"):
-        teacher.add_companion("x", "dense", np.zeros((2, len(TEXTS)), dtype=np.float32))
+    with pytest.raises(ValueError, match="vectors for 2 queries and 6 documents"):
+        teacher.add_companion("x", "dense", np.zeros((2, 1), dtype=np.float32), np.zeros((6, 1), dtype=np.float32))
     # Weights set by hand: (BM25, base model, companion).
-    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", companion, weights=[0.2, 0.2, 0.6])
+    teacher.add_companion("local:all-MiniLM-L6-v2", "dense", *_vectors(companion), weights=[0.2, 0.2, 0.6])
     assert teacher.row_scores(0) == pytest.approx(
         2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0]) + 0.6 * _z(companion[0])))
     assert "BM25 0.2 + base model 0.2" in teacher.name and "all-MiniLM-L6-v2 0.6" in teacher.name
     for bad in ([0.5, 0.5], [0.5, 0.6, -0.1], [0.3, 0.3, 0.3]):
         with pytest.raises(ValueError, match=r"teacher_weights are 3 weights \(BM25, base model, then each .* got"):
-            teacher.add_companion("x", "dense", companion, weights=bad)
+            teacher.add_companion("x", "dense", *_vectors(companion), weights=bad)
     # Two companions: BM25 0.2, each sparse signal 0.2 (here the base model's), the dense ones share the rest.
     bge = np.array([[3.0, 0.0, 1.0, 0.0, 0.0, 2.0]], dtype=np.float32)
-    teacher.add_companions([("local:all-MiniLM-L6-v2", "dense", companion), ("local:bge-small-en", "dense", bge)],
+    teacher.add_companions([("local:all-MiniLM-L6-v2", "dense", *_vectors(companion)),
+                            ("local:bge-small-en", "dense", *_vectors(bge))],
                            base_kind="sparse")
     assert teacher.row_scores(0) == pytest.approx(2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0])
                                                        + 0.3 * _z(companion[0]) + 0.3 * _z(bge[0])))
     assert teacher.name.endswith("all-MiniLM-L6-v2 0.3 + local:bge-small-en 0.3, z-score)")
-    teacher.add_companions([("a", "dense", companion), ("b", "sparse", bge)], [0.1, 0.2, 0.3, 0.4])
+    teacher.add_companions([("a", "dense", *_vectors(companion)), ("b", "sparse", *_vectors(bge))],
+                           [0.1, 0.2, 0.3, 0.4])
     assert teacher.row_scores(0) == pytest.approx(2 * (0.1 * _z(lexical) + 0.2 * _z(docs @ query[0])
                                                        + 0.3 * _z(companion[0]) + 0.4 * _z(bge[0])))
     with pytest.raises(ValueError, match="4 weights"):
-        teacher.add_companions([("a", "dense", companion), ("b", "sparse", bge)], [0.5, 0.5, 0.0])
+        teacher.add_companions([("a", "dense", *_vectors(companion)), ("b", "sparse", *_vectors(bge))], [0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="no default weights"):  # nothing dense to share the rest
-        teacher.add_companions([("a", "sparse", companion), ("b", "sparse", bge)], base_kind="sparse")
+        teacher.add_companions([("a", "sparse", *_vectors(companion)), ("b", "sparse", *_vectors(bge))],
+                               base_kind="sparse")
     # Binding new queries drops the companion: its scores belonged to the old ones.
     teacher.bind([QUERY], query, TEXTS, docs)
     assert teacher.row_scores(0) == pytest.approx(_z(lexical) + _z(docs @ query[0]))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from finetune_assets.core.teachers.teacher_top_k import TeacherTopK, build_top_k
 from finetune_assets.core.training.batch_distillation import (
     TailAverage,
     batch_kl_loss,
@@ -11,7 +12,7 @@ from finetune_assets.core.training.batch_distillation import (
     set_dropout,
     spread_ratio,
     student_candidates,
-    teacher_score_matrix,
+    teacher_top_k,
     token_lengths,
     top_candidates,
     train_batch_kl,
@@ -20,29 +21,37 @@ from finetune_assets.core.training.batch_distillation import (
 from finetune_assets.core.training.dense_training import Hyperparameters
 
 
-class RowTeacher:
+class BlockTeacher:
+    """A bound teacher with fixed scores: `block` rows of a matrix, `top_k` as HybridTeacher builds it."""
+
     def __init__(self, matrix):
         self.matrix = np.asarray(matrix, dtype=np.float64)
 
-    def row_scores(self, row):
-        return self.matrix[row].copy()
+    def block(self, rows):
+        return self.matrix[rows].copy()
+
+    def top_k(self, masked, *, k, folder=None, on_progress=None):
+        return build_top_k(self.block, *self.matrix.shape, k, masked=masked, folder=folder, on_progress=on_progress)
 
 
-def test_the_matrix_masks_only_the_source_of_span_and_title_rows():
+def test_the_store_masks_only_the_source_of_span_and_title_rows():
     rows = [{"query": "a", "doc_id": "d1", "exclude_source": True}, {"query": "b", "doc_id": "d2"},
             {"query": "c", "doc_id": "d0", "query_type": "title"}, {"query": "d", "doc_id": "d0", "query_type": "factoid"}]
-    matrix = teacher_score_matrix(RowTeacher([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
-                                  rows, ["d0", "d1", "d2"])
-    assert matrix.dtype == np.float16
-    assert np.isneginf(matrix[0, 1]) and np.isfinite(np.delete(matrix[0], 1)).all()
-    assert matrix[1].tolist() == [4.0, 5.0, 6.0]
-    assert np.isneginf(matrix[2, 0]) and matrix[2, 1:].tolist() == [8.0, 9.0]
-    assert matrix[3].tolist() == [1.0, 1.0, 1.0]  # a generated query keeps its source
+    store = teacher_top_k(BlockTeacher([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
+                          rows, ["d0", "d1", "d2"])
+    assert store.scores.dtype == np.float16
+    assert store.masked(0).tolist() == [1] and store.candidates(0, 3).tolist() == [2, 0]
+    assert store.candidates(1, 3).tolist() == [2, 1, 0] and store.masked(1).size == 0
+    assert store.masked(2).tolist() == [0] and store.candidates(2, 3).tolist() == [2, 1]
+    assert store.masked(3).size == 0  # a generated query keeps its source
+    with pytest.raises(ValueError, match="training row 1 .* masks its source 'zz'"):
+        teacher_top_k(BlockTeacher([[1.0, 2.0]]), [{"query": "a", "doc_id": "zz", "exclude_source": True}],
+                      ["d0", "d1"])
 
 
 def test_top_candidates_are_best_first_and_never_masked():
     scores = np.array([[0.1, -np.inf, 3.0, 2.0], [5.0, 4.0, -np.inf, -np.inf]], dtype=np.float16)
-    assert top_candidates(scores, 2).tolist() == [[2, 3], [0, 1]]
+    assert [c.tolist() for c in top_candidates(TeacherTopK.from_matrix(scores), 2)] == [[2, 3], [0, 1]]
 
 
 def test_student_candidates_are_its_own_best_documents_by_index_never_masked_ones():
@@ -56,9 +65,10 @@ def test_student_candidates_are_its_own_best_documents_by_index_never_masked_one
     texts, lengths = ["long a", "b", "c c c", "d"], [9, 1, 5, 2]
     scores = np.zeros((2, 4), dtype=np.float16)
     scores[0, 3] = -np.inf  # q0's best by the student, but the teacher masks it (its own source)
-    found = student_candidates(embed, ["q0", "q1"], texts, lengths, scores, 2)
+    store = TeacherTopK.from_matrix(scores, k=2)  # the masked document is kept even beyond k
+    found = student_candidates(embed, ["q0", "q1"], texts, lengths, store, 2)
     assert found.tolist() == [[0, 2], [1, 2]]
-    assert student_candidates(embed, ["q0", "q1"], texts, lengths, scores, 9).shape == (2, 4)
+    assert student_candidates(embed, ["q0", "q1"], texts, lengths, store, 9).shape == (2, 4)
 
 
 def test_batch_kl_is_zero_when_the_student_matches_and_ignores_masked_cells():
@@ -77,12 +87,12 @@ def test_bad_inputs_are_named():
     docs = [{"id": "x", "text": "x"}]
     hp = Hyperparameters(loss="batch_kl")
     with pytest.raises(ValueError, match="re-materialize mined_negatives"):
-        check_inputs(rows, docs, np.zeros((2, 2), dtype=np.float16), hp)
+        check_inputs(rows, docs, TeacherTopK.from_matrix(np.zeros((2, 2), dtype=np.float16)), hp)
     with pytest.raises(ValueError, match="training row 2 has no query"):
-        check_inputs([{"query": "a"}, {"query": " "}], docs, np.zeros((2, 1), dtype=np.float16), hp)
-    with pytest.raises(ValueError, match="no scored document"):
-        check_inputs(rows, docs, np.array([[0.0], [-np.inf]], dtype=np.float16), hp)
-    scores = np.zeros((2, 1), dtype=np.float16)
+        check_inputs([{"query": "a"}, {"query": " "}], docs, TeacherTopK.from_matrix(np.zeros((2, 1))), hp)
+    with pytest.raises(ValueError, match="training row 2 has no scored document"):
+        check_inputs(rows, docs, TeacherTopK.from_matrix(np.array([[0.0], [-np.inf]])), hp)
+    scores = TeacherTopK.from_matrix(np.zeros((2, 1), dtype=np.float16))
     with pytest.raises(ValueError, match="applies to sparse models"):
         check_inputs(rows, docs, scores, Hyperparameters(loss="batch_kl", output_bias_learning_rate=0.01))
     with pytest.raises(ValueError, match="untie_output_embeddings applies to sparse models"):
@@ -128,7 +138,8 @@ def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
     hp = Hyperparameters(loss="batch_kl", epochs=8, batch_size=3, learning_rate=3e-4, candidates_per_query=2,
                          max_seq_length=32, logging_steps=4)
     logged = []
-    outcome = train_batch_kl(rows, documents, scores, hp, tmp_path / "model", on_log=logged.append)
+    outcome = train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / "model",
+                             on_log=logged.append)
     tuned = SentenceTransformer(str(tmp_path / "model"), device="cpu")
     after = _mean_kl(tuned, rows, texts, scores)
     assert outcome.steps == 16 and logged and logged[-1]["step"] == 16
@@ -215,7 +226,7 @@ def test_a_raised_bias_rate_moves_term_weights_while_the_encoder_barely_moves(tm
     hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-7,
                          output_bias_learning_rate=0.05, candidates_per_query=2, max_seq_length=32,
                          warmup_ratio=0.0)
-    train_batch_kl(rows, documents, scores, hp, tmp_path / "model")
+    train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / "model")
     base, tuned = _sparse()[0].auto_model, _sparse(tmp_path / "model")[0].auto_model
     bias_moved = (tuned.get_output_embeddings().bias - base.get_output_embeddings().bias).abs().max()
     layer = "bert.encoder.layer.0.attention.self.query.weight"
@@ -233,7 +244,8 @@ def test_a_learned_score_scale_sharpens_towards_a_sharper_teacher_and_stays_fixe
                              score_scale_learning_rate=rate, sparse_score_scale=1.0, candidates_per_query=4,
                              max_seq_length=32, warmup_ratio=0.0, logging_steps=1)
         logged = []
-        train_batch_kl(rows, documents, scores, hp, tmp_path / f"model-{rate}", on_log=logged.append)
+        train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / f"model-{rate}",
+                       on_log=logged.append)
         return [entry["score_scale"] for entry in logged]
 
     fixed, learned = logged_scales(None), logged_scales(0.1)  # None: the scale stays fixed
@@ -250,7 +262,8 @@ def test_the_students_own_candidates_are_mined_before_the_first_step_and_again_o
                              candidates_per_query=1, student_candidates_per_query=2, student_candidates_every=every,
                              max_seq_length=32, logging_steps=1)
         logged = []
-        train_batch_kl(rows, documents, scores, hp, tmp_path / f"model-{every}", on_log=logged.append)
+        train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / f"model-{every}",
+                       on_log=logged.append)
         return [entry["step"] for entry in logged if entry.get("student_candidates_seconds")]
 
     assert mined_at(0) == [1]
@@ -293,7 +306,7 @@ def test_an_untied_head_trains_apart_from_the_input_embeddings_and_is_saved_unti
     hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-3,
                          untie_output_embeddings=True, average_weights_from=0.5, candidates_per_query=2,
                          max_seq_length=32, warmup_ratio=0.0)
-    train_batch_kl(rows, documents, scores, hp, tmp_path / "model")
+    train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / "model")
     base, tuned = _sparse()[0].auto_model, _sparse(tmp_path / "model")[0].auto_model
     head, embeddings = tuned.get_output_embeddings().weight, tuned.get_input_embeddings().weight
     start = base.get_input_embeddings().weight

@@ -5,6 +5,7 @@ from dagster import DagsterInstance, materialize
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
+from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, TeacherTopK
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.training.mined_negatives import mined_negatives
@@ -104,9 +105,11 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     metadata, rows, pairs = _materialize(tmp_path, {"num_negatives": 0, "teacher": "hybrid"},
                                          span_rows=2)
     folder = tmp_path / "artifacts" / "docs" / "mined_negatives" / "current"
-    matrix = np.load(folder / "teacher_scores.npy")
     documents = list(read_jsonl(folder / "documents.jsonl"))
-    assert matrix.shape == (len(rows), len(documents)) == tuple(metadata["teacher_matrix_shape"].value)
+    store = TeacherTopK.load(folder, len(documents))
+    assert isinstance(store.indices, np.memmap) and store.rows == len(rows) == metadata["teacher_rows"].value
+    assert store.documents == len(documents) == metadata["teacher_documents"].value
+    assert store.k == min(TEACHER_TOP_K, len(documents)) == metadata["teacher_top_k"].value
     # By default SPLADE-tiny joins BM25 and the dense base model in the teacher.
     assert metadata["teacher"].value == "hybrid (BM25 0.3 + base model 0.4 + local:splade-tiny 0.3, z-score)"
     assert metadata["teacher_companion_seconds"].value > 0
@@ -114,13 +117,15 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     spans = [n for n, r in enumerate(rows) if r.get("exclude_source")]
     assert len(spans) == 2 == metadata["span_queries"].value
     for n, row in enumerate(rows):
-        source = matrix[n, column[row["doc_id"]]]
-        assert np.isneginf(source) if n in spans else np.isfinite(source)
+        if n in spans:
+            assert store.masked(n).tolist() == [column[row["doc_id"]]]
+        else:
+            assert store.masked(n).size == 0
     # A generated query's own document is its teacher's favourite for most queries (the query's words are in it).
     generated = [n for n in range(len(rows)) if n not in spans]
-    top = sum(int(np.argmax(matrix[n])) == column[rows[n]["doc_id"]] for n in generated)
+    top = sum(int(store.candidates(n, 1)[0]) == column[rows[n]["doc_id"]] for n in generated)
     assert top >= 0.6 * len(generated)
-    # The training entry point distils that matrix (sparse model: dot product + FLOPS regularisers).
+    # The training entry point distils those top documents (sparse model: dot product + FLOPS regularisers).
     write_json(tmp_path / "hp.json", {"model_type": "sparse", "loss": "batch_kl", "batch_size": "4",
                                       "max_seq_length": "64", "logging_steps": "1", "candidates_per_query": "2"})
     done = subprocess.run([sys.executable, "-m", "finetune_assets.training", "--train-dir", str(folder),
