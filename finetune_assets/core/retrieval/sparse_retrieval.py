@@ -106,19 +106,6 @@ def to_scipy(vectors):
     return scipy.sparse.csr_matrix((vectors.values().float().numpy(), (rows, cols)), shape=tuple(vectors.shape))
 
 
-def sparse_score_blocks(query_vectors, doc_vectors, *, query_chunk: int = 256):
-    """Dot products of every query with every document, `query_chunk` queries at a time: float32 [queries,
-    documents] torch tensors from a scipy sparse product (both sides stay sparse; only a block is dense)."""
-    import torch
-
-    from finetune_assets.core.retrieval.retrieval import block_scores
-
-    queries, docs = to_scipy(query_vectors), to_scipy(doc_vectors)
-    for start in range(0, queries.shape[0], query_chunk):
-        yield torch.from_numpy(block_scores(queries, docs, np.arange(start, min(start + query_chunk,
-                                                                                   queries.shape[0]))))
-
-
 def sparse_top_k(query_vectors, doc_vectors, k: int):
     """Indices and scores of the k best documents per query by dot product, like a `neural_sparse` query; exact,
     over sparse vectors, a block of queries at a time (retrieval.top_k)."""

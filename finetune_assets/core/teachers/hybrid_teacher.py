@@ -174,10 +174,6 @@ class HybridTeacher:
             combined += weight * _standardise(block_scores(query_vectors, doc_vectors, rows))
         return 2 * combined
 
-    def row_scores(self, row: int) -> np.ndarray:
-        """The teacher's score of every candidate document for query row `row` (computed, not cached)."""
-        return self.block([row])[0]
-
     def score_keys(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
         """Scores of (row, document) keys: each distinct row's block is scored once per call, a block of rows
         at a time, and dropped."""

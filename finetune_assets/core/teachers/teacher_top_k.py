@@ -50,22 +50,15 @@ class TeacherTopK:
     def k(self) -> int:
         return self.indices.shape[1]
 
-    def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        np.save(folder / INDICES_FILE, np.ascontiguousarray(self.indices, dtype=np.int32))
-        np.save(folder / SCORES_FILE, np.ascontiguousarray(self.scores, dtype=np.float16))
-        np.save(folder / REST_FILE, np.ascontiguousarray(self.rest, dtype=np.float32))
-
     @classmethod
-    def load(cls, folder: str | Path, documents: int, *, mmap: bool = True) -> TeacherTopK:
+    def load(cls, folder: str | Path, documents: int) -> TeacherTopK:
         """The three files of `folder`, memory-mapped (only the rows training reads come into memory)."""
         folder = Path(folder)
         missing = [name for name in (INDICES_FILE, SCORES_FILE, REST_FILE) if not (folder / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{folder} lacks {missing}: re-materialize mined_negatives")
-        mode = "r" if mmap else None
-        store = cls(np.load(folder / INDICES_FILE, mmap_mode=mode), np.load(folder / SCORES_FILE, mmap_mode=mode),
-                    np.load(folder / REST_FILE, mmap_mode=mode), documents)
+        store = cls(np.load(folder / INDICES_FILE, mmap_mode="r"), np.load(folder / SCORES_FILE, mmap_mode="r"),
+                    np.load(folder / REST_FILE, mmap_mode="r"), documents)
         if store.rows and int(np.max(store.indices)) >= documents:
             raise ValueError(f"{INDICES_FILE} points at document {int(np.max(store.indices))} but there are "
                              f"{documents} documents: re-materialize mined_negatives")
@@ -150,12 +143,10 @@ def build_top_k(score_block: Callable[[np.ndarray], np.ndarray], rows: int, docu
         indices = np.empty((rows, k), np.int32)
         scores = np.empty((rows, k), np.float16)
         rest = np.empty((rows, 2), np.float32)
-    chunk = max(1, BLOCK_CELLS // documents)
-    for start in range(0, rows, chunk):
-        block_rows = np.arange(start, min(start + chunk, rows))
+    for block_rows in blocks(rows, documents):
         block = np.asarray(score_block(block_rows), dtype=np.float32)
         if block.shape != (len(block_rows), documents):
-            raise ValueError(f"teacher block for rows {start}..{block_rows[-1]} has shape {block.shape}, "
+            raise ValueError(f"teacher block for rows {block_rows[0]}..{block_rows[-1]} has shape {block.shape}, "
                              f"expected {(len(block_rows), documents)}")
         if masked is not None:
             for i, row in enumerate(block_rows):
@@ -171,8 +162,8 @@ def build_top_k(score_block: Callable[[np.ndarray], np.ndarray], rows: int, docu
     return TeacherTopK(indices, scores, rest, documents)
 
 
-def blocks(rows: int, documents: int, cells: int = BLOCK_CELLS) -> Iterable[np.ndarray]:
-    """Row index arrays whose blocks of `documents` columns hold at most `cells` cells (at least one row)."""
-    chunk = max(1, cells // max(documents, 1))
+def blocks(rows: int, documents: int) -> Iterable[np.ndarray]:
+    """Row index arrays whose blocks of `documents` columns hold at most BLOCK_CELLS cells (at least one row)."""
+    chunk = max(1, BLOCK_CELLS // max(documents, 1))
     for start in range(0, rows, chunk):
         yield np.arange(start, min(start + chunk, rows))

@@ -41,7 +41,7 @@ def _bound(weight=0.5):
 
 def test_scores_are_the_sum_of_per_query_z_scores_of_bm25_and_cosine():
     teacher, docs, query = _bound()
-    scores = teacher.row_scores(0)
+    scores = teacher.block([0])[0]
     dense = docs @ query[0]
     lexical = np.array(teacher.retriever.get_scores([t for t in teacher.query_tokens[0]
                                                       if t in teacher.retriever.vocab_dict]))
@@ -54,7 +54,7 @@ def test_scores_are_the_sum_of_per_query_z_scores_of_bm25_and_cosine():
 
 def test_weight_zero_is_the_base_model_alone_and_bad_weights_are_refused():
     teacher, docs, query = _bound(weight=0.0)
-    assert teacher.row_scores(0) == pytest.approx(2 * _z(docs @ query[0]))
+    assert teacher.block([0])[0] == pytest.approx(2 * _z(docs @ query[0]))
     with pytest.raises(ValueError, match="between 0 and 1"):
         HybridTeacher(bm25_weight=1.5)
 
@@ -63,7 +63,7 @@ def test_a_query_with_no_known_term_falls_back_to_the_base_model():
     vectors = {t: _angle(a) for t, a in zip(TEXTS, ANGLES)} | {"zzz qqq": _angle(5)}
     model = VectorModel(vectors)
     teacher = HybridTeacher().bind(["zzz qqq"], model.encode(["zzz qqq"]), TEXTS, model.encode(TEXTS))
-    assert np.argmax(teacher.row_scores(0)) == 2
+    assert np.argmax(teacher.block([0])[0]) == 2
 
 
 def test_mining_with_the_hybrid_teacher_writes_a_teacher_score_for_every_negative_without_a_guard():
@@ -76,7 +76,7 @@ def test_mining_with_the_hybrid_teacher_writes_a_teacher_score_for_every_negativ
     assert isinstance(teacher, HybridTeacher)
     result = mine_hard_negatives(VectorModel(vectors), pairs, ids, TEXTS, settings, teacher=teacher)
     row = result.rows[0]
-    scores = teacher.row_scores(0)
+    scores = teacher.block([0])[0]
     assert row["teacher_positive_score"] == pytest.approx(scores[0], abs=1e-4)
     for k in (1, 2, 3):
         doc = ids.index(row[f"negative_{k}_id"])
@@ -100,17 +100,17 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
     companion = np.array([[0.0, 0.0, 0.0, 9.0, 1.0, 2.0]], dtype=np.float32)  # prefers d3
     teacher.add_companion("local:splade-tiny", "sparse", *_vectors(companion))
     expected = 2 * (0.3 * _z(lexical) + 0.4 * _z(docs @ query[0]) + 0.3 * _z(companion[0]))
-    assert teacher.row_scores(0) == pytest.approx(expected)
+    assert teacher.block([0])[0] == pytest.approx(expected)
     assert "splade-tiny 0.3" in teacher.name and "base model 0.4" in teacher.name
     # A dense companion weighs 0.4 and leaves the (sparse) base model 0.3.
     teacher.add_companion("local:all-MiniLM-L6-v2", "dense", *_vectors(companion))
-    assert teacher.row_scores(0) == pytest.approx(
+    assert teacher.block([0])[0] == pytest.approx(
         2 * (0.3 * _z(lexical) + 0.3 * _z(docs @ query[0]) + 0.4 * _z(companion[0])))
     with pytest.raises(ValueError, match="vectors for 2 queries and 6 documents"):
         teacher.add_companion("x", "dense", np.zeros((2, 1), dtype=np.float32), np.zeros((6, 1), dtype=np.float32))
     # Weights set by hand: (BM25, base model, companion).
     teacher.add_companion("local:all-MiniLM-L6-v2", "dense", *_vectors(companion), weights=[0.2, 0.2, 0.6])
-    assert teacher.row_scores(0) == pytest.approx(
+    assert teacher.block([0])[0] == pytest.approx(
         2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0]) + 0.6 * _z(companion[0])))
     assert "BM25 0.2 + base model 0.2" in teacher.name and "all-MiniLM-L6-v2 0.6" in teacher.name
     for bad in ([0.5, 0.5], [0.5, 0.6, -0.1], [0.3, 0.3, 0.3]):
@@ -121,12 +121,12 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
     teacher.add_companions([("local:all-MiniLM-L6-v2", "dense", *_vectors(companion)),
                             ("local:bge-small-en", "dense", *_vectors(bge))],
                            base_kind="sparse")
-    assert teacher.row_scores(0) == pytest.approx(2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0])
+    assert teacher.block([0])[0] == pytest.approx(2 * (0.2 * _z(lexical) + 0.2 * _z(docs @ query[0])
                                                        + 0.3 * _z(companion[0]) + 0.3 * _z(bge[0])))
     assert teacher.name.endswith("all-MiniLM-L6-v2 0.3 + local:bge-small-en 0.3, z-score)")
     teacher.add_companions([("a", "dense", *_vectors(companion)), ("b", "sparse", *_vectors(bge))],
                            [0.1, 0.2, 0.3, 0.4])
-    assert teacher.row_scores(0) == pytest.approx(2 * (0.1 * _z(lexical) + 0.2 * _z(docs @ query[0])
+    assert teacher.block([0])[0] == pytest.approx(2 * (0.1 * _z(lexical) + 0.2 * _z(docs @ query[0])
                                                        + 0.3 * _z(companion[0]) + 0.4 * _z(bge[0])))
     with pytest.raises(ValueError, match="4 weights"):
         teacher.add_companions([("a", "dense", *_vectors(companion)), ("b", "sparse", *_vectors(bge))], [0.5, 0.5, 0.0])
@@ -135,7 +135,7 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
                                base_kind="sparse")
     # Binding new queries drops the companion: its scores belonged to the old ones.
     teacher.bind([QUERY], query, TEXTS, docs)
-    assert teacher.row_scores(0) == pytest.approx(_z(lexical) + _z(docs @ query[0]))
+    assert teacher.block([0])[0] == pytest.approx(_z(lexical) + _z(docs @ query[0]))
 
 
 def test_the_automatic_companion_is_the_packaged_model_of_the_other_kind():
