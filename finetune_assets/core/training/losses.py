@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 LOSSES = ("mnrl", "margin_mse", "distill_kl", "mnrl+margin_mse", "batch_kl")
-MATRIX_LOSSES = ("batch_kl",)  # read teacher_scores.npy, not per-row teacher columns
+MATRIX_LOSSES = ("batch_kl",)  # read the teacher's top-K files (teacher_top_k.py), not per-row teacher columns
 
 
 def check_loss(loss: str) -> None:
