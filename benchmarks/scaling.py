@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                         "generated queries (the same number at every size; they give the held-out queries)")
     parser.add_argument("--stage-timeout", type=float, default=1800.0, help="seconds before a stage is stopped "
                         "(that size and larger ones are then skipped)")
+    parser.add_argument("--stages", nargs="+", choices=[*STAGES, QUERY_STAGE],
+                        help="run only these stages (their upstream artifacts must be in the work dir already); "
+                        "figures are merged into an existing --out file")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/scaling-work"))
     parser.add_argument("--out", type=Path, required=True, help="JSON figures; the markdown table goes beside it")
     parser.add_argument("--run-stage", help=argparse.SUPPRESS)  # internal: one stage in this process
@@ -144,18 +147,22 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(args.run_stage, args.work_dir, corpus, args.size, args.model_type, args.max_steps,
                   args.generated_documents)
         return 0
+    earlier = json.loads(args.out.read_text(encoding="utf-8")) if args.stages and args.out.is_file() else {}
     report = {"corpus": str(corpus), "model_type": args.model_type, "max_steps": args.max_steps,
               "queries": f"title + 2 span queries per sampled document; generated queries for "
                          f"{args.generated_documents} documents", "cpu_count": os.cpu_count(),
               "targets": {"time_growth_per_4x": TIME_GROWTH_TARGET, "peak_rss_mib_at_100k": PEAK_RSS_TARGET_MIB},
-              "sizes": {}, "ratios": {}}
+              "sizes": earlier.get("sizes", {}), "ratios": {}}
+    if "query_generation" in earlier:
+        report["query_generation"] = earlier["query_generation"]
     for size in sorted(args.sizes):
         work = args.work_dir / str(size)
         work.mkdir(parents=True, exist_ok=True)
-        figures: dict[str, dict] = {}
-        report["sizes"][str(size)] = figures
+        figures: dict[str, dict] = report["sizes"].setdefault(str(size), {})
         stopped = False
         for stage in (STAGES[0], QUERY_STAGE, *STAGES[1:]):
+            if args.stages and stage not in args.stages:
+                continue
             command = [sys.executable, "-m", "benchmarks.scaling", str(corpus), "--run-stage", stage, "--size",
                        str(size), "--work-dir", str(work), "--model-type", args.model_type, "--max-steps",
                        str(args.max_steps), "--generated-documents", str(args.generated_documents),
