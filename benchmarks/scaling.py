@@ -7,9 +7,10 @@ RSS per stage, at several sample sizes of one large corpus, and the ratios betwe
 Queries cost little here: a fixed number of sampled documents (--generated-documents, the same at every size)
 get generated queries, which give the held-out queries evaluation_report needs, and every sampled document
 gives its title and two of its sentences (training_pairs title_queries and span_queries). Query generation is
-timed but is not one of the measured stages: its cost does not grow with the sample. Every stage runs in its own process, so its peak RSS (the process and the subprocesses it waits
-for, e.g. the training entry point) is its own; training is capped at --max-steps so the run measures the data
-stages, not the length of training. A stage that runs past --stage-timeout stops that size and every larger one.
+timed but is not one of the measured stages: its cost does not grow with the sample. Every stage runs in its own
+process, so its peak RSS (the process and the subprocesses it waits for, e.g. the training entry point) is its own;
+training is capped at --max-steps so the run measures the data stages, not the length of training. A stage that
+runs past --stage-timeout stops that size and every larger one.
 """
 from __future__ import annotations
 
