@@ -28,6 +28,7 @@ from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import image
 from finetune_assets.stages.run_config import check_run_config
 
+LEGACY_SCORES_FILE = "teacher_scores.npy"  # the full rows x documents matrix mined_negatives wrote before top-K
 TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
 
 
@@ -113,8 +114,12 @@ def mined_negative_count(train_file) -> int:
 
 
 def chosen_loss(loss: str, model_type: str, train_dir) -> str:
-    """`auto`: batch_kl when mined_negatives wrote the hybrid teacher's matrix and batch_kl can train the model
-    type (dense, sparse), else mnrl."""
+    """`auto`: batch_kl when mined_negatives wrote the hybrid teacher's top-K scores and batch_kl can train the
+    model type (dense, sparse), else mnrl. A folder from before the top-K store is refused, not quietly trained
+    with another loss."""
+    if (train_dir / LEGACY_SCORES_FILE).exists() and not (train_dir / SCORES_FILE).exists():
+        raise ValueError(f"mined_negatives at {train_dir} holds the old full teacher matrix ({LEGACY_SCORES_FILE}); "
+                         "this version reads the teacher's top-K files: re-materialize mined_negatives")
     if loss != "auto":
         return loss
     return "batch_kl" if (train_dir / SCORES_FILE).exists() and model_type in BATCH_KL_MODEL_TYPES else "mnrl"
@@ -141,7 +146,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     # Fail here rather than in the training job when the loss needs teacher scores that the rows lack.
     teacher_labels([next(read_jsonl(train_dir / "train.jsonl"), {})], num_negatives, loss)
     if loss == "batch_kl" and not (train_dir / SCORES_FILE).exists():
-        raise ValueError("loss 'batch_kl' distils the hybrid teacher's score matrix: materialize mined_negatives "
+        raise ValueError("loss 'batch_kl' distils the hybrid teacher's top-K scores: materialize mined_negatives "
                          "with teacher 'hybrid' first")
     if loss == "batch_kl":
         chosen, smart_metadata = smart_defaults.fill_batch_kl(context, smart_settings(config, loss),
