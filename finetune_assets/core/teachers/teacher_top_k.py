@@ -4,9 +4,11 @@ The hybrid teacher z-scores each signal per query over every training document (
 same scale as the dense matrix of queries x documents they replace) and keeps only each query's K best
 documents with their scores. What the K best leave out is summed up per query by two figures computed from the
 whole row before it is dropped: the mean and the standard deviation of the scores of the documents not kept.
-Training reads a kept score as it is; a document the query did not keep (another query's candidate in the
-batch's pool) reads as that mean, and its spread enters the teacher's per-query standard deviation through that
-standard deviation (see batch_distillation.spread_ratio), so the score scale is the one the full matrix gave.
+Training reads a kept score as it is. A document the query did not keep (another query's candidate in the
+batch's pool) reads as the score whose softmax weight is the expected weight of a left-out document, mean +
+variance / (2 x temperature) for normally spread scores, never above the row's lowest kept score; its spread
+enters the teacher's per-query standard deviation (batch_distillation.spread_ratio), so the score scale is the
+one the full matrix gave. With K at least the number of documents the store is exact.
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-# Training reads at most batch_size x candidates_per_query documents of a query per step (32 x 8 = 256 with the
-# sparse defaults, the larger pool), so 256 kept documents cover every document a batch could rank highest.
-TEACHER_TOP_K = 256
+# Documents kept per training query: exact up to this many sampled documents (the default sample is 2,000), so
+# the defaults train on the scores the full matrix gave; the files take rows x K x 6 bytes.
+TEACHER_TOP_K = 2048
 INDICES_FILE = "teacher_top_indices.npy"  # int32 [rows, K]: document indices, best first; -1 = empty slot
 SCORES_FILE = "teacher_top_scores.npy"  # float16 [rows, K]: their scores; -inf = masked (the row's source)
 REST_FILE = "teacher_top_rest.npy"  # float32 [rows, 2]: mean and standard deviation of the scores not kept
+ROWS_FILE = "teacher_rows.npy"  # int64 [rows]: the train.jsonl line (0-based) of each row the store holds
 # Rows x documents cells of one block of queries scored at once while building: bounds its memory (64 MB per
 # float64 signal) whatever the corpus size.
 BLOCK_CELLS = 1 << 23
@@ -80,10 +83,12 @@ class TeacherTopK:
         """Documents the row masks (its source, for a span or title query)."""
         return np.asarray(self.indices[row][np.isneginf(self.scores[row].astype(np.float32))], dtype=np.int64)
 
-    def lookup(self, rows: Sequence[int], columns: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [rows, columns] teacher scores, and the variance each cell stands for: 0 for a kept score,
-        the row's variance of the scores not kept for a document the row did not keep (which reads as their
-        mean)."""
+    def lookup(self, rows: Sequence[int], columns: Sequence[int], temperature: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [rows, columns] teacher scores, and the variance each cell stands for: 0 for a kept score; for a
+        document the row did not keep, the variance of the scores it left out, and as score their mean (what the
+        row's spread is computed from) or, given the softmax temperature, mean + variance / (2 x temperature),
+        the expected softmax weight of a left-out document, never above the row's lowest kept score."""
         columns = np.asarray(columns, dtype=np.int64)
         order = np.argsort(columns, kind="stable")
         ordered = columns[order]
@@ -91,14 +96,28 @@ class TeacherTopK:
         variance = np.empty_like(scores)
         for i, row in enumerate(rows):
             mean, std = (float(v) for v in self.rest[row])
-            scores[i], variance[i] = mean, std * std
+            kept_scores = self.scores[row].astype(np.float32)
+            finite = kept_scores[np.isfinite(kept_scores)]
+            ceiling = float(finite.min()) if len(finite) else np.inf
+            fill = mean if temperature is None else min(mean + std * std / (2 * temperature), ceiling)
+            scores[i], variance[i] = fill, std * std
             kept = np.asarray(self.indices[row], dtype=np.int64)
             place = np.minimum(np.searchsorted(ordered, kept), max(len(ordered) - 1, 0))
             found = (kept >= 0) & (ordered[place] == kept) if len(ordered) else np.zeros(len(kept), bool)
             where = order[place[found]]
-            scores[i, where] = self.scores[row][found].astype(np.float32)
+            scores[i, where] = kept_scores[found]
             variance[i, where] = 0.0
         return scores, variance
+
+
+def reached_rows(total: int, limit: int, seed: int = 0) -> np.ndarray:
+    """The rows the teacher scores, ascending: every row when `limit` is 0 or covers them all, else `limit` rows
+    drawn by a seeded shuffle, so a row training cannot reach is neither encoded nor scored."""
+    if limit < 0:
+        raise ValueError(f"teacher_rows must be >= 0 (0 = every row), got {limit}")
+    if not limit or limit >= total:
+        return np.arange(total, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:limit]).astype(np.int64)
 
 
 def keep_top_k(combined: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ likes stays liked (no false-negative guard needed).
 
 The teacher's scores come from mined_negatives as each training row's top documents with their scores
 (teacher_top_k.py: memory-mapped, linear in rows), so they are computed once; a document a row did not keep
-reads as the mean of the row's scores not kept. A row marked `exclude_source` (a span query copied from its
+reads with the expected softmax weight of the row's scores not kept. A row marked `exclude_source` (a span query
+copied from its
 document) has its source masked out for teacher and student alike.
 """
 from __future__ import annotations
@@ -147,7 +148,7 @@ def batch_kl_loss(student, teacher, *, temperature: float = 1.0):
 def spread_ratio(student, teacher, teacher_variance=None) -> float:
     """The teacher's mean per-query standard deviation over the student's, on the entries the teacher scores
     (finite): the factor that puts the student's scores on the teacher's scale. `teacher_variance` (same shape)
-    adds the spread a cell stands for (a document the row did not keep reads as the mean of those it left out,
+    adds the spread a cell stands for (a document the row did not keep stands for those it left out,
     whose variance it carries), so the teacher's spread is the one its full scores have."""
     import torch
 
@@ -369,15 +370,14 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
             pooled += [int(c) for r in chosen for c in own[r]]
         chunks = length_sorted_chunks(dict.fromkeys(pooled), lengths)
         pool = [c for chunk in chunks for c in chunk]
-        teacher_values, teacher_variance = scores.lookup(chosen, pool)
-        teacher = torch.from_numpy(teacher_values).to(device)
+        teacher = torch.from_numpy(scores.lookup(chosen, pool, hp.teacher_temperature)[0]).to(device)
         with autocast:
             queries = embed([rows[r]["query"] for r in chosen])
             docs = torch.cat([embed([texts[c] for c in chunk]) for chunk in chunks])
             student = queries @ docs.T
             if score_scale is None:
-                score_scale = hp.sparse_score_scale or spread_ratio(student, teacher,
-                                                                    torch.from_numpy(teacher_variance).to(device))
+                values, variance = (torch.from_numpy(a).to(device) for a in scores.lookup(chosen, pool))
+                score_scale = hp.sparse_score_scale or spread_ratio(student, values, variance)
             student = student * (score_scale * log_factor.exp())
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:

@@ -3,9 +3,11 @@
 import time
 from typing import Optional
 
+import numpy as np
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator, model_validator
 
+from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
 from finetune_assets.core.retrieval.mining import SOURCES, MiningResult, MiningSettings, mine_hard_negatives
@@ -17,6 +19,7 @@ from finetune_assets.core.teachers.hybrid_teacher import (
     companion_vectors,
 )
 from finetune_assets.core.teachers.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
+from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE, TEACHER_TOP_K, reached_rows
 from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, teacher_top_k
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
@@ -60,6 +63,13 @@ class MinedNegativesConfig(Config):
                                                    "the base model and each teacher_companion, each >= 0 and "
                                                    "summing to 1 (null = by kind: BM25 0.3, dense 0.4, sparse "
                                                    "0.3).")
+    teacher_top_k: int = Field(default=TEACHER_TOP_K, ge=1, description="Documents kept per training query from "
+                               "the teacher's scores: exact up to this many training documents, the rest summed "
+                               "up by their mean and spread; its files take rows x K x 6 bytes.")
+    teacher_rows: Optional[int] = Field(default=None, ge=0, description="Training rows the teacher scores, drawn "
+                                        "by a seeded shuffle; raise it for a training longer than the default "
+                                        "(null = the rows batch_kl's default training reads, max_steps x "
+                                        "batch_size; 0 = every row).")
     teacher_max_length: int = Field(default=256, ge=1, description="Teacher tokens per (query, passage) pair.")
     teacher_threads: int = Field(default=0, ge=0, description="ONNX teacher CPU threads (0 = onnxruntime's "
                                  "default).")
@@ -143,7 +153,9 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                                                      base_model=base_model, model=model,
                                                      companions=companion_models(config.teacher_companion,
                                                                                  base_model.model_type),
-                                                     weights=config.teacher_weights))
+                                                     weights=config.teacher_weights, k=config.teacher_top_k,
+                                                     row_limit=teacher_row_limit(config.teacher_rows,
+                                                                                 base_model.model_type)))
     uri = storage.publish(index, "mined_negatives", folder)
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
@@ -174,15 +186,18 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
 
 def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
                         documents: list, folder, *, base_model: BaseModelResource, model=None,
-                        companions: list[str] | None = None, weights: list[float] | None = None) -> dict:
-    """The hybrid teacher's top documents and scores per training row (teacher_top_k.py), memory-mapped files."""
+                        companions: list[str] | None = None, weights: list[float] | None = None,
+                        k: int = TEACHER_TOP_K, row_limit: int = 0) -> dict:
+    """The hybrid teacher's top documents and scores per training row it scores (teacher_top_k.py), memory-mapped
+    files, and which rows those are (ROWS_FILE): `row_limit` of them (0 = all), the rest never encoded."""
     started = time.perf_counter()
     metadata = {}
-    rows = result.rows
+    reached = reached_rows(len(result.rows), row_limit)
+    rows = [result.rows[i] for i in reached]
     queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
     if getattr(teacher, "queries", None) != queries:  # not bound by mining (no teacher there, or a round trip)
         if result.doc_embeddings is not None:  # mining encoded them already
-            query_vectors, doc_vectors = result.query_embeddings, result.doc_embeddings
+            query_vectors, doc_vectors = result.query_embeddings[reached], result.doc_embeddings
         else:
             model = model or base_model.load()
             query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
@@ -198,14 +213,30 @@ def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, 
         metadata["teacher_companion_seconds"] = round(time.perf_counter() - companion_started, 2)
     context.log.info(f"teacher: {teacher.name}")
     top_started = time.perf_counter()
-    store = teacher_top_k(teacher, rows, [d["id"] for d in documents], folder=folder,
+    store = teacher_top_k(teacher, rows, [d["id"] for d in documents], folder=folder, k=k,
                           on_progress=lambda done, total: context.log.info(f"teacher top-K {done}/{total} rows"))
+    np.save(folder / ROWS_FILE, reached)
     write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
+    if len(rows) < len(result.rows):
+        context.log.info(f"teacher: scored {len(rows):,} of {len(result.rows):,} training rows, what training "
+                         "reads (teacher_rows)")
     return {**metadata, "teacher": teacher.name, "teacher_rows": store.rows, "teacher_top_k": store.k,
             "teacher_documents": store.documents,
             "teacher_top_k_seconds": round(time.perf_counter() - top_started, 2),
             "teacher_seconds_total": round(time.perf_counter() - started, 2),
             "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
+
+
+def teacher_row_limit(setting: int | None, model_type: str) -> int:
+    """teacher_rows, or when null the rows batch_kl's default training reads (max_steps x batch_size of the
+    smart-defaults table); every row (0) for a model type batch_kl does not train."""
+    if setting is not None:
+        return setting
+    try:
+        entry = batch_kl_lookup(model_type)
+    except ValueError:
+        return 0
+    return entry.max_steps * entry.batch_size
 
 
 def score_with_teacher(context: AssetExecutionContext, teacher: CrossEncoderTeacher | None, rows: list) -> dict:

@@ -1,5 +1,6 @@
 """trained_model: the fine-tuned model, trained by the shared entry point in a Dagster Pipes subprocess."""
 
+import math
 import sys
 from typing import Any, Literal, Optional
 
@@ -10,6 +11,7 @@ from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teachers.teacher import negative_columns
+from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.training.batch_distillation import SCORES_FILE
 from finetune_assets.core.training.dense_training import (
@@ -113,6 +115,23 @@ def mined_negative_count(train_file) -> int:
     return len(negative_columns(next(read_jsonl(train_file), {})))
 
 
+def unscored_rows_warning(train_dir, hp: Hyperparameters) -> str | None:
+    """What to change when batch_kl would read the rows the teacher scored more than once while mined_negatives
+    left other training rows unscored (teacher_rows below what this training reads); None when it does not."""
+    import numpy as np
+
+    scored = len(np.load(train_dir / ROWS_FILE, mmap_mode="r"))
+    total = sum(1 for _ in read_jsonl(train_dir / "train.jsonl"))
+    steps = math.ceil(math.ceil(scored / hp.batch_size) * hp.epochs)
+    steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    reads = steps * hp.batch_size
+    if scored >= total or reads <= scored:
+        return None
+    return (f"this training reads {reads:,} rows ({steps} steps x {hp.batch_size}) but mined_negatives scored "
+            f"{scored:,} of the {total:,} training rows, so they repeat while the others are never read: "
+            f"materialize mined_negatives with teacher_rows {min(reads, total)} (0 = every row)")
+
+
 def chosen_loss(loss: str, model_type: str, train_dir) -> str:
     """`auto`: batch_kl when mined_negatives wrote the hybrid teacher's top-K scores and batch_kl can train the
     model type (dense, sparse), else mnrl. A folder from before the top-K store is refused, not quietly trained
@@ -155,6 +174,8 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         chosen, smart_metadata = smart_defaults.fill(context, smart_settings(config, loss), base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))
     hp = training_hyperparameters(config, chosen, loss=loss, num_negatives=num_negatives, base_model=base_model)
+    if loss == "batch_kl" and (warning := unscored_rows_warning(train_dir, hp)):
+        context.log.warning(warning)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "
                          f"saved as the average of their weights; soup_size: 1 trains one model in a "

@@ -62,12 +62,17 @@ def test_the_store_round_trips_through_memory_mapped_files_and_reads_like_the_fu
     assert isinstance(loaded.indices, np.memmap) and isinstance(loaded.scores, np.memmap)
     assert np.array_equal(loaded.indices, store.indices) and np.array_equal(loaded.scores, store.scores)
     assert loaded.masked(1).tolist() == [3] and loaded.masked(4).tolist() == [7] and loaded.masked(0).size == 0
-    # A kept document reads its score; one not kept reads the mean of what the row left out, with its variance.
+    # A kept document reads its score; one not kept reads the score of a left-out document's expected softmax
+    # weight (mean + variance / 2T, at most the lowest kept score), with the variance of what the row left out.
     pool = list(range(40))
-    values, variance = loaded.lookup([0, 1], pool)
+    values, variance = loaded.lookup([0, 1], pool, temperature=2.0)
     for i, row in enumerate([0, 1]):
         kept = set(loaded.indices[row].tolist())
-        expected = np.where(np.isin(pool, list(kept)), matrix[row], loaded.rest[row][0])
+        mean, std = loaded.rest[row]
+        lowest = min(s for s in loaded.scores[row].astype(np.float32) if np.isfinite(s))
+        fill = min(mean + std ** 2 / 4.0, lowest)
+        assert mean < fill  # the left-out documents keep more than their mean's share of the softmax mass
+        expected = np.where(np.isin(pool, list(kept)), matrix[row], fill)
         if masked[row] is not None:
             expected[masked[row]] = -np.inf
         assert values[i] == pytest.approx(expected, abs=2e-3)  # kept scores are float16
@@ -78,6 +83,7 @@ def test_the_store_round_trips_through_memory_mapped_files_and_reads_like_the_fu
     student = torch.from_numpy(_random_matrix(rows=2, documents=40, seed=5))
     full = torch.from_numpy(np.where(np.isin(np.arange(40), [3]) & (np.arange(2)[:, None] == 1), -np.inf,
                                      matrix[[0, 1]]).astype(np.float32))
+    values, variance = loaded.lookup([0, 1], pool)  # left-out documents at their mean, as the spread needs
     assert spread_ratio(student, torch.from_numpy(values), torch.from_numpy(variance)) == pytest.approx(
         spread_ratio(student, full), rel=2e-3)
     with pytest.raises(ValueError, match="points at document"):

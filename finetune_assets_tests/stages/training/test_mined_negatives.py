@@ -5,7 +5,7 @@ from dagster import DagsterInstance, materialize
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, TeacherTopK
+from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE, TEACHER_TOP_K, TeacherTopK
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.training.mined_negatives import mined_negatives
@@ -140,6 +140,46 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     history = json.loads((tmp_path / "model" / "training_log.json").read_text())["loss_history"]
     assert len(history) == summary["steps"]  # logging_steps 1: one entry a step
     assert all(0 < entry["regularizer"] < entry["loss"] for entry in history)
+
+
+def test_the_teacher_scores_only_the_rows_training_reads_and_training_reads_those(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from finetune_assets.core.jsonl import write_json
+
+    metadata, rows, _ = _materialize(tmp_path, {"num_negatives": 0, "teacher_rows": 9, "teacher_top_k": 5},
+                                     span_rows=10)
+    folder = tmp_path / "artifacts" / "docs" / "mined_negatives" / "current"
+    documents = list(read_jsonl(folder / "documents.jsonl"))
+    reached = np.load(folder / ROWS_FILE)
+    store = TeacherTopK.load(folder, len(documents))
+    # train.jsonl keeps every row; the store holds 9 of them, distinct and in file order, K = 5 documents each.
+    assert len(rows) > 9 and store.rows == 9 == len(reached) == metadata["teacher_rows"].value
+    assert reached.tolist() == sorted(set(reached.tolist())) and store.k == 5 == metadata["teacher_top_k"].value
+    # Store row i is train.jsonl row reached[i]: a span row masks its own source, a generated one masks nothing.
+    column = {d["id"]: i for i, d in enumerate(documents)}
+    kinds = [bool(rows[r].get("exclude_source")) for r in reached]
+    assert any(kinds) and not all(kinds)
+    for i, r in enumerate(reached):
+        assert store.masked(i).tolist() == ([column[rows[r]["doc_id"]]] if kinds[i] else [])
+    write_json(tmp_path / "hp.json", {"model_type": "sparse", "loss": "batch_kl", "batch_size": "4",
+                                      "max_seq_length": "32", "logging_steps": "1", "candidates_per_query": "2",
+                                      "epochs": "1"})
+    command = [sys.executable, "-m", "finetune_assets.training", "--train-dir", str(folder),
+               "--model-dir", str(tmp_path / "model"), "--hyperparameters", str(tmp_path / "hp.json")]
+    environment = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stderr.strip().splitlines()[-1])
+    assert summary["rows"] == 9 and summary["steps"] == 3  # one epoch of the 9 scored rows, 4 a step
+    # An index file that names a row train.jsonl does not hold is refused before any training.
+    np.save(folder / ROWS_FILE, np.array([0, len(rows)]))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode != 0 and "re-materialize mined_negatives" in done.stderr
 
 
 @pytest.mark.slow
