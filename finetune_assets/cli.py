@@ -114,8 +114,8 @@ def _estimate(args: argparse.Namespace) -> int:
         print(f"finetune-assets estimate: {problems}", file=sys.stderr)
         return 2
     try:
-        corpus = read_corpus(args.corpus)
-        documents = sample_documents(corpus.documents, max_docs or None, seed=0)  # as raw_corpus samples
+        corpus = read_corpus(args.corpus, max_documents=max_docs or None, seed=0)  # as raw_corpus samples
+        documents = sample_documents(corpus.documents, max_docs or None, seed=0)
         estimate, plan = estimate_run(documents, run_configs(), config, BaseModelResource(),
                                       bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
     except (CorpusError, PriceTableError) as exc:

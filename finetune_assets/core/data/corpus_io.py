@@ -1,7 +1,7 @@
 """Read a user's corpus (JSON Lines, a JSON array, plain text or parquet) into validated, deduplicated documents.
 
 Every record read ends up either in ``documents`` or in ``quarantined`` (with a reason naming the file, the
-line and the field), so ``records_read == len(documents) + len(quarantined)`` always holds. Files are
+line and the field), so ``records_read == len(documents) + len(quarantined)`` holds when no sample is asked for. Files are
 streamed: JSON Lines and text line by line, parquet by record batch. A ``.json``/``.jsonl``/``.ndjson`` file
 whose first character is ``[`` and that parses as one JSON array is read as a list of documents (parsed whole,
 so use JSON Lines for corpora larger than memory); its records are numbered by element (1-based) where JSON
@@ -13,11 +13,20 @@ document kept is the one with the longest text; on equal length, the one whose c
 "text", "title"}``, keys sorted, UTF-8, no spaces) has the smallest SHA-256. Two records that tie on both are
 the same document. The others are quarantined with the location of the one kept.
 
+With ``max_documents``, the sample is taken while streaming, so memory follows the sample, not the corpus: only
+the records whose ids have the smallest seeded hashes (sampling.sample_key) are kept, a window a quarter larger
+than the sample, and duplicates are resolved among them (a duplicate id always falls in or out of the window
+with its twin; a duplicate text is found when both copies compete for the sample). The sample is the window's
+first ``max_documents`` documents by hash; should duplicates leave it short, the files are read again with a
+window four times larger. Records outside the window are counted in ``not_sampled``, so ``records_read ==
+len(documents) + len(quarantined) + not_sampled``.
+
 Pure logic: nothing here imports Dagster or boto3.
 """
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -27,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune_assets.core.data.sampling import sample_key
 from finetune_assets.core.jsonl import write_jsonl
 
 JSON_LINES_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -67,6 +77,7 @@ class CorpusReadResult:
     duplicate_ids: int
     duplicate_texts: int
     location: str = ""
+    not_sampled: int = 0  # valid records left outside the sample's window (max_documents), never compared
 
     def quarantine_counts(self) -> Counter:
         """Quarantined records per kind, most common first."""
@@ -274,6 +285,13 @@ class _Reader:
     duplicate_texts: int = 0
     # Valid records before deduplication, with where each was read (the file, and its line, row or element).
     _candidates: list[tuple[dict, Path, int | None]] = field(default_factory=list)
+    # With a window (ids kept while streaming a sample): each kept id's records, and a max-heap (negated keys)
+    # of the kept ids, whose top is the id the next better one pushes out.
+    window: int | None = None
+    seed: int = 0
+    not_sampled: int = 0
+    _members: dict[str, list[tuple[dict, Path, int | None]]] = field(default_factory=dict)
+    _heap: list[tuple[int, str]] = field(default_factory=list)
     # How each JSON file was read ("lines" or "array") and which parquet columns, to re-read a loser's raw record.
     _json_modes: dict[Path, str] = field(default_factory=dict)
     _parquet_columns: dict[Path, list[str]] = field(default_factory=dict)
@@ -294,7 +312,22 @@ class _Reader:
     def accept(self, path: Path, line: int | None, doc_id: str, text: str, title: str) -> None:
         """A valid record; whether it stays a document is decided in `finish` (duplicates)."""
         self.records_read += 1
-        self._candidates.append(({"id": doc_id, "text": text, "title": title}, path, line))
+        record = ({"id": doc_id, "text": text, "title": title}, path, line)
+        if self.window is None:
+            self._candidates.append(record)
+        elif doc_id in self._members:
+            self._members[doc_id].append(record)
+        else:
+            key = sample_key(self.seed, doc_id)
+            if len(self._heap) < self.window:
+                heapq.heappush(self._heap, (-key, doc_id))
+            elif key < -self._heap[0][0]:
+                _, out = heapq.heapreplace(self._heap, (-key, doc_id))
+                self.not_sampled += len(self._members.pop(out))
+            else:
+                self.not_sampled += 1
+                return
+            self._members[doc_id] = [record]
 
     # -- duplicates, decided once everything is read
 
@@ -307,6 +340,11 @@ class _Reader:
 
         Quarantined records end up in reading order: by file (`files`' order), then line, row or element.
         """
+        if self.window is not None:  # the window's records, in the order they were read
+            position = {path: i for i, path in enumerate(files)}
+            self._candidates = sorted((r for records in self._members.values() for r in records),
+                                      key=lambda r: (position.get(r[1], len(position)), r[2] or 0))
+            self._members, self._heap = {}, []
         documents = [doc for doc, _, _ in self._candidates]
         kept, losers = _duplicate_indices(documents)
         self.duplicate_ids = sum(1 for *_, kind in losers if kind == "duplicate id")
@@ -583,12 +621,13 @@ class _Reader:
 
 def read_corpus(location: str | Path, *, id_field: str | None = None, text_fields: Sequence[str] = ("text",),
                 title_field: str | None = "title", txt_mode: Literal["line", "file"] = "line",
-                min_chars: int = 1) -> CorpusReadResult:
+                min_chars: int = 1, max_documents: int | None = None, seed: int = 0) -> CorpusReadResult:
     """Read every supported file at `location` into documents ({"id", "text", "title"}) and quarantined records.
 
     Duplicate ids and texts are resolved by the order-independent rule in the module docstring (longest text,
-    then smallest SHA-256 of the canonical JSON). Raises CorpusError when the location has no supported file or
-    no valid document.
+    then smallest SHA-256 of the canonical JSON). With `max_documents`, the documents are the seeded sample of
+    that many (sampling.sample_documents' choice and order), taken while streaming. Raises CorpusError when the
+    location has no supported file or no valid document.
     """
     if isinstance(text_fields, str):
         text_fields = (text_fields,)
@@ -597,10 +636,34 @@ def read_corpus(location: str | Path, *, id_field: str | None = None, text_field
         raise ValueError("text_fields must name at least one field")
     if txt_mode not in ("line", "file"):
         raise ValueError(f"txt_mode must be 'line' or 'file', not {txt_mode!r}")
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"max_documents must be at least 1 or None (every document), got {max_documents}")
     root = Path(location).expanduser()
     files = find_corpus_files(root)
-    reader = _Reader(root=root, id_field=id_field or None, text_fields=text_fields,
-                     title_field=title_field or None, txt_mode=txt_mode, min_chars=max(1, int(min_chars)))
+    window = max_documents + max(max_documents // 4, 16) if max_documents else None
+    while True:
+        reader = _read_files(files, window, seed, root=root, id_field=id_field or None, text_fields=text_fields,
+                             title_field=title_field or None, txt_mode=txt_mode, min_chars=max(1, int(min_chars)))
+        if window is None or len(reader.documents) >= max_documents or not reader.not_sampled:
+            break
+        window *= 4  # duplicates inside the window left the sample short while other ids wait outside it
+    documents, not_sampled = reader.documents, reader.not_sampled
+    if max_documents and len(documents) > max_documents:
+        documents = sorted(documents, key=lambda d: (sample_key(seed, d["id"]), d["id"]))
+        not_sampled += len(documents) - max_documents
+        documents = documents[:max_documents]
+    assert reader.records_read == len(documents) + len(reader.quarantined) + not_sampled
+    result = CorpusReadResult(documents=documents, quarantined=reader.quarantined,
+                              files=[str(p) for p in files], records_read=reader.records_read,
+                              duplicate_ids=reader.duplicate_ids, duplicate_texts=reader.duplicate_texts,
+                              location=str(location), not_sampled=not_sampled)
+    if not result.documents:
+        raise CorpusError(_no_documents_message(result, text_fields))
+    return result
+
+
+def _read_files(files: Sequence[Path], window: int | None, seed: int, **options: Any) -> _Reader:
+    reader = _Reader(window=window, seed=seed, **options)
     for path in files:
         suffix = path.suffix.lower()
         if suffix in PARQUET_SUFFIXES:
@@ -610,14 +673,7 @@ def read_corpus(location: str | Path, *, id_field: str | None = None, text_field
         else:
             reader.read_json(path)
     reader.finish(files)
-    assert reader.records_read == len(reader.documents) + len(reader.quarantined)
-    result = CorpusReadResult(documents=reader.documents, quarantined=reader.quarantined,
-                              files=[str(p) for p in files], records_read=reader.records_read,
-                              duplicate_ids=reader.duplicate_ids, duplicate_texts=reader.duplicate_texts,
-                              location=str(location))
-    if not result.documents:
-        raise CorpusError(_no_documents_message(result, text_fields))
-    return result
+    return reader
 
 
 def _no_documents_message(result: CorpusReadResult, text_fields: tuple[str, ...]) -> str:

@@ -10,6 +10,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def sample_key(seed: int, doc_id: str) -> int:
+    """The document's place in every sample of this seed (smaller is sampled first): sha256(f"{seed}:{id}")."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest(), "big")
+
+
 def _rank(seed: int, document: dict) -> tuple[str, str, str]:
     doc_id = str(document["id"])
     digest = hashlib.sha256(f"{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).hexdigest()

@@ -117,12 +117,14 @@ def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage:
         location = config.source or storage.corpus_location(index)
         context.log.info(f"reading corpus for index '{index}' from {redact(location)}")
         result = read_corpus(location, id_field=config.id_field or None, text_fields=config.text_fields,
-                             title_field=config.title_field or None, txt_mode=config.txt_mode)
+                             title_field=config.title_field or None, txt_mode=config.txt_mode,
+                             max_documents=config.max_documents or None, seed=config.seed)
     sample = sample_documents(result.documents, config.max_documents or None, config.seed)
     folder = storage.artifact_dir(index, "raw_corpus", run_id=context.run_id)
     write_jsonl(folder / "documents.jsonl", sample)
     write_quarantine(folder / "quarantine.jsonl", result.quarantined)
-    write_json(folder / COUNTS_FILE, {"records_read": result.records_read, "documents_valid": len(result.documents),
+    valid = len(result.documents) + result.not_sampled  # duplicates removed where the sample met them
+    write_json(folder / COUNTS_FILE, {"records_read": result.records_read, "documents_valid": valid,
                                       "documents_sampled": len(sample), "quarantined": len(result.quarantined)})
     for entry in result.quarantined[:20]:
         where = entry.source if entry.line is None else f"{entry.source}:{entry.line}"
@@ -135,7 +137,7 @@ def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage:
     return MaterializeResult(metadata={
         "path": MetadataValue.path(uri),
         "records_read": result.records_read,
-        "documents_valid": len(result.documents),
+        "documents_valid": valid,
         "documents_sampled": len(sample),
         "quarantined": len(result.quarantined),
         "duplicate_ids": result.duplicate_ids,

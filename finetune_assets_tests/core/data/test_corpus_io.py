@@ -576,3 +576,91 @@ def test_reservoir_sample():
     # roughly uniform: every item of a short stream gets picked over many seeds
     picked = {x for seed in range(200) for x in reservoir_sample(range(20), 2, seed)}
     assert picked == set(range(20))
+
+
+# ------------------------------------------------------------------------------ sampling while streaming
+
+
+def _sampled_corpus(tmp_path: Path, shuffle_seed: int, repeated_text: bool = True) -> Path:
+    """300 documents over three files, 20 of them with a duplicate id (the longer text wins) and, with
+    `repeated_text`, 100 more documents sharing one text, in an order that `shuffle_seed` shuffles."""
+    records = [{"id": f"d{i}", "text": f"unique paragraph number {i} about topic {i % 7}"} for i in range(300)]
+    records += [{"id": f"d{i}", "text": f"unique paragraph number {i} about topic {i % 7}, longer"} for i in range(20)]
+    if repeated_text:
+        records += [{"id": f"s{i}", "text": "The same  text, repeated"} for i in range(100)]
+    random.Random(shuffle_seed).shuffle(records)
+    folder = tmp_path / f"corpus{shuffle_seed}{repeated_text}"
+    for part in range(3):
+        write_lines(folder / f"part{part}.jsonl", records[part::3])
+    return folder
+
+
+@pytest.mark.parametrize("size,seed", [(5, 0), (50, 0), (100, 3), (250, 1)])
+def test_a_streamed_sample_equals_the_sample_of_the_whole_corpus_whatever_the_order(tmp_path, size, seed):
+    # Duplicate ids are always resolved as in the whole corpus: twins share their hash, so both compete.
+    whole = read_corpus(_sampled_corpus(tmp_path, 0, repeated_text=False))
+    for order in (0, 1):
+        streamed = read_corpus(_sampled_corpus(tmp_path, order, repeated_text=False), max_documents=size, seed=seed)
+        assert streamed.documents == sample_documents(whole.documents, size, seed)
+        assert streamed.records_read == 320 == (len(streamed.documents) + len(streamed.quarantined)
+                                                + streamed.not_sampled)
+        assert {e.record_id for e in streamed.quarantined} <= {e.record_id for e in whole.quarantined}
+        assert all(e.kind == "duplicate id" for e in streamed.quarantined)
+
+
+@pytest.mark.parametrize("size,seed", [(5, 0), (100, 3)])
+def test_a_repeated_text_is_sampled_once_and_the_sample_does_not_depend_on_file_order(tmp_path, size, seed):
+    # A repeated text is resolved among the copies that compete for the sample, so which copy is sampled may
+    # differ from the whole corpus' winner; the sample still holds one copy and ignores the order of records.
+    samples = [read_corpus(_sampled_corpus(tmp_path, order), max_documents=size, seed=seed) for order in (0, 1)]
+    assert samples[0].documents == samples[1].documents and len(samples[0].documents) == size
+    assert sum(d["text"] == "The same  text, repeated" for d in samples[0].documents) <= 1
+    assert samples[0].records_read == 420 == (len(samples[0].documents) + len(samples[0].quarantined)
+                                              + samples[0].not_sampled)
+
+
+def test_a_sample_left_short_by_duplicates_reads_the_files_again_with_a_larger_window(tmp_path):
+    # 100 copies of one text among 300 other documents: the first window (125 ids) holds about 30 copies, so
+    # deduplicating it leaves fewer than 100 documents; the files are read again with a window of 500, which
+    # holds every id, so the sample is then exactly the whole corpus' sample.
+    folder = _sampled_corpus(tmp_path, 0)
+    import finetune_assets.core.data.corpus_io as corpus_io
+
+    windows = []
+    original = corpus_io._read_files
+
+    def spy(files, window, seed, **options):
+        windows.append(window)
+        return original(files, window, seed, **options)
+
+    corpus_io._read_files = spy
+    try:
+        streamed = read_corpus(folder, max_documents=100, seed=0)
+    finally:
+        corpus_io._read_files = original
+    assert windows == [125, 500]
+    assert streamed.documents == sample_documents(read_corpus(folder).documents, 100, 0)
+    assert sum(d["text"] == "The same  text, repeated" for d in streamed.documents) <= 1
+    with pytest.raises(ValueError, match="max_documents"):
+        read_corpus(folder, max_documents=0)
+
+
+def test_memory_follows_the_sample_not_the_corpus(tmp_path):
+    import tracemalloc
+
+    text = "a paragraph of a large corpus with enough words to weigh something in memory " * 4
+    path = write_lines(tmp_path / "big.jsonl", [{"id": f"doc-{i}", "text": f"{i} {text}"} for i in range(20_000)])
+
+    def peak(**options) -> tuple[int, CorpusReadResult]:
+        tracemalloc.start()
+        try:
+            result = read_corpus(path, **options)
+            return tracemalloc.get_traced_memory()[1], result
+        finally:
+            tracemalloc.stop()
+
+    whole_peak, whole = peak()
+    sample_peak, sample = peak(max_documents=200, seed=0)
+    assert len(whole.documents) == 20_000 and len(sample.documents) == 200 and sample.not_sampled == 19_800
+    assert sample.documents == sample_documents(whole.documents, 200, 0)
+    assert sample_peak < whole_peak / 10, (sample_peak, whole_peak)
