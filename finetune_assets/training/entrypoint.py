@@ -56,23 +56,17 @@ def _pipes_context():
 def _train_batch_kl(train_dir: Path, rows: list[dict], hp: Hyperparameters, model_dir: str, on_log):
     """batch_kl reads the teacher's top documents per row (memory-mapped) and the documents they index, written
     beside train.jsonl by mined_negatives."""
-    import numpy as np
-
-    from finetune_assets.core.teachers.teacher_top_k import INDICES_FILE, REST_FILE, ROWS_FILE, TeacherTopK
+    from finetune_assets.core.teachers.teacher_top_k import INDICES_FILE, REST_FILE, TeacherTopK
     from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, SCORES_FILE, train_batch_kl
 
-    missing = [name for name in (SCORES_FILE, INDICES_FILE, REST_FILE, ROWS_FILE, DOCUMENTS_FILE)
+    missing = [name for name in (SCORES_FILE, INDICES_FILE, REST_FILE, DOCUMENTS_FILE)
                if not (train_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"loss 'batch_kl' needs {' and '.join(missing)} in {train_dir}: materialize "
                                 "mined_negatives with teacher 'hybrid'")
-    reached = np.load(train_dir / ROWS_FILE)
-    if len(reached) and (reached.min() < 0 or reached.max() >= len(rows)):
-        raise ValueError(f"{ROWS_FILE} names row {int(reached.max()) + 1} but train.jsonl holds {len(rows)} rows: "
-                         "re-materialize mined_negatives")
     documents = list(read_jsonl(train_dir / DOCUMENTS_FILE))
-    return train_batch_kl([rows[i] for i in reached], documents, TeacherTopK.load(train_dir, len(documents)), hp,
-                          model_dir, on_log=on_log)
+    return train_batch_kl(rows, documents, TeacherTopK.load(train_dir, len(documents)), hp, model_dir,
+                          on_log=on_log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ TEACHER_TOP_K = 2048
 INDICES_FILE = "teacher_top_indices.npy"  # int32 [rows, K]: document indices, best first; -1 = empty slot
 SCORES_FILE = "teacher_top_scores.npy"  # float16 [rows, K]: their scores; -inf = masked (the row's source)
 REST_FILE = "teacher_top_rest.npy"  # float32 [rows, 2]: mean and standard deviation of the scores not kept
-ROWS_FILE = "teacher_rows.npy"  # int64 [rows]: the train.jsonl line (0-based) of each row the store holds
 # Rows x documents cells of one block of queries scored at once while building: bounds its memory (64 MB per
 # float64 signal) whatever the corpus size.
 BLOCK_CELLS = 1 << 23
@@ -111,10 +110,10 @@ class TeacherTopK:
 
 
 def reached_rows(total: int, limit: int, seed: int = 0) -> np.ndarray:
-    """The rows the teacher scores, ascending: every row when `limit` is 0 or covers them all, else `limit` rows
-    drawn by a seeded shuffle, so a row training cannot reach is neither encoded nor scored."""
+    """The training rows mined and scored, ascending: every row when `limit` is 0 or covers them all, else `limit`
+    rows drawn by a seeded shuffle, so a row training cannot reach is neither encoded nor scored."""
     if limit < 0:
-        raise ValueError(f"teacher_rows must be >= 0 (0 = every row), got {limit}")
+        raise ValueError(f"max_rows must be >= 0 (0 = every row), got {limit}")
     if not limit or limit >= total:
         return np.arange(total, dtype=np.int64)
     return np.sort(np.random.default_rng(seed).permutation(total)[:limit]).astype(np.int64)

@@ -3,7 +3,6 @@
 import time
 from typing import Optional
 
-import numpy as np
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator, model_validator
 
@@ -19,7 +18,7 @@ from finetune_assets.core.teachers.hybrid_teacher import (
     companion_vectors,
 )
 from finetune_assets.core.teachers.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
-from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE, TEACHER_TOP_K, reached_rows
+from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, reached_rows
 from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, teacher_top_k
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
@@ -66,10 +65,10 @@ class MinedNegativesConfig(Config):
     teacher_top_k: int = Field(default=TEACHER_TOP_K, ge=1, description="Documents kept per training query from "
                                "the teacher's scores: exact up to this many training documents, the rest summed "
                                "up by their mean and spread; its files take rows x K x 6 bytes.")
-    teacher_rows: Optional[int] = Field(default=None, ge=0, description="Training rows the teacher scores, drawn "
-                                        "by a seeded shuffle; raise it for a training longer than the default "
-                                        "(null = the rows batch_kl's default training reads, max_steps x "
-                                        "batch_size; 0 = every row).")
+    max_rows: Optional[int] = Field(default=None, ge=0, description="Training pairs mined and scored, drawn by a "
+                                    "seeded shuffle; raise it for a training longer than the default (null = with "
+                                    "the hybrid teacher, the rows batch_kl's default training reads, max_steps x "
+                                    "batch_size, else every pair; 0 = every pair).")
     teacher_max_length: int = Field(default=256, ge=1, description="Teacher tokens per (query, passage) pair.")
     teacher_threads: int = Field(default=0, ge=0, description="ONNX teacher CPU threads (0 = onnxruntime's "
                                  "default).")
@@ -126,6 +125,15 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
         check_teacher_weights(config.teacher_weights, len(companions))
     pairs = list(read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl"))
     train_doc_ids = {p["doc_id"] for p in pairs}
+    automatic = config.teacher.strip().lower() == "auto"  # the top-K store only: mining runs as with no teacher
+    writes_store = automatic or config.teacher.strip().lower() == "hybrid"
+    available = len(pairs)
+    # Only the pairs training reads are mined and scored; the candidates stay every training pair's document.
+    pairs = [pairs[i] for i in reached_rows(available, row_limit(config.max_rows, base_model.model_type,
+                                                                   writes_store))]
+    if len(pairs) < available:
+        context.log.info(f"mining and scoring {len(pairs):,} of the {available:,} training pairs, what training "
+                         "reads (max_rows)")
     # Candidates come from training documents only, so held-out documents never enter training.
     sample = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     documents = [d for d in sample if d["id"] in train_doc_ids]
@@ -139,7 +147,6 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     started = time.perf_counter()
     model = base_model.load() if num_negatives > 0 or settings.roundtrip_top_k > 0 else None
     # The teacher, when configured, also judges the round trip and guards against false negatives.
-    automatic = config.teacher.strip().lower() == "auto"  # the matrix only: mining runs as with no teacher
     teacher = None if automatic else load_teacher(config.teacher, max_length=config.teacher_max_length,
                                                   threads=config.teacher_threads)
     result = mine_hard_negatives(model, pairs, [d["id"] for d in documents],
@@ -153,9 +160,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                                                      base_model=base_model, model=model,
                                                      companions=companion_models(config.teacher_companion,
                                                                                  base_model.model_type),
-                                                     weights=config.teacher_weights, k=config.teacher_top_k,
-                                                     row_limit=teacher_row_limit(config.teacher_rows,
-                                                                                 base_model.model_type)))
+                                                     weights=config.teacher_weights, k=config.teacher_top_k))
     uri = storage.publish(index, "mined_negatives", folder)
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}
                 for r in result.rows[:5]]
@@ -170,6 +175,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
         **smart_metadata,
         "path": MetadataValue.path(uri),
         "rows": len(result.rows),
+        "training_pairs": available,
         "num_negatives": num_negatives,
         "candidate_documents": len(documents),
         "candidates_seen": result.candidates_seen,
@@ -187,17 +193,15 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
 def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, result: MiningResult,
                         documents: list, folder, *, base_model: BaseModelResource, model=None,
                         companions: list[str] | None = None, weights: list[float] | None = None,
-                        k: int = TEACHER_TOP_K, row_limit: int = 0) -> dict:
-    """The hybrid teacher's top documents and scores per training row it scores (teacher_top_k.py), memory-mapped
-    files, and which rows those are (ROWS_FILE): `row_limit` of them (0 = all), the rest never encoded."""
+                        k: int = TEACHER_TOP_K) -> dict:
+    """The hybrid teacher's top documents and scores per training row (teacher_top_k.py), memory-mapped files."""
     started = time.perf_counter()
     metadata = {}
-    reached = reached_rows(len(result.rows), row_limit)
-    rows = [result.rows[i] for i in reached]
+    rows = result.rows
     queries, texts = [r["query"] for r in rows], [document_text(d) for d in documents]
     if getattr(teacher, "queries", None) != queries:  # not bound by mining (no teacher there, or a round trip)
         if result.doc_embeddings is not None:  # mining encoded them already
-            query_vectors, doc_vectors = result.query_embeddings[reached], result.doc_embeddings
+            query_vectors, doc_vectors = result.query_embeddings, result.doc_embeddings
         else:
             model = model or base_model.load()
             query_vectors = encode(model, queries, batch_size=base_model.batch_size, role="query")
@@ -215,11 +219,7 @@ def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, 
     top_started = time.perf_counter()
     store = teacher_top_k(teacher, rows, [d["id"] for d in documents], folder=folder, k=k,
                           on_progress=lambda done, total: context.log.info(f"teacher top-K {done}/{total} rows"))
-    np.save(folder / ROWS_FILE, reached)
     write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
-    if len(rows) < len(result.rows):
-        context.log.info(f"teacher: scored {len(rows):,} of {len(result.rows):,} training rows, what training "
-                         "reads (teacher_rows)")
     return {**metadata, "teacher": teacher.name, "teacher_rows": store.rows, "teacher_top_k": store.k,
             "teacher_documents": store.documents,
             "teacher_top_k_seconds": round(time.perf_counter() - top_started, 2),
@@ -227,11 +227,13 @@ def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, 
             "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
 
 
-def teacher_row_limit(setting: int | None, model_type: str) -> int:
-    """teacher_rows, or when null the rows batch_kl's default training reads (max_steps x batch_size of the
-    smart-defaults table); every row (0) for a model type batch_kl does not train."""
+def row_limit(setting: int | None, model_type: str, hybrid_teacher: bool) -> int:
+    """max_rows, or when null: with the hybrid teacher's store, the rows batch_kl's default training reads
+    (max_steps x batch_size of the smart-defaults table) for the model types it trains; else every row (0)."""
     if setting is not None:
         return setting
+    if not hybrid_teacher:
+        return 0
     try:
         entry = batch_kl_lookup(model_type)
     except ValueError:

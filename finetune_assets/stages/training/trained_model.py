@@ -11,7 +11,6 @@ from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teachers.teacher import negative_columns
-from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.training.batch_distillation import SCORES_FILE
 from finetune_assets.core.training.dense_training import (
@@ -115,21 +114,17 @@ def mined_negative_count(train_file) -> int:
     return len(negative_columns(next(read_jsonl(train_file), {})))
 
 
-def unscored_rows_warning(train_dir, hp: Hyperparameters) -> str | None:
-    """What to change when batch_kl would read the rows the teacher scored more than once while mined_negatives
-    left other training rows unscored (teacher_rows below what this training reads); None when it does not."""
-    import numpy as np
-
-    scored = len(np.load(train_dir / ROWS_FILE, mmap_mode="r"))
-    total = sum(1 for _ in read_jsonl(train_dir / "train.jsonl"))
-    steps = math.ceil(math.ceil(scored / hp.batch_size) * hp.epochs)
+def unmined_rows_warning(mined: int, available: int, hp: Hyperparameters) -> str | None:
+    """What to change when this training would read the `mined` rows more than once while mined_negatives left
+    others of the `available` training pairs out (max_rows below what it reads); None when it does not."""
+    steps = math.ceil(math.ceil(mined / hp.batch_size) * hp.epochs)
     steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
     reads = steps * hp.batch_size
-    if scored >= total or reads <= scored:
+    if mined >= available or reads <= mined:
         return None
-    return (f"this training reads {reads:,} rows ({steps} steps x {hp.batch_size}) but mined_negatives scored "
-            f"{scored:,} of the {total:,} training rows, so they repeat while the others are never read: "
-            f"materialize mined_negatives with teacher_rows {min(reads, total)} (0 = every row)")
+    return (f"this training reads {reads:,} rows ({steps} steps x {hp.batch_size}) but mined_negatives kept "
+            f"{mined:,} of the {available:,} training pairs, so they repeat while the others are never read: "
+            f"materialize mined_negatives with max_rows {min(reads, available)} (0 = every pair)")
 
 
 def chosen_loss(loss: str, model_type: str, train_dir) -> str:
@@ -174,7 +169,10 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         chosen, smart_metadata = smart_defaults.fill(context, smart_settings(config, loss), base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))
     hp = training_hyperparameters(config, chosen, loss=loss, num_negatives=num_negatives, base_model=base_model)
-    if loss == "batch_kl" and (warning := unscored_rows_warning(train_dir, hp)):
+    warning = unmined_rows_warning(sum(1 for _ in read_jsonl(train_dir / "train.jsonl")),
+                                   sum(1 for _ in read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl")),
+                                   hp)
+    if warning:
         context.log.warning(warning)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "

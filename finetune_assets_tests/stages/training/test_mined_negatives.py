@@ -5,7 +5,7 @@ from dagster import DagsterInstance, materialize
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_jsonl
-from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE, TEACHER_TOP_K, TeacherTopK
+from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, TeacherTopK, reached_rows
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.training.mined_negatives import mined_negatives
@@ -142,44 +142,34 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     assert all(0 < entry["regularizer"] < entry["loss"] for entry in history)
 
 
-def test_the_teacher_scores_only_the_rows_training_reads_and_training_reads_those(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    import numpy as np
-
-    from finetune_assets.core.jsonl import write_json
-
-    metadata, rows, _ = _materialize(tmp_path, {"num_negatives": 0, "teacher_rows": 9, "teacher_top_k": 5},
-                                     span_rows=10)
+def test_only_the_rows_training_reads_are_mined_and_scored(tmp_path):
+    metadata, rows, pairs = _materialize(tmp_path, {"max_rows": 9, "teacher_top_k": 5}, span_rows=10)
     folder = tmp_path / "artifacts" / "docs" / "mined_negatives" / "current"
     documents = list(read_jsonl(folder / "documents.jsonl"))
-    reached = np.load(folder / ROWS_FILE)
     store = TeacherTopK.load(folder, len(documents))
-    # train.jsonl keeps every row; the store holds 9 of them, distinct and in file order, K = 5 documents each.
-    assert len(rows) > 9 and store.rows == 9 == len(reached) == metadata["teacher_rows"].value
-    assert reached.tolist() == sorted(set(reached.tolist())) and store.k == 5 == metadata["teacher_top_k"].value
-    # Store row i is train.jsonl row reached[i]: a span row masks its own source, a generated one masks nothing.
+    # 9 of the pairs, drawn by the seeded shuffle, in file order; K = 5 documents each.
+    kept = reached_rows(len(pairs), 9)
+    assert [r["query"] for r in rows] == [pairs[i]["query"] for i in kept]
+    assert store.rows == 9 == metadata["rows"].value == metadata["teacher_rows"].value
+    assert metadata["training_pairs"].value == len(pairs) > 9 and store.k == 5 == metadata["teacher_top_k"].value
+    assert all(row.get("negative_1") for row in rows)  # mined too
+    # The candidates are still every training pair's document, and a span row masks its own source.
+    assert len(documents) == len({p["doc_id"] for p in pairs})
     column = {d["id"]: i for i, d in enumerate(documents)}
-    kinds = [bool(rows[r].get("exclude_source")) for r in reached]
+    kinds = [bool(row.get("exclude_source")) for row in rows]
     assert any(kinds) and not all(kinds)
-    for i, r in enumerate(reached):
-        assert store.masked(i).tolist() == ([column[rows[r]["doc_id"]]] if kinds[i] else [])
-    write_json(tmp_path / "hp.json", {"model_type": "sparse", "loss": "batch_kl", "batch_size": "4",
-                                      "max_seq_length": "32", "logging_steps": "1", "candidates_per_query": "2",
-                                      "epochs": "1"})
-    command = [sys.executable, "-m", "finetune_assets.training", "--train-dir", str(folder),
-               "--model-dir", str(tmp_path / "model"), "--hyperparameters", str(tmp_path / "hp.json")]
-    environment = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stderr.strip().splitlines()[-1])
-    assert summary["rows"] == 9 and summary["steps"] == 3  # one epoch of the 9 scored rows, 4 a step
-    # An index file that names a row train.jsonl does not hold is refused before any training.
-    np.save(folder / ROWS_FILE, np.array([0, len(rows)]))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
-    assert done.returncode != 0 and "re-materialize mined_negatives" in done.stderr
+    for i, row in enumerate(rows):
+        assert store.masked(i).tolist() == ([column[row["doc_id"]]] if kinds[i] else [])
+
+
+def test_by_default_the_hybrid_teacher_mines_what_batch_kl_reads_and_other_teachers_every_pair():
+    from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
+    from finetune_assets.stages.training.mined_negatives import row_limit
+
+    entry = batch_kl_lookup("sparse")
+    assert row_limit(None, "sparse", True) == entry.max_steps * entry.batch_size > 0
+    assert row_limit(None, "sparse", False) == 0 == row_limit(None, "inference_free", True)
+    assert row_limit(7, "dense", False) == 7 == row_limit(7, "dense", True)
 
 
 @pytest.mark.slow

@@ -12,25 +12,19 @@ def test_a_mined_negatives_folder_with_the_old_full_matrix_is_refused(tmp_path):
     assert chosen_loss("auto", "inference_free", tmp_path / "elsewhere") == "mnrl"
 
 
-def test_a_training_longer_than_the_scored_rows_warns_with_the_setting_to_change(tmp_path):
-    import numpy as np
-
-    from finetune_assets.core.jsonl import write_jsonl
-    from finetune_assets.core.teachers.teacher_top_k import ROWS_FILE, reached_rows
+def test_a_training_longer_than_the_mined_rows_warns_with_the_setting_to_change():
     from finetune_assets.core.training.dense_training import Hyperparameters
-    from finetune_assets.stages.training.trained_model import unscored_rows_warning
+    from finetune_assets.stages.training.trained_model import unmined_rows_warning
 
-    write_jsonl(tmp_path / "train.jsonl", [{"query": f"q{i}"} for i in range(100)])
-    np.save(tmp_path / ROWS_FILE, reached_rows(100, 40))
-    hp = Hyperparameters.from_settings({"loss": "batch_kl", "batch_size": 8, "epochs": 2.0, "max_steps": 5},
-                                       {}, model_type="sparse", base_model="m", max_seq_length=64)
-    assert unscored_rows_warning(tmp_path, hp) is None  # 5 steps x 8 = the 40 rows scored
-    longer = Hyperparameters.from_settings({"loss": "batch_kl", "batch_size": 8, "epochs": 2.0, "max_steps": 0},
-                                           {}, model_type="sparse", base_model="m", max_seq_length=64)
-    warning = unscored_rows_warning(tmp_path, longer)  # 2 epochs of 5 steps read 80 rows
-    assert "reads 80 rows" in warning and "teacher_rows 80" in warning and "40 of the 100" in warning
-    np.save(tmp_path / ROWS_FILE, reached_rows(100, 0))  # every row scored: epochs repeat them, nothing to change
-    assert unscored_rows_warning(tmp_path, longer) is None
+    def hp(max_steps):
+        return Hyperparameters.from_settings({"loss": "batch_kl", "batch_size": 8, "epochs": 2.0,
+                                              "max_steps": max_steps}, {}, model_type="sparse", base_model="m",
+                                             max_seq_length=64)
+
+    assert unmined_rows_warning(40, 100, hp(5)) is None  # 5 steps x 8 = the 40 rows mined
+    warning = unmined_rows_warning(40, 100, hp(0))  # 2 epochs of 5 steps read 80 rows
+    assert "reads 80 rows" in warning and "max_rows 80" in warning and "40 of the 100" in warning
+    assert unmined_rows_warning(100, 100, hp(0)) is None  # every pair mined: epochs repeat them, nothing to change
 
 
 def test_the_teacher_scores_a_seeded_subset_of_rows_or_all_of_them():
@@ -41,5 +35,5 @@ def test_the_teacher_scores_a_seeded_subset_of_rows_or_all_of_them():
     assert len(set(subset.tolist())) == 50 and subset.tolist() == sorted(subset.tolist())
     assert subset.tolist() == reached_rows(1000, 50).tolist() != reached_rows(1000, 50, seed=1).tolist()
     assert subset.max() > 500  # drawn over every row, not the first 50
-    with pytest.raises(ValueError, match="teacher_rows"):
+    with pytest.raises(ValueError, match="max_rows"):
         reached_rows(10, -1)
