@@ -205,6 +205,23 @@ def _load_student(hp: Hyperparameters, device: str):
                      "that a batch of pooled documents does not train: use its SpladeLoss losses")
 
 
+def enable_gradient_checkpointing(model) -> int:
+    """Turn on activation recomputation in every Hugging Face model inside `model` (non-reentrant, so dropout
+    replays the same masks and the gradients are the ones kept activations give); returns how many."""
+    from transformers import PreTrainedModel
+
+    enabled = 0
+    for found in model.modules():  # outermost first: enabling a model covers the models inside it
+        if (isinstance(found, PreTrainedModel) and found.supports_gradient_checkpointing
+                and not found.is_gradient_checkpointing):
+            found.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enabled += 1
+    if not enabled:
+        raise ValueError(f"gradient_checkpointing: {type(model).__name__} holds no Hugging Face model that supports "
+                         "it; leave it false")
+    return enabled
+
+
 def set_dropout(model, probability: float) -> int:
     """Every dropout layer of `model` (attention probabilities included: BERT reads the layer's p) to
     `probability`; returns how many layers changed. Inference never drops anything, so the saved model is the same."""
@@ -307,6 +324,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         untie_output_embeddings(model)
     if hp.dropout is not None:
         set_dropout(model, hp.dropout)
+    if hp.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     model.max_seq_length = hp.training_sequence_length
     sparse = hp.model_type != "dense"
     candidates = top_candidates(scores, hp.candidates_per_query)

@@ -327,3 +327,26 @@ def test_dropout_is_set_on_every_layer_and_makes_training_forwards_deterministic
     assert set_dropout(model, 0.0) >= 5  # embeddings, attention and output of each of the 2 layers
     quiet = [model(dict(features))["sentence_embedding"] for _ in range(2)]
     assert torch.equal(quiet[0], quiet[1])
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_trains_the_same_model(tmp_path):
+    from finetune_assets.core.training.batch_distillation import enable_gradient_checkpointing
+
+    rows, documents, scores = _four_query_task(margin=3.0)
+
+    def losses(checkpointing):
+        hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=2, batch_size=2, learning_rate=1e-4,
+                             candidates_per_query=2, max_seq_length=32, warmup_ratio=0.0, logging_steps=1,
+                             dropout=0.1, gradient_checkpointing=checkpointing)
+        logged = []
+        train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / f"model-{checkpointing}",
+                       on_log=logged.append)
+        return [entry["loss"] for entry in logged]
+
+    kept, recomputed = losses(False), losses(True)
+    # Dropout on: the recomputed forward pass replays the same masks, so every step's loss is the one kept
+    # activations give, and the weights after each step too (the next step's loss depends on them).
+    assert len(kept) == 4 and kept == pytest.approx(recomputed, rel=1e-4)
+    model = _sparse()
+    assert enable_gradient_checkpointing(model) == 1 and model[0].auto_model.is_gradient_checkpointing
