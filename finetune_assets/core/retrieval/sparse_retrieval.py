@@ -51,18 +51,30 @@ def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 3
     """Sparse [len(texts), vocab] float32 COO tensor on the CPU."""
     import torch
 
+    vectors = encode_sparse_csr(model, texts, role=role, batch_size=batch_size).tocoo()
+    indices = torch.from_numpy(np.vstack([vectors.row, vectors.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(vectors.data), vectors.shape,
+                                   check_invariants=False).coalesce()
+
+
+def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int = 32):
+    """float32 scipy CSR [len(texts), vocab]: each text's active terms and weights, kept as int32 terms and float32
+    weights while encoding (8 bytes an active term), so memory follows the active terms, not the vocabulary."""
+    import scipy.sparse
+    import torch
+
     texts = list(texts)
     modules = route_modules(model, role)
     fast = _fast_head(modules)
     if fast is None:
         encode = model.encode_query if role == "query" else model.encode_document
-        vectors = encode(texts, batch_size=batch_size, convert_to_tensor=True, convert_to_sparse_tensor=True,
-                         show_progress_bar=False)
-        return vectors.cpu().float().coalesce()
+        return to_scipy(encode(texts, batch_size=batch_size, convert_to_tensor=True, convert_to_sparse_tensor=True,
+                               show_progress_bar=False))
     transformer, head = fast
     pooling = modules[1]
     backbone = transformer.auto_model.base_model
-    rows, cols, values = [], [], []
+    terms: list[np.ndarray] = [np.zeros(0, np.int32)] * len(texts)
+    weights_of: list[np.ndarray] = [np.zeros(0, np.float32)] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch: less padding
     with torch.inference_mode():
         vocab = head(torch.zeros(1, transformer.auto_model.config.hidden_size, device=model.device)).shape[-1]
@@ -81,13 +93,16 @@ def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 3
                 weights = best.relu().log1p()
                 if pooling.activation_function == "log1p_relu":
                     weights = weights.log1p()
-                active = weights.nonzero().squeeze(1)
-                rows.append(torch.full_like(active, text_index))
-                cols.append(active)
-                values.append(weights[active].float())
-    indices = torch.stack([torch.cat(rows), torch.cat(cols)]).cpu() if rows else torch.zeros(2, 0, dtype=torch.long)
-    data = torch.cat(values).cpu() if values else torch.zeros(0)
-    return torch.sparse_coo_tensor(indices, data, (len(texts), vocab), check_invariants=False).coalesce()
+                active = weights.nonzero().squeeze(1)  # ascending, as CSR keeps a row's columns
+                terms[text_index] = active.cpu().numpy().astype(np.int32)
+                weights_of[text_index] = weights[active].float().cpu().numpy()
+    lengths = np.array([len(t) for t in terms], dtype=np.int64)
+    # int32 positions while they fit, so scipy keeps int32 terms too (it casts both to one index type)
+    indptr = np.zeros(len(texts) + 1, dtype=np.int32 if lengths.sum() < 2**31 else np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    return scipy.sparse.csr_matrix((np.concatenate(weights_of) if texts else np.zeros(0, np.float32),
+                                    np.concatenate(terms) if texts else np.zeros(0, np.int32), indptr),
+                                   shape=(len(texts), vocab))
 
 
 def to_scipy(vectors):

@@ -266,7 +266,7 @@ def companion_vectors(name: str, queries: Sequence[str], doc_texts: Sequence[str
     """Model `name`'s (alias, folder or hub id) query and document vectors, whose dot products are its scores
     (dense: normalised float32 numpy; sparse: scipy CSR), and its kind."""
     from finetune_assets.core.retrieval.retrieval import encode
-    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, to_scipy
+    from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse_csr
 
     path = resolve_model(name)
     if is_onnx_encoder(path):
@@ -286,8 +286,8 @@ def companion_vectors(name: str, queries: Sequence[str], doc_texts: Sequence[str
     from finetune_assets.core.training.sparse_training import load_splade
 
     model = load_splade(path, max_seq_length)
-    return (to_scipy(encode_sparse(model, queries, role="query", batch_size=batch_size)),
-            to_scipy(encode_sparse(model, doc_texts, role="document", batch_size=batch_size)), kind)
+    return (encode_sparse_csr(model, queries, role="query", batch_size=batch_size),
+            encode_sparse_csr(model, doc_texts, role="document", batch_size=batch_size), kind)
 
 
 def companion_scores(name: str, queries: Sequence[str], doc_texts: Sequence[str], *, max_seq_length: int = 256,

@@ -8,7 +8,13 @@ import torch
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.retrieval.evaluation import compare_systems
 from finetune_assets.core.retrieval.retrieval import block_scores
-from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse, sparse_top_k, sparsity, to_scipy
+from finetune_assets.core.retrieval.sparse_retrieval import (
+    encode_sparse,
+    encode_sparse_csr,
+    sparse_top_k,
+    sparsity,
+    to_scipy,
+)
 from finetune_assets.core.training.sparse_training import inference_free_model, load_splade
 
 
@@ -73,6 +79,10 @@ def test_fast_encoder_gives_the_stock_splade_vectors(texts):
     stock = model.encode_document(texts, batch_size=3, convert_to_tensor=True).to_dense()
     assert fast.shape == stock.shape and (fast > 0).sum() > 100
     assert torch.allclose(fast, stock, atol=1e-5)
+    # The CSR the encoders build directly: the same vectors, 8 bytes an active term (int32 terms, float32 weights).
+    csr = encode_sparse_csr(model, texts, role="document", batch_size=3)
+    assert csr.indices.dtype == csr.indptr.dtype == np.int32 and csr.data.dtype == np.float32
+    assert np.array_equal(csr.toarray(), fast.numpy()) and csr.has_sorted_indices
 
 
 def test_inference_free_routes_queries_and_documents(texts):
