@@ -65,12 +65,15 @@ def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: 
     """Normalised dense embeddings (numpy); for a sparse model, its (unnormalised) vocabulary-sized vectors as a
     scipy CSR matrix, so that a dot product is the sparse model's score and memory follows the active terms
     (`role`: query or document side)."""
+    from finetune_assets.core.memory_release import release_free_memory
     from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse_csr, is_sparse_model
 
     if is_sparse_model(model):
         return encode_sparse_csr(model, texts, role=role, batch_size=batch_size)
-    return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                        normalize_embeddings=True, show_progress_bar=show_progress)
+    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                           normalize_embeddings=True, show_progress_bar=show_progress)
+    release_free_memory()  # the batches' activations, freed but kept by the allocator
+    return vectors
 
 
 # Query-document cells scored at once by score_blocks / top_k: 64 MB of float32, whatever the corpus size.

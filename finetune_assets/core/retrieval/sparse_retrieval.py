@@ -96,6 +96,9 @@ def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int
                 active = weights.nonzero().squeeze(1)  # ascending, as CSR keeps a row's columns
                 terms[text_index] = active.cpu().numpy().astype(np.int32)
                 weights_of[text_index] = weights[active].float().cpu().numpy()
+    from finetune_assets.core.memory_release import release_free_memory
+
+    release_free_memory()  # the vocabulary-sized buffers of every text, freed but kept by the allocator
     lengths = np.array([len(t) for t in terms], dtype=np.int64)
     # int32 positions while they fit, so scipy keeps int32 terms too (it casts both to one index type)
     indptr = np.zeros(len(texts) + 1, dtype=np.int32 if lengths.sum() < 2**31 else np.int64)
