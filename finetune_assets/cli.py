@@ -88,6 +88,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from finetune_assets.core.cost.memory import estimate_memory, free_memory_mib
     from finetune_assets.core.cost.prices import PriceTableError
     from finetune_assets.core.data.corpus_io import CorpusError, read_corpus
     from finetune_assets.core.data.sampling import sample_documents
@@ -97,6 +98,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from finetune_assets.stages.corpus.cost_estimate import (
         CostEstimateConfig,
         estimate_run,
+        memory_note,
         plan_summary,
         run_configs,
     )
@@ -121,8 +123,10 @@ def _estimate(args: argparse.Namespace) -> int:
     except (CorpusError, PriceTableError) as exc:
         print(f"finetune-assets estimate: {exc}", file=sys.stderr)
         return 2
-    notes = [f"{len(corpus.documents):,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
-             plan_summary(plan)]
+    valid = len(corpus.documents) + corpus.not_sampled
+    memory = estimate_memory(len(documents), free_memory_mib())
+    notes = [f"{valid:,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
+             plan_summary(plan), memory_note(memory) + ("" if memory.fits else f": {memory.refusal()}")]
     print(estimate.to_markdown("What the AWS path would cost", notes))
     if args.json:
         write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan})

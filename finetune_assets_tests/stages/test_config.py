@@ -139,7 +139,7 @@ def hyperparameters(model_type: str, config: TrainedModelConfig | None = None, l
 # What a default run trained with before settings moved to one place (-1 and 0 "unset" placeholders now None).
 BEFORE = {"warmup_ratio": 0.1, "max_seq_length": 256, "num_negatives": 1, "seed": 0, "precision": "auto",
           "logging_steps": 5, "idf_learning_rate": 1e-3, "cosine_scale": 20.0, "sparse_score_scale": None,
-          "soup_size": 1, "student_candidates_per_query": 0, "student_candidates_every": 0,
+          "soup_size": 1, "gradient_checkpointing": False, "student_candidates_per_query": 0, "student_candidates_every": 0,
           "average_weights_from": 0.0, "untie_output_embeddings": False, "dropout": None, "teacher_temperature": 1.0,
           "output_bias_learning_rate": None, "score_scale_learning_rate": None}
 DENSE_BATCH_KL = {**BEFORE, "model_type": "dense", "base_model": "local:all-MiniLM-L6-v2", "loss": "batch_kl",
@@ -172,7 +172,7 @@ def test_every_trained_model_setting_reaches_the_hyperparameters_by_name():
     changed = {"epochs": 3.0, "batch_size": 7, "learning_rate": 1e-4, "warmup_ratio": 0.2, "max_seq_length": 96,
                "num_negatives": 1, "precision": "fp32", "seed": 4, "loss": "batch_kl", "max_steps": 9,
                "candidates_per_query": 2, "soup_size": 2, "query_regularizer_weight": 1e-6,
-               "document_regularizer_weight": 2e-6}
+               "document_regularizer_weight": 2e-6, "gradient_checkpointing": True}
     assert set(changed) == set(TrainedModelConfig.model_fields) - set(RUN_FIELDS)  # a new field needs a case here
     experimental = {"student_candidates_per_query": 3, "student_candidates_every": 5,
                     "average_weights_from": 0.5, "untie_output_embeddings": True, "dropout": 0.0,

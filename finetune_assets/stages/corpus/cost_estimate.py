@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from finetune_assets.clients.bedrock.planning import estimate_batch_plan
 from finetune_assets.core.cost import cost, smart_defaults
 from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost
+from finetune_assets.core.cost.memory import MemoryEstimate, estimate_memory, free_memory_mib
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
@@ -144,6 +145,11 @@ def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimat
         serverless_memory_mb=config.serverless_memory_mb, requests_per_month=config.requests_per_month)
 
 
+def memory_note(memory: MemoryEstimate) -> str:
+    return (f"memory: about {memory.peak_mib / 1024:.1f} GiB at the peak ({memory.stage}) for "
+            f"{memory.documents:,} sampled documents; {memory.available_mib / 1024:.1f} GiB free")
+
+
 def plan_summary(plan: dict) -> str:
     text = f"Bedrock {plan['mode']}: {plan['num_documents']:,} records in {plan['num_jobs']} batch job(s)"
     if plan["records_per_job"]:
@@ -185,6 +191,11 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         training_backend = sagemaker_training.default_backend
     groups = enforced_groups(config.enforce_for, query_generator, training_backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    memory = estimate_memory(len(documents), free_memory_mib())
+    if refusal := memory.refusal():  # before any stage that holds the sample's vectors runs out of memory
+        raise Failure(description=f"{refusal}. Nothing was run after raw_corpus.",
+                      metadata={"peak_memory_gib": round(memory.peak_mib / 1024, 2),
+                                "free_memory_gib": round(memory.available_mib / 1024, 2)})
     estimate, plan = estimate_run(documents, configs, config, base_model,
                                   bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
     enforced_usd = estimate.group_usd(*groups)
@@ -198,7 +209,7 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         title = "What the AWS path would cost"
         enforcement = (f"this run spends nothing on AWS (query generator backend '{query_generator.backend}', "
                        f"training backend '{training_backend}'), so max_cost_usd is not enforced")
-    markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement])
+    markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory)])
 
     folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run_id)
     write_json(folder / "estimate.json", {**estimate.to_dict(), "bedrock_batch_plan": plan, "max_cost_usd": limit,
@@ -229,5 +240,8 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         "bedrock_jobs": plan["num_jobs"],
         "bedrock_records": plan["num_documents"],
         "prices_as_of": estimate.prices_as_of,
+        "peak_memory_gib": round(memory.peak_mib / 1024, 2),
+        "peak_memory_stage": memory.stage,
+        "free_memory_gib": round(memory.available_mib / 1024, 2),
         "estimate": MetadataValue.md(markdown),
     })

@@ -84,8 +84,8 @@ class TrainedModelConfig(Config):
                                                                    "FLOPS weight on document vectors (null = the "
                                                                    "recipe default for the model type).")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
-                                         "the same model, a step's memory about 4x lower for about 1.3-1.6x its "
-                                         "time; for machines short of memory.")
+                                         "the same model, with training's peak memory about 2.7x lower for about "
+                                         "1.75x its time; for machines short of memory.")
     backend: Literal["auto", "local", "sagemaker"] = Field(default="auto", description="Where training runs: local "
                                                            "(a Pipes subprocess here), sagemaker (a training job), "
                                                            "or auto = sagemaker when FINETUNE_MODE=aws, else local.")

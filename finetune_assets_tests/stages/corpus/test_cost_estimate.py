@@ -49,6 +49,21 @@ def test_over_budget_stops_the_run_before_bedrock(tmp_path):
     assert not (tmp_path / "artifacts" / INDEX / "bedrock_batch_outputs").exists()
 
 
+def test_a_sample_too_large_for_the_free_memory_stops_the_run_before_bedrock(tmp_path, monkeypatch):
+    import importlib
+
+    stage = importlib.import_module("finetune_assets.stages.corpus.cost_estimate")  # the module, not the asset
+    monkeypatch.setattr(stage, "free_memory_mib", lambda: 512.0)  # this machine cannot shrink; its report can
+    result = run(tmp_path, SELECTION, {})
+    assert not result.success
+    assert {event.step_key for event in result.get_step_success_events()} == {"raw_corpus"}
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert failure.step_key == "cost_estimate" and "0.5 GiB free" in message and "Nothing was run" in message
+    assert "larger machine" in message  # the stages' own memory does not fit, whatever the sample
+    assert not (tmp_path / "artifacts" / INDEX / "bedrock_batch_outputs").exists()
+
+
 def test_local_backends_show_the_aws_estimate_without_enforcing_it(tmp_path):
     result = run(tmp_path, ["raw_corpus", "cost_estimate"], {"max_cost_usd": 0.0001})  # enforce_for: auto
     assert result.success
@@ -60,6 +75,9 @@ def test_local_backends_show_the_aws_estimate_without_enforcing_it(tmp_path):
     markdown = (tmp_path / "artifacts" / INDEX / "cost_estimate" / "current" / "estimate.md").read_text()
     assert markdown.startswith("### What the AWS path would cost") and "not enforced" in markdown
     assert "(on-demand)" in markdown and markdown == metadata["estimate"].value
+    # The memory check: the peak of the stages that run here, for this sample, against what is free.
+    assert 0 < metadata["peak_memory_gib"].value < metadata["free_memory_gib"].value
+    assert f"GiB at the peak ({metadata['peak_memory_stage'].value}) for {sampled} sampled documents" in markdown
 
 
 def test_unknown_cost_group_is_refused(tmp_path):
@@ -84,6 +102,7 @@ def test_cli_prints_the_estimate_and_the_batch_plan(tmp_path):
     assert f"Bedrock on_demand: {saved['documents']} records in 0 batch job(s)" in out
     assert saved["bedrock_batch_plan"]["mode"] == "on_demand"
     assert f"**{saved['total_usd']:,.2f}**" in out
+    assert f"for {saved['documents']} sampled documents;" in out and "GiB free" in out  # the memory check
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -1,0 +1,73 @@
+"""Peak memory of the stages that hold the whole sample on this machine, as it grows: what the cost estimate checks
+against the machine's free memory before any work, so a sample too large fails at once with the setting to change
+instead of hours later. trained_model is not among them: its peak is one training step's, set by the batch, the pool
+and the sequence length whatever the sample (trained_model gradient_checkpointing lowers it). Pure logic: nothing
+here imports Dagster."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    stage: str
+    fixed_mib: float  # models, libraries and blocks of bounded size: what the stage takes whatever the sample
+    per_thousand_documents_mib: float  # what each 1,000 sampled documents add (vectors, texts, the BM25 index)
+
+    def peak_mib(self, documents: int) -> float:
+        return self.fixed_mib + self.per_thousand_documents_mib * documents / 1000
+
+
+# Fitted on benchmarks/scaling.py's peak RSS at 2,000 and 8,000 sampled wiki-paragraphs (paragraph-sized documents,
+# dense default, encoders releasing freed memory: mined_negatives 1,181 and 1,344 MiB, evaluation_report 1,406 and
+# 1,509 MiB; benchmarks/results/scaling-2026-12-05/memory-release.json), rounded up.
+STAGES = (
+    StageMemory("mined_negatives", 1130, 30),
+    StageMemory("evaluation_report", 1370, 20),
+)
+HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the system and page cache
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    documents: int
+    stage: str  # the stage with the highest peak
+    peak_mib: float
+    available_mib: float
+    stages: tuple[StageMemory, ...] = STAGES
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_mib <= HEADROOM * self.available_mib
+
+    def largest_sample(self) -> int:
+        """The most sampled documents whose peak fits the free memory (0 when not even the fixed part fits)."""
+        budget = HEADROOM * self.available_mib
+        return max(0, min(int((budget - s.fixed_mib) / s.per_thousand_documents_mib * 1000) for s in self.stages))
+
+    def refusal(self) -> str | None:
+        """Why this sample would not fit, naming the setting to change; None when it fits."""
+        if self.fits:
+            return None
+        largest = self.largest_sample()
+        what = (f"lower raw_corpus max_documents to {largest:,} or less" if largest
+                else "free memory or use a larger machine: even a small sample would not fit")
+        return (f"a sample of {self.documents:,} documents would need about {self.peak_mib / 1024:.1f} GiB at its "
+                f"peak ({self.stage}) but this machine has {self.available_mib / 1024:.1f} GiB free: {what} "
+                "(measured per 1,000 documents by benchmarks/scaling.py)")
+
+
+def estimate_memory(documents: int, available_mib: float, *, stages: tuple[StageMemory, ...] = STAGES
+                    ) -> MemoryEstimate:
+    """The highest peak over the stages that hold the sample."""
+    if documents < 0 or available_mib <= 0:
+        raise ValueError(f"documents must be >= 0 and available memory > 0, got {documents} and {available_mib}")
+    top = max(stages, key=lambda s: s.peak_mib(documents))
+    return MemoryEstimate(documents, top.stage, top.peak_mib(documents), available_mib, stages)
+
+
+def free_memory_mib() -> float:
+    """Memory this machine can give a run now (psutil's available: free plus reclaimable cache)."""
+    import psutil
+
+    return psutil.virtual_memory().available / 2**20

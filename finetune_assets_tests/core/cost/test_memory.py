@@ -1,0 +1,34 @@
+"""The memory check of the cost estimate: peak per stage from the sample size, and a refusal naming the setting."""
+import pytest
+
+from finetune_assets.core.cost.memory import STAGES, StageMemory, estimate_memory
+
+TOY = (StageMemory("mined_negatives", 1000, 100), StageMemory("evaluation_report", 900, 120))
+
+
+def test_the_peak_is_the_highest_stage_at_that_sample_size():
+    small = estimate_memory(1000, 20_000, stages=TOY)
+    assert (small.stage, small.peak_mib) == ("mined_negatives", 1100) and small.fits
+    large = estimate_memory(100_000, 20_000, stages=TOY)
+    assert (large.stage, large.peak_mib) == ("evaluation_report", 900 + 12_000) and large.fits
+
+
+def test_a_sample_that_would_not_fit_is_refused_with_the_largest_that_would():
+    estimate = estimate_memory(200_000, 16_384, stages=TOY)
+    assert not estimate.fits
+    # 90% of 16 GiB = 14,745.6 MiB; evaluation_report: (14,745.6 - 900) / 120 per 1,000 = 115,380 documents.
+    assert estimate.largest_sample() == 115_380
+    message = estimate.refusal()
+    assert "200,000 documents" in message and "24.3 GiB" in message and "evaluation_report" in message
+    assert "16.0 GiB free" in message and "raw_corpus max_documents to 115,380" in message
+    assert estimate_memory(115_380, 16_384, stages=TOY).fits and not estimate_memory(115_381, 16_384, stages=TOY).fits
+    tiny = estimate_memory(10, 1024, stages=TOY)  # not even the models fit
+    assert tiny.largest_sample() == 0 and "larger machine" in tiny.refusal()
+    assert estimate_memory(2000, 20_000, stages=TOY).refusal() is None
+    with pytest.raises(ValueError):
+        estimate_memory(-1, 1000)
+
+
+def test_the_measured_table_covers_every_stage_that_holds_the_sample():
+    assert {s.stage for s in STAGES} == {"mined_negatives", "evaluation_report"}
+    assert all(s.fixed_mib > 0 and s.per_thousand_documents_mib > 0 for s in STAGES)
