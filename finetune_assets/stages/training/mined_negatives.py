@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
 from finetune_assets.core.data.pairs import document_text
-from finetune_assets.core.jsonl import read_jsonl, write_jsonl
+from finetune_assets.core.jsonl import read_jsonl, write_json, write_jsonl
 from finetune_assets.core.retrieval.mining import SOURCES, MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.retrieval.retrieval import encode
 from finetune_assets.core.teachers.hybrid_teacher import (
@@ -26,6 +26,8 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import table
 from finetune_assets.stages.run_config import check_run_config
+
+COUNTS_FILE = "counts.json"  # rows written and training pairs available: how many max_rows left out
 
 # Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
 _SMART = "null = the smart-defaults table's value for the model type and corpus size"
@@ -155,6 +157,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     teacher_metadata = score_with_teacher(context, teacher, result.rows)
     folder = storage.artifact_dir(index, "mined_negatives", run_id=context.run_id)
     write_jsonl(folder / "train.jsonl", result.rows)
+    write_json(folder / COUNTS_FILE, {"rows": len(result.rows), "training_pairs": available})
     if automatic or isinstance(teacher, HybridTeacher):  # each query's top documents and scores, for batch_kl
         teacher_metadata.update(write_teacher_top_k(context, teacher or HybridTeacher(), result, documents, folder,
                                                      base_model=base_model, model=model,

@@ -28,6 +28,7 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import image
 from finetune_assets.stages.run_config import check_run_config
+from finetune_assets.stages.training.mined_negatives import COUNTS_FILE as MINED_COUNTS_FILE
 
 LEGACY_SCORES_FILE = "teacher_scores.npy"  # the full rows x documents matrix mined_negatives wrote before top-K
 TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
@@ -172,10 +173,9 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         chosen, smart_metadata = smart_defaults.fill(context, smart_settings(config, loss), base_model.model_type,
                                                      smart_defaults.sampled_documents(storage, index))
     hp = training_hyperparameters(config, chosen, loss=loss, num_negatives=num_negatives, base_model=base_model)
-    warning = unmined_rows_warning(sum(1 for _ in read_jsonl(train_dir / "train.jsonl")),
-                                   sum(1 for _ in read_jsonl(storage.fetch(index, "training_pairs") / "train.jsonl")),
-                                   hp)
-    if warning:
+    counts = train_dir / MINED_COUNTS_FILE  # absent in folders from before max_rows: nothing was left out then
+    if counts.exists() and (warning := unmined_rows_warning(*(read_json(counts)[k] for k in ("rows", "training_pairs")),
+                                                            hp)):
         context.log.warning(warning)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "

@@ -4,7 +4,7 @@ from dagster import DagsterInstance, materialize
 
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.data.pairs import document_text
-from finetune_assets.core.jsonl import read_jsonl, write_jsonl
+from finetune_assets.core.jsonl import read_json, read_jsonl, write_jsonl
 from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, TeacherTopK, reached_rows
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -152,6 +152,7 @@ def test_only_the_rows_training_reads_are_mined_and_scored(tmp_path):
     assert [r["query"] for r in rows] == [pairs[i]["query"] for i in kept]
     assert store.rows == 9 == metadata["rows"].value == metadata["teacher_rows"].value
     assert metadata["training_pairs"].value == len(pairs) > 9 and store.k == 5 == metadata["teacher_top_k"].value
+    assert read_json(folder / "counts.json") == {"rows": 9, "training_pairs": len(pairs)}  # what trained_model warns on
     assert all(row.get("negative_1") for row in rows)  # mined too
     # The candidates are still every training pair's document, and a span row masks its own source.
     assert len(documents) == len({p["doc_id"] for p in pairs})
