@@ -1,6 +1,5 @@
 """trained_model: the fine-tuned model, trained by the shared entry point in a Dagster Pipes subprocess."""
 
-import math
 import sys
 from typing import Any, Literal, Optional
 
@@ -19,6 +18,7 @@ from finetune_assets.core.training.dense_training import (
     SETTING_FIELDS,
     Hyperparameters,
     experimental_options,
+    total_steps,
 )
 from finetune_assets.core.training.losses import LOSSES, teacher_labels
 from finetune_assets.partitions import index_partitions
@@ -121,8 +121,7 @@ def mined_negative_count(train_file) -> int:
 def unmined_rows_warning(mined: int, available: int, hp: Hyperparameters) -> str | None:
     """What to change when this training would read the `mined` rows more than once while mined_negatives left
     others of the `available` training pairs out (max_rows below what it reads); None when it does not."""
-    steps = math.ceil(math.ceil(mined / hp.batch_size) * hp.epochs)
-    steps = min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+    steps = total_steps(range(mined), hp)  # the entry point's count over the rows it is given
     reads = steps * hp.batch_size
     if mined >= available or reads <= mined:
         return None
