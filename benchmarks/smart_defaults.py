@@ -247,6 +247,9 @@ def to_toml(rows: list[dict], sources: list[str], batch_kl: list[dict] = ()) -> 
     lines = ["# Written by `python -m benchmarks.smart_defaults` from these benchmark results; regenerate, don't edit:"]
     lines += [f"#   {source}" for source in sources]
     lines.append("# A row applies to corpus samples of up to max_documents documents (0 = any size).")
+    lines.append("# A [[batch_kl]] entry's max_steps is the training length without trained_model.training_budget_minutes;"
+                 "\n# with a budget, steps are epochs passes over the rows, cut to what fits the budget "
+                 "(core/training/training_length.py).")
     for row in rows:
         lines.append("\n[[row]]")
         for key in ("model_type", "max_documents", *SETTINGS, "basis"):

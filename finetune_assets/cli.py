@@ -95,6 +95,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from finetune_assets.core.jsonl import write_json
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.query_generator import DEFAULT_BEDROCK_MODEL_ID
+    from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
     from finetune_assets.stages.corpus.cost_estimate import (
         CostEstimateConfig,
         estimate_run,
@@ -103,33 +104,45 @@ def _estimate(args: argparse.Namespace) -> int:
         run_configs,
     )
     from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
+    from finetune_assets.stages.training.trained_model import TrainedModelConfig
 
-    # The assets' own configs at their defaults, with the flags given: the estimate prices the run they describe.
-    flags = {"training_instance_type": args.instance_type, "training_rows_per_second": args.rows_per_second}
+    # The assets' own configs at their defaults, with the flags given: the estimate prices the run they describe,
+    # trained on the SageMaker instance it prices.
+    def given(**flags) -> dict:
+        return {name: value for name, value in flags.items() if value is not None}
+
     try:
-        config = CostEstimateConfig(**{name: value for name, value in flags.items() if value is not None})
+        config = CostEstimateConfig(**given(training_instance_type=args.instance_type))
+        training = TrainedModelConfig(**given(training_rows_per_second=args.rows_per_second,
+                                              training_budget_minutes=args.budget_minutes))
         max_docs = RawCorpusConfig(**({} if args.max_docs is None else {"max_documents": args.max_docs})).max_documents
     except ValidationError as exc:
         names = {"training_instance_type": "--instance-type", "training_rows_per_second": "--rows-per-second",
-                 "max_documents": "--max-docs"}
+                 "training_budget_minutes": "--budget-minutes", "max_documents": "--max-docs"}
         problems = "; ".join(f"{names.get(e['loc'][0], e['loc'][0])} {e['input']!r}: {e['msg']}" for e in exc.errors())
         print(f"finetune-assets estimate: {problems}", file=sys.stderr)
         return 2
     try:
         corpus = read_corpus(args.corpus, max_documents=max_docs or None, seed=0)  # as raw_corpus samples
         documents = sample_documents(corpus.documents, max_docs or None, seed=0)
-        estimate, plan = estimate_run(documents, run_configs(), config, BaseModelResource(),
-                                      bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
+        instance = SageMakerTrainingResource(default_backend="sagemaker", instance_type=config.training_instance_type,
+                                             instance_count=config.training_instance_count)
+        estimate, plan, length = estimate_run(documents, run_configs()._replace(trained_model=training), config,
+                                              BaseModelResource(), instance,
+                                              bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
     except (CorpusError, PriceTableError) as exc:
         print(f"finetune-assets estimate: {exc}", file=sys.stderr)
         return 2
     valid = len(corpus.documents) + corpus.not_sampled
     memory = estimate_memory(len(documents), free_memory_mib())
     notes = [f"{valid:,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
-             plan_summary(plan), memory_note(memory) + ("" if memory.fits else f": {memory.refusal()}")]
+             plan_summary(plan), memory_note(memory) + ("" if memory.fits else f": {memory.refusal()}"),
+             f"training on SageMaker: {length.describe()}"]
     print(estimate.to_markdown("What the AWS path would cost", notes))
     if args.json:
-        write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan})
+        write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan,
+                               "training": {"steps": length.steps, "batch_size": length.batch_size,
+                                            "set_by": length.limited_by, "minutes": length.minutes}})
         print(f"written to {args.json}")
     return 0
 
@@ -312,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     estimate.add_argument("--bedrock-model", default=None, help="Bedrock model id (default: the query generator's)")
     estimate.add_argument("--instance-type", default=None, help="SageMaker training instance (default ml.g5.xlarge)")
     estimate.add_argument("--rows-per-second", type=float, default=None,
-                          help="measured training throughput (default: the price table's rate for the GPU)")
+                          help="measured training rows per second (default: the price table's rate for the GPU)")
+    estimate.add_argument("--budget-minutes", type=float, default=None,
+                          help="minutes of training: steps follow the rows up to what fits (trained_model "
+                               "training_budget_minutes; default: the smart-defaults table's steps)")
     estimate.add_argument("--json", default=None, help="also write the estimate to this JSON file")
     estimate.set_defaults(handler=_estimate)
 

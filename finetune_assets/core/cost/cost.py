@@ -162,28 +162,41 @@ def _bedrock_items(prices: PriceTable, model_id: str, batch: bool, input_tokens:
                   unit_out, note=note)]
 
 
+def passages_per_row(loss: str, candidates_per_query: int, student_candidates_per_query: int,
+                     num_negatives: int) -> int:
+    """Passages a training row encodes: a query's candidates for batch_kl, (positive, negatives) otherwise."""
+    return candidates_per_query + student_candidates_per_query if loss == "batch_kl" else 1 + num_negatives
+
+
 def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, int]:
     """Rows the training run processes, and passages per row: (query, positive, negatives) for the pair losses;
-    a query with its teacher's candidates for batch_kl, capped at max_steps batches."""
-    if train.loss == "batch_kl":
-        rows = (generated_rows + train.span_rows) * train.epochs
-        if train.max_steps:
-            rows = min(rows, train.max_steps * train.batch_size)
-        return rows * train.soup_size, train.candidates_per_query + train.student_candidates_per_query
-    return generated_rows * train.epochs * train.soup_size, 1 + train.num_negatives
+    a query with its teacher's candidates for batch_kl (over the span queries too), capped at max_steps batches."""
+    passages = passages_per_row(train.loss, train.candidates_per_query, train.student_candidates_per_query,
+                                train.num_negatives)
+    rows = (generated_rows + (train.span_rows if train.loss == "batch_kl" else 0.0)) * train.epochs
+    if train.max_steps:
+        rows = min(rows, train.max_steps * train.batch_size)
+    return rows * train.soup_size, passages
+
+
+def table_rows_per_second(prices: PriceTable, device: str, devices: int, passages: int, passage_tokens: float) -> float:
+    """The price table's training rate of `devices` x `device` (a GPU type or cpu) for rows of `passages` passages
+    of `passage_tokens` tokens: longer rows train proportionally slower than the table's reference row."""
+    throughput = prices.data["training_throughput"]
+    row_tokens = throughput["query_tokens"] + passages * passage_tokens
+    return prices.default_rows_per_second(device) * throughput["reference_row_tokens"] / row_tokens * devices
 
 
 def _training_item(prices: PriceTable, rows: float, passages_per_row: int, passage_tokens: float, instance_type: str,
                    instance_count: int, measured_rows_per_second: float | None) -> LineItem:
     """Rows over throughput, plus each instance's billed start-up."""
-    throughput = prices.data["training_throughput"]
-    row_tokens = throughput["query_tokens"] + passages_per_row * passage_tokens
     instance = prices.training_instance(instance_type)
     if measured_rows_per_second:
         rows_per_second, rate_note = float(measured_rows_per_second), "measured rows/s"
-    else:  # longer rows train proportionally slower than the table's reference row
-        per_gpu = prices.default_rows_per_second(instance["gpu"]) * throughput["reference_row_tokens"] / row_tokens
-        rows_per_second = per_gpu * max(1, instance["gpus"]) * instance_count
+    else:
+        rows_per_second = table_rows_per_second(prices, instance["gpu"], max(1, instance["gpus"]) * instance_count,
+                                                passages_per_row, passage_tokens)
+        row_tokens = prices.data["training_throughput"]["query_tokens"] + passages_per_row * passage_tokens
         rate_note = f"table default for {instance['gpu']}, {row_tokens:.0f}-token rows"
     hours = rows / rows_per_second / 3600 + prices.data["sagemaker_training"].get("overhead_minutes", 0.0) / 60
     return _item(f"SageMaker training {instance_type} x{instance_count}", "training", hours * instance_count,

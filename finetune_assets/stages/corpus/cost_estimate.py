@@ -1,5 +1,6 @@
 """cost_estimate: what the AWS path would cost for this partition's corpus, computed before anything is spent."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
@@ -14,6 +15,7 @@ from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
 from finetune_assets.core.training.dense_training import Hyperparameters
+from finetune_assets.core.training.training_length import TrainingLength
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.query_generator import QueryGeneratorResource
@@ -22,7 +24,13 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.queries.bedrock_batch_outputs import QueryGenerationConfig
 from finetune_assets.stages.run_config import check_run_config, op_config
 from finetune_assets.stages.training.mined_negatives import MinedNegativesConfig
-from finetune_assets.stages.training.trained_model import TrainedModelConfig, smart_settings, training_hyperparameters
+from finetune_assets.stages.training.trained_model import (
+    TrainedModelConfig,
+    planned_length,
+    smart_settings,
+    training_backend,
+    training_hyperparameters,
+)
 from finetune_assets.stages.training.training_pairs import TrainingPairsConfig
 
 COST_GROUPS = ("bedrock", "training")
@@ -46,9 +54,6 @@ class CostEstimateConfig(Config):
     training_instance_type: str = Field(default=cost.DEFAULT_TRAINING_INSTANCE, description="SageMaker training "
                                         "instance to price.")
     training_instance_count: int = Field(default=1, ge=1, description="SageMaker training instances.")
-    training_rows_per_second: Optional[float] = Field(default=None, gt=0, description="Measured training "
-                                                      "throughput, a trained_model run's samples_per_second on "
-                                                      "that instance (null = the price table's rate).")
     endpoint_instance_type: str = Field(default=cost.DEFAULT_ENDPOINT_INSTANCE, description="Real-time endpoint "
                                         "instance to price.")
     serverless_memory_mb: int = Field(default=cost.DEFAULT_SERVERLESS_MEMORY_MB, ge=1024, le=6144,
@@ -131,18 +136,32 @@ def train_settings(hp: Hyperparameters, pairs: TrainingPairsConfig, sampled_docu
                          span_rows=span_rows if hp.loss == "batch_kl" else 0.0)
 
 
+class RunEstimate(NamedTuple):
+    estimate: CostEstimate
+    bedrock_plan: dict
+    training: TrainingLength
+
+
 def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimateConfig,
-                 base_model: BaseModelResource, *, bedrock_model_id: str) -> tuple[CostEstimate, dict]:
-    """The estimate and Bedrock batch plan of the run `configs` describe, on raw_corpus's sample `documents`."""
+                 base_model: BaseModelResource, sagemaker_training: SageMakerTrainingResource, *,
+                 bedrock_model_id: str) -> RunEstimate:
+    """The estimate, Bedrock batch plan and training length of the run `configs` describe, on raw_corpus's sample
+    `documents`; the training rows are those the sample would give (generated queries plus span queries)."""
     queries_per_type, hp = planned_training(configs, base_model, len(documents))
     train = train_settings(hp, configs.training_pairs, sampled_documents=len(documents))
     generated = documents[:configs.query_generation.max_documents or None]  # as bedrock_batch_outputs generates
-    return estimate_with_batch_plan(
+    rows = len(generated) * (1 - train.held_out_fraction) * 2 * queries_per_type + train.span_rows
+    length = planned_length(configs.trained_model, hp, max(1, round(rows)),
+                            training_backend(configs.trained_model, sagemaker_training), sagemaker_training)
+    train = dataclasses.replace(train, max_steps=length.steps)
+    estimate, plan = estimate_with_batch_plan(
         generated, queries_per_type=queries_per_type, max_document_chars=configs.query_generation.max_document_chars,
         batch=config.batch, bedrock_model_id=bedrock_model_id, train=train,
         training_instance_type=config.training_instance_type, training_instance_count=config.training_instance_count,
-        training_rows_per_second=config.training_rows_per_second, endpoint_instance_type=config.endpoint_instance_type,
-        serverless_memory_mb=config.serverless_memory_mb, requests_per_month=config.requests_per_month)
+        training_rows_per_second=configs.trained_model.training_rows_per_second,
+        endpoint_instance_type=config.endpoint_instance_type, serverless_memory_mb=config.serverless_memory_mb,
+        requests_per_month=config.requests_per_month)
+    return RunEstimate(estimate, plan, length)
 
 
 def memory_note(memory: MemoryEstimate) -> str:
@@ -160,14 +179,14 @@ def plan_summary(plan: dict) -> str:
 
 
 def enforced_groups(enforce_for: list[str], query_generator: QueryGeneratorResource,
-                    training_backend: str = "local") -> list[str]:
+                    backend: str = "local") -> list[str]:
     """The cost groups max_cost_usd applies to: those whose backend this run actually runs on AWS."""
     groups = set()
     for name in enforce_for:
         if name == "auto":
             if query_generator.backend.strip().lower() == "bedrock":
                 groups.add("bedrock")
-            if training_backend == "sagemaker":
+            if backend == "sagemaker":
                 groups.add("training")
         elif name in COST_GROUPS:
             groups.add(name)
@@ -186,18 +205,16 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     check_run_config(context)
     index = context.partition_key
     configs = run_configs(context.run.run_config)
-    training_backend = configs.trained_model.backend
-    if training_backend == "auto":
-        training_backend = sagemaker_training.default_backend
-    groups = enforced_groups(config.enforce_for, query_generator, training_backend)
+    backend = training_backend(configs.trained_model, sagemaker_training)
+    groups = enforced_groups(config.enforce_for, query_generator, backend)
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     memory = estimate_memory(len(documents), free_memory_mib())
     if refusal := memory.refusal():  # before any stage that holds the sample's vectors runs out of memory
         raise Failure(description=f"{refusal}. Nothing was run after raw_corpus.",
                       metadata={"peak_memory_gib": round(memory.peak_mib / 1024, 2),
                                 "free_memory_gib": round(memory.available_mib / 1024, 2)})
-    estimate, plan = estimate_run(documents, configs, config, base_model,
-                                  bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
+    estimate, plan, length = estimate_run(documents, configs, config, base_model, sagemaker_training,
+                                          bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
     enforced_usd = estimate.group_usd(*groups)
     limit = config.max_cost_usd
     exceeded = limit is not None and enforced_usd > limit
@@ -208,8 +225,9 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     else:
         title = "What the AWS path would cost"
         enforcement = (f"this run spends nothing on AWS (query generator backend '{query_generator.backend}', "
-                       f"training backend '{training_backend}'), so max_cost_usd is not enforced")
-    markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory)])
+                       f"training backend '{backend}'), so max_cost_usd is not enforced")
+    markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory),
+                                            f"training: {length.describe()}"])
 
     folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run_id)
     write_json(folder / "estimate.json", {**estimate.to_dict(), "bedrock_batch_plan": plan, "max_cost_usd": limit,
@@ -240,6 +258,8 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         "bedrock_jobs": plan["num_jobs"],
         "bedrock_records": plan["num_documents"],
         "prices_as_of": estimate.prices_as_of,
+        "training_steps": length.steps,
+        "training_steps_set_by": length.limited_by,
         "peak_memory_gib": round(memory.peak_mib / 1024, 2),
         "peak_memory_stage": memory.stage,
         "free_memory_gib": round(memory.available_mib / 1024, 2),

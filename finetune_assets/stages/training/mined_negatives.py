@@ -6,7 +6,6 @@ from typing import Optional
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator, model_validator
 
-from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_json, write_jsonl
 from finetune_assets.core.retrieval.mining import SOURCES, MiningResult, MiningSettings, mine_hard_negatives
@@ -20,14 +19,15 @@ from finetune_assets.core.teachers.hybrid_teacher import (
 from finetune_assets.core.teachers.teacher import CrossEncoderTeacher, add_teacher_scores, load_teacher
 from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, reached_rows
 from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE, teacher_top_k
+from finetune_assets.core.training.training_length import COUNTS_FILE
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import table
-from finetune_assets.stages.run_config import check_run_config
-
-COUNTS_FILE = "counts.json"  # rows written and training pairs available: how many max_rows left out
+from finetune_assets.stages.run_config import check_run_config, op_config
+from finetune_assets.stages.training.trained_model import batch_kl_rows_read
 
 # Settings left at None are filled from core/cost/smart_defaults.toml, by model type and corpus size.
 _SMART = "null = the smart-defaults table's value for the model type and corpus size"
@@ -68,9 +68,9 @@ class MinedNegativesConfig(Config):
                                "the teacher's scores: exact up to this many training documents, the rest summed "
                                "up by their mean and spread; its files take rows x K x 6 bytes.")
     max_rows: Optional[int] = Field(default=None, ge=0, description="Training pairs mined and scored, drawn by a "
-                                    "seeded shuffle; raise it for a training longer than the default (null = with "
-                                    "the hybrid teacher, the rows batch_kl's default training reads, max_steps x "
-                                    "batch_size, else every pair; 0 = every pair).")
+                                    "seeded shuffle (null = with the hybrid teacher, the rows the run's "
+                                    "trained_model reads by its max_steps or training_budget_minutes, else every "
+                                    "pair; 0 = every pair).")
     teacher_max_length: int = Field(default=256, ge=1, description="Teacher tokens per (query, passage) pair.")
     teacher_threads: int = Field(default=0, ge=0, description="ONNX teacher CPU threads (0 = onnxruntime's "
                                  "default).")
@@ -115,7 +115,7 @@ class MinedNegativesConfig(Config):
 @asset(partitions_def=index_partitions, group_name="training", deps=["raw_corpus", "training_pairs"],
        kinds={"python"})
 def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig, storage: ArtifactStorage,
-                    base_model: BaseModelResource) -> MaterializeResult:
+                    base_model: BaseModelResource, sagemaker_training: SageMakerTrainingResource) -> MaterializeResult:
     """Training rows `query, positive, negative_1..n`; n = 0 keeps in-batch negatives only."""
     check_run_config(context)
     index = context.partition_key
@@ -131,8 +131,11 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     writes_store = automatic or config.teacher.strip().lower() == "hybrid"
     available = len(pairs)
     # Only the pairs training reads are mined and scored; the candidates stay every training pair's document.
-    pairs = [pairs[i] for i in reached_rows(available, row_limit(config.max_rows, base_model.model_type,
-                                                                   writes_store))]
+    limit = config.max_rows
+    if limit is None:  # the rows the run's trained_model reads when it distils the store, else every pair
+        training = op_config(context.run.run_config, "trained_model")
+        limit = batch_kl_rows_read(training, base_model, available, sagemaker_training) if writes_store else 0
+    pairs = [pairs[i] for i in reached_rows(available, limit)]
     if len(pairs) < available:
         context.log.info(f"mining and scoring {len(pairs):,} of the {available:,} training pairs, what training "
                          "reads (max_rows)")
@@ -228,20 +231,6 @@ def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, 
             "teacher_top_k_seconds": round(time.perf_counter() - top_started, 2),
             "teacher_seconds_total": round(time.perf_counter() - started, 2),
             "span_queries": sum(1 for r in rows if r.get("exclude_source"))}
-
-
-def row_limit(setting: int | None, model_type: str, hybrid_teacher: bool) -> int:
-    """max_rows, or when null: with the hybrid teacher's store, the rows batch_kl's default training reads
-    (max_steps x batch_size of the smart-defaults table) for the model types it trains; else every row (0)."""
-    if setting is not None:
-        return setting
-    if not hybrid_teacher:
-        return 0
-    try:
-        entry = batch_kl_lookup(model_type)
-    except ValueError:
-        return 0
-    return entry.max_steps * entry.batch_size
 
 
 def score_with_teacher(context: AssetExecutionContext, teacher: CrossEncoderTeacher | None, rows: list) -> dict:

@@ -1,12 +1,16 @@
 """trained_model: the fine-tuned model, trained by the shared entry point in a Dagster Pipes subprocess."""
 
+import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Any, Literal, Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 from pydantic import Field, field_validator
 
-from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS
+from finetune_assets.core.cost.cost import passages_per_row, table_rows_per_second
+from finetune_assets.core.cost.prices import load_prices
+from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, resolve_batch_kl
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import loss_curve_png
 from finetune_assets.core.teachers.teacher import negative_columns
@@ -21,6 +25,8 @@ from finetune_assets.core.training.dense_training import (
     total_steps,
 )
 from finetune_assets.core.training.losses import LOSSES, teacher_labels
+from finetune_assets.core.training.training_length import COUNTS_FILE as MINED_COUNTS_FILE
+from finetune_assets.core.training.training_length import TrainingLength, training_length
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
@@ -28,7 +34,6 @@ from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages import smart_defaults
 from finetune_assets.stages.metadata import image
 from finetune_assets.stages.run_config import check_run_config
-from finetune_assets.stages.training.mined_negatives import COUNTS_FILE as MINED_COUNTS_FILE
 
 LEGACY_SCORES_FILE = "teacher_scores.npy"  # the full rows x documents matrix mined_negatives wrote before top-K
 TRAINING_COMMAND = [sys.executable, "-m", "finetune_assets.training"]
@@ -39,7 +44,7 @@ _SMART = "null = the smart-defaults table's value for the model type and corpus 
 # The smart-defaults table's settings that trained_model holds, for the pair losses (batch_kl's entry: BATCH_KL_SETTINGS).
 PAIR_LOSS_SETTINGS = ("epochs", "batch_size", "learning_rate")
 # TrainedModelConfig fields that choose how the asset runs rather than a hyperparameter.
-RUN_FIELDS = ("backend", "experimental")
+RUN_FIELDS = ("backend", "experimental", "training_budget_minutes", "training_rows_per_second")
 
 
 def _hyperparameter(name: str, default: Any, description: str) -> Any:
@@ -87,6 +92,16 @@ class TrainedModelConfig(Config):
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
                                          "the same model, with training's peak memory about 2.7x lower for about "
                                          "1.75x its time; for machines short of memory.")
+    training_budget_minutes: Optional[float] = Field(default=None, gt=0, description="Minutes the training "
+                                                     "device may train: steps then follow the rows mined_negatives "
+                                                     "keeps (epochs passes) up to what fits this budget, in place of "
+                                                     "the smart-defaults table's max_steps, for a GPU or a larger "
+                                                     "sample (null = the table's steps).")
+    training_rows_per_second: Optional[float] = Field(default=None, gt=0, description="Training rows per second "
+                                                      "of the device that trains (a trained_model run's "
+                                                      "samples_per_second), which converts the budget to steps and "
+                                                      "prices training in cost_estimate (null = the price table's "
+                                                      "rate for the device and row length).")
     backend: Literal["auto", "local", "sagemaker"] = Field(default="auto", description="Where training runs: local "
                                                            "(a Pipes subprocess here), sagemaker (a training job), "
                                                            "or auto = sagemaker when FINETUNE_MODE=aws, else local.")
@@ -128,6 +143,71 @@ def unmined_rows_warning(mined: int, available: int, hp: Hyperparameters) -> str
     return (f"this training reads {reads:,} rows ({steps} steps x {hp.batch_size}) but mined_negatives kept "
             f"{mined:,} of the {available:,} training pairs, so they repeat while the others are never read: "
             f"materialize mined_negatives with max_rows {min(reads, available)} (0 = every pair)")
+
+
+def training_backend(config: TrainedModelConfig, sagemaker_training: SageMakerTrainingResource) -> str:
+    """Where this run trains: the config's backend, or for auto the sagemaker_training resource's default."""
+    return sagemaker_training.default_backend if config.backend == "auto" else config.backend
+
+
+def local_training_device(known: Sequence[str]) -> tuple[str, str]:
+    """The price table's name of the device a local run trains on (cpu, or the listed GPU type the local GPU's
+    name contains) and a note when the GPU is not listed, which then reads at the fastest listed GPU's rate."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", ""
+    name = torch.cuda.get_device_name(0)
+    gpus = [key for key in known if key != "cpu"]
+    for key in gpus:
+        if key.lower() in name.lower():
+            return key, ""
+    return gpus[-1], f"{name} is not in the price table, read at the {gpus[-1]} rate"
+
+
+def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
+                  sagemaker_training: SageMakerTrainingResource) -> tuple[float, str]:
+    """Training rows per second of the device `backend` trains on, and where the figure comes from: the run's
+    training_rows_per_second, else the price table's rate for the device at rows of full-length passages (an
+    upper bound on their length, so the budget holds)."""
+    if config.training_rows_per_second:
+        return config.training_rows_per_second, "training_rows_per_second"
+    prices = load_prices()
+    known = prices.data["training_throughput"]["rows_per_second"]
+    if backend == "sagemaker":
+        instance = prices.training_instance(sagemaker_training.instance_type)
+        device, devices, note = instance["gpu"], max(1, instance["gpus"]) * sagemaker_training.instance_count, ""
+    else:
+        (device, note), devices = local_training_device(list(known)), 1
+    passages = passages_per_row(hp.loss, hp.candidates_per_query, hp.student_candidates_per_query, hp.num_negatives)
+    rate = table_rows_per_second(prices, device, devices, passages, hp.training_sequence_length)
+    return rate, f"price table, {devices} x {device}" + (f"; {note}" if note else "")
+
+
+def planned_length(config: TrainedModelConfig, hp: Hyperparameters, rows: int, backend: str,
+                   sagemaker_training: SageMakerTrainingResource) -> TrainingLength:
+    """The steps this run takes over `rows` rows: hp's epochs and max_steps; with training_budget_minutes, the
+    budget (shared by a soup's models) replaces the smart-defaults table's max_steps (not one the run sets) and
+    caps the steps."""
+    if config.training_budget_minutes is None:
+        return training_length(rows, batch_size=hp.batch_size, epochs=hp.epochs, max_steps=hp.max_steps)
+    rate, source = training_rate(config, hp, backend, sagemaker_training)
+    return training_length(rows, batch_size=hp.batch_size, epochs=hp.epochs, max_steps=config.max_steps or 0,
+                           budget_minutes=config.training_budget_minutes / hp.soup_size,
+                           rows_per_second=rate, rate_source=source)
+
+
+def batch_kl_rows_read(config: TrainedModelConfig, base_model: BaseModelResource, available: int,
+                       sagemaker_training: SageMakerTrainingResource) -> int:
+    """Rows batch_kl training with `config` reads of `available` training pairs (repeats counted once): what
+    mined_negatives mines and scores by default; 0 (every pair) for model types batch_kl does not train."""
+    if base_model.model_type not in BATCH_KL_MODEL_TYPES or available == 0:
+        return 0
+    chosen = resolve_batch_kl(smart_settings(config, "batch_kl"), base_model.model_type)[0]
+    hp = training_hyperparameters(config, chosen, loss="batch_kl", base_model=base_model,
+                                  num_negatives=config.num_negatives or 0)
+    length = planned_length(config, hp, available, training_backend(config, sagemaker_training), sagemaker_training)
+    return min(available, length.rows)
 
 
 def chosen_loss(loss: str, model_type: str, train_dir) -> str:
@@ -173,8 +253,14 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
                                                      smart_defaults.sampled_documents(storage, index))
     hp = training_hyperparameters(config, chosen, loss=loss, num_negatives=num_negatives, base_model=base_model)
     counts = train_dir / MINED_COUNTS_FILE  # absent in folders from before max_rows: nothing was left out then
-    if counts.exists() and (warning := unmined_rows_warning(*(read_json(counts)[k] for k in ("rows", "training_pairs")),
-                                                            hp)):
+    mined = read_json(counts) if counts.exists() else None
+    rows = mined["rows"] if mined else sum(1 for _ in read_jsonl(train_dir / "train.jsonl"))
+    backend = training_backend(config, sagemaker_training)
+    length = planned_length(config, hp, rows, backend, sagemaker_training)
+    if config.training_budget_minutes is not None:
+        hp = dataclasses.replace(hp, max_steps=length.steps)
+    context.log.info(f"training {length.describe()}")
+    if mined and (warning := unmined_rows_warning(mined["rows"], mined["training_pairs"], hp)):
         context.log.warning(warning)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "
@@ -186,7 +272,6 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     command = [*TRAINING_COMMAND, "--train-dir", str(train_dir), "--model-dir", str(model_dir),
                "--hyperparameters", str(folder / "hyperparameters.json")]
     environment = {"TOKENIZERS_PARALLELISM": "false"}
-    backend = sagemaker_training.default_backend if config.backend == "auto" else config.backend
     if backend == "local":
         pipes_result = pipes_subprocess_client.run(command=command, context=context, env=environment)
     elif backend == "sagemaker":
@@ -208,5 +293,6 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         "base_model": base_model.model_name,
         "model_type": base_model.model_type,
         "hyperparameters": MetadataValue.json(hp.to_dict()),
+        "training_steps_set_by": length.limited_by,
         "loss_curve": image(loss_curve_png(log["loss_history"]), "training loss"),
     })

@@ -15,6 +15,7 @@ from finetune_assets.core.cost.cost import (
 )
 from finetune_assets.core.cost.prices import PRICES_FILE, PriceTableError, base_model_id, load_prices
 from finetune_assets.core.data.demo_corpus import python_docs_documents
+from finetune_assets.core.jsonl import read_json
 from finetune_assets.core.querygen.prompts import SYSTEM_PROMPT, build_query_prompt
 
 NOVA_LITE = "amazon.nova-lite-v1:0"
@@ -272,11 +273,22 @@ def test_the_estimate_command_prices_the_default_configs_and_names_a_bad_flag(tm
 
     def estimate_command(**flags) -> int:
         args = {"corpus": str(corpus), "max_docs": None, "bedrock_model": None, "instance_type": None,
-                "rows_per_second": None, "json": None, **flags}
+                "rows_per_second": None, "budget_minutes": None, "json": None, **flags}
         return _estimate(argparse.Namespace(**args))
 
     assert estimate_command() == 0
-    assert "batch_kl: 2.0 epoch(s)" in capsys.readouterr().out  # trained_model's default loss and table entry
+    out = capsys.readouterr().out
+    assert "batch_kl: 2.0 epoch(s)" in out  # trained_model's default loss and table entry
+    assert "training on SageMaker: " in out and "set by " in out
+    # 24 documents give about 77 rows, 6 steps of 32 in 2 epochs; 0.2 minutes at 10 rows/s = 120 rows = 3 steps.
+    assert estimate_command(budget_minutes=0.2, rows_per_second=10.0, json=str(tmp_path / "e.json")) == 0
+    assert "3 steps of 32 rows, set by training_budget_minutes" in capsys.readouterr().out
+    assert read_json(tmp_path / "e.json")["training"] == {"steps": 3, "batch_size": 32, "set_by": "budget",
+                                                          "minutes": pytest.approx(96 / 10 / 60)}
+    assert estimate_command(budget_minutes=60.0, rows_per_second=10.0) == 0
+    assert "6 steps of 32 rows, set by the epochs over the rows" in capsys.readouterr().out
+    assert estimate_command(budget_minutes=0) == 2
+    assert "--budget-minutes 0: Input should be greater than 0" in capsys.readouterr().err
     assert estimate_command(rows_per_second=-1.0) == 2
     assert "--rows-per-second -1.0: Input should be greater than 0" in capsys.readouterr().err
     assert estimate_command(max_docs=-3) == 2

@@ -78,6 +78,9 @@ def test_local_backends_show_the_aws_estimate_without_enforcing_it(tmp_path):
     # The memory check: the peak of the stages that run here, for this sample, against what is free.
     assert 0 < metadata["peak_memory_gib"].value < metadata["free_memory_gib"].value
     assert f"GiB at the peak ({metadata['peak_memory_stage'].value}) for {sampled} sampled documents" in markdown
+    # The training length is shown before anything trains: a tiny sample's rows run out before the table's steps.
+    assert metadata["training_steps_set_by"].value == "rows" and 0 < metadata["training_steps"].value < 160
+    assert f"training: {metadata['training_steps'].value} steps of 32 rows, set by the epochs" in markdown
 
 
 def test_unknown_cost_group_is_refused(tmp_path):

@@ -1,15 +1,16 @@
 """mined_negatives materialized alone with the real base model: round trip, two candidate sources, row format."""
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, PipesSubprocessClient, materialize
 
 from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_jsonl
 from finetune_assets.core.teachers.teacher_top_k import TEACHER_TOP_K, TeacherTopK, reached_rows
 from finetune_assets.resources.base_model import BaseModelResource
+from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.training.mined_negatives import mined_negatives
-from finetune_assets.stages.training.trained_model import mined_negative_count
+from finetune_assets.stages.training.trained_model import mined_negative_count, trained_model
 
 QUERIES = {
     "argparse.ArgumentParser": "object that parses command line strings into python objects",
@@ -24,7 +25,9 @@ QUERIES = {
 }
 
 
-def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: bool = True):
+def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: bool = True,
+                 training: dict | None = None):
+    """mined_negatives on 14 Python docs (and trained_model after it with `training` as its config)."""
     documents = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in python_docs_documents()[:14]]
     assert set(QUERIES) <= {d["id"] for d in documents}
     by_id = {d["id"]: d for d in documents}
@@ -43,11 +46,15 @@ def _materialize(tmp_path, config: dict, span_rows: int = 0, expect_success: boo
         storage.publish("docs", asset, folder)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", ["docs"])
-        result = materialize([mined_negatives], partition_key="docs", instance=instance,
-                             resources={"storage": storage,
+        ops = {"mined_negatives": {"config": config}}
+        if training is not None:
+            ops["trained_model"] = {"config": training}
+        result = materialize([mined_negatives] if training is None else [mined_negatives, trained_model],
+                             partition_key="docs", instance=instance,
+                             resources={"storage": storage, "sagemaker_training": SageMakerTrainingResource(),
+                                        "pipes_subprocess_client": PipesSubprocessClient(),
                                         "base_model": BaseModelResource(max_seq_length=128, batch_size=16)},
-                             run_config={"ops": {"mined_negatives": {"config": config}}},
-                             raise_on_error=expect_success)
+                             run_config={"ops": ops}, raise_on_error=expect_success)
     if not expect_success:
         assert not result.success
         return result, [], pairs
@@ -163,14 +170,36 @@ def test_only_the_rows_training_reads_are_mined_and_scored(tmp_path):
         assert store.masked(i).tolist() == ([column[row["doc_id"]]] if kinds[i] else [])
 
 
-def test_by_default_the_hybrid_teacher_mines_what_batch_kl_reads_and_other_teachers_every_pair():
+@pytest.mark.slow
+def test_a_training_budget_sets_the_rows_mined_and_the_steps_trained(tmp_path):
+    # At 0.1 rows/s a step of 4 rows takes 40 s, so 1.4 minutes hold 2 steps: 8 of the 12 pairs are mined.
+    training = {"training_budget_minutes": 1.4, "training_rows_per_second": 0.1, "batch_size": 4,
+                "max_seq_length": 64, "candidates_per_query": 2}
+    _, rows, pairs = _materialize(tmp_path, {"teacher_top_k": 5}, span_rows=4, training=training)
+    assert len(rows) == 8 < len(pairs)
+    folder = tmp_path / "artifacts" / "docs" / "trained_model" / "current"
+    assert read_json(folder / "hyperparameters.json")["max_steps"] == 2
+    assert read_json(folder / "model" / "training_log.json")["steps"] == 2
+
+
+def test_by_default_the_hybrid_teacher_mines_what_the_runs_batch_kl_training_reads():
     from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
-    from finetune_assets.stages.training.mined_negatives import row_limit
+    from finetune_assets.stages.training.trained_model import TrainedModelConfig, batch_kl_rows_read
+
+    local = SageMakerTrainingResource()
+
+    def rows(model_type, available, **training):
+        return batch_kl_rows_read(TrainedModelConfig(**training), BaseModelResource(model_type=model_type), available,
+                                  local)
 
     entry = batch_kl_lookup("sparse")
-    assert row_limit(None, "sparse", True) == entry.max_steps * entry.batch_size > 0
-    assert row_limit(None, "sparse", False) == 0 == row_limit(None, "inference_free", True)
-    assert row_limit(7, "dense", False) == 7 == row_limit(7, "dense", True)
+    assert rows("sparse", 100_000) == entry.max_steps * entry.batch_size > 0  # the table's steps
+    assert rows("sparse", 1_000) == 1_000  # fewer pairs than those steps read: every one
+    assert rows("inference_free", 100_000) == 0 == rows("dense", 0)  # batch_kl does not train it: every pair
+    assert rows("dense", 100_000, max_steps=10, batch_size=8) == 80  # the run's own trained_model settings
+    # A budget replaces the table's steps: 10 min at 20 rows/s = 12,000 rows, or 2 epochs of fewer pairs.
+    assert rows("dense", 100_000, training_budget_minutes=10, training_rows_per_second=20, batch_size=32) == 12_000
+    assert rows("dense", 5_000, training_budget_minutes=10, training_rows_per_second=20) == 5_000
 
 
 @pytest.mark.slow

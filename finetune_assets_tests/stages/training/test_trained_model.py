@@ -37,3 +37,35 @@ def test_the_teacher_scores_a_seeded_subset_of_rows_or_all_of_them():
     assert subset.max() > 500  # drawn over every row, not the first 50
     with pytest.raises(ValueError, match="max_rows"):
         reached_rows(10, -1)
+
+
+def test_a_training_budget_replaces_the_tables_steps_at_the_training_devices_rate():
+    from finetune_assets.core.cost.cost import table_rows_per_second
+    from finetune_assets.core.cost.prices import load_prices
+    from finetune_assets.core.training.dense_training import Hyperparameters
+    from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
+    from finetune_assets.stages.training.trained_model import TrainedModelConfig, planned_length
+
+    hp = Hyperparameters.from_settings({"loss": "batch_kl", "batch_size": 32, "epochs": 2.0, "max_steps": 160,
+                                        "candidates_per_query": 4, "max_seq_length": 128}, {},
+                                       model_type="dense", base_model="m", max_seq_length=128)
+    sagemaker = SageMakerTrainingResource(instance_type="ml.g5.xlarge", instance_count=2)
+
+    def length(rows, **config):
+        return planned_length(TrainedModelConfig(**config), hp, rows, "sagemaker", sagemaker)
+
+    assert (length(100_000).steps, length(100_000).limited_by) == (160, "max_steps")  # no budget: the table's cap
+    # The price table's A10G rate for 2 instances, at rows of a 16-token query and 4 passages of 128 tokens.
+    rate = table_rows_per_second(load_prices(), "A10G", 2, 4, 128)
+    budgeted = length(1_000_000, training_budget_minutes=30)
+    assert budgeted.limited_by == "budget" and budgeted.steps == int(30 * 60 * rate // 32) > 160
+    assert budgeted.rate_source == "price table, 2 x A10G"
+    assert length(1_000, training_budget_minutes=30).steps == 64  # 2 epochs of 1,000 rows fit: the rows decide
+    assert length(1_000_000, training_budget_minutes=30, max_steps=200).steps == 200  # the run's cap still holds
+    measured = length(1_000_000, training_budget_minutes=2, training_rows_per_second=8.0)
+    assert (measured.steps, measured.rate_source) == (30, "training_rows_per_second")  # 960 rows / 32
+    soup = planned_length(TrainedModelConfig(training_budget_minutes=2, training_rows_per_second=8.0),
+                          Hyperparameters.from_settings({**hp.to_dict(), "soup_size": 2}, {}, model_type="dense",
+                                                        base_model="m", max_seq_length=128),
+                          1_000_000, "local", sagemaker)
+    assert soup.steps == 15  # two models share the budget
