@@ -32,3 +32,18 @@ def test_a_sample_that_would_not_fit_is_refused_with_the_largest_that_would():
 def test_the_measured_table_covers_every_stage_that_holds_the_sample():
     assert {s.stage for s in STAGES} == {"mined_negatives", "evaluation_report"}
     assert all(s.fixed_mib > 0 and s.per_thousand_documents_mib > 0 for s in STAGES)
+
+
+def test_each_line_lies_above_every_peak_the_scaling_runs_measured():
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
+    measured = 0
+    for name in ("memory-release.json", "stages-32k.json"):  # the runs with the encoders releasing freed memory
+        for size, stages in json.loads((results / name).read_text())["sizes"].items():
+            for stage in STAGES:
+                if stage.stage in stages:
+                    assert stage.peak_mib(int(size)) >= stages[stage.stage]["peak_rss_mib"], (stage.stage, size)
+                    measured += 1
+    assert measured == 6  # two stages at 2,000, 8,000 and 32,000 documents
