@@ -102,7 +102,7 @@ class Hyperparameters:
     # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py).
     soup_size: int = setting(1, ge=1, note="1 = one model")
     # Recompute each layer's activations in the backward pass instead of keeping them: the same weights, training's
-    # peak memory about 2.7x lower for about 1.75x its time (docs/benchmarks.md, scaling), for small machines.
+    # peak memory about 2.7x lower for about twice its time (docs/benchmarks.md, scaling), for small machines.
     gradient_checkpointing: bool = False
     # The experimental options (EXPERIMENTAL_FIELDS) follow.
     # batch_kl: each query also pools the student's own top documents, mined before the first step and again

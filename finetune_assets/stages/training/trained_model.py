@@ -2,7 +2,7 @@
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
@@ -91,7 +91,7 @@ class TrainedModelConfig(Config):
                                                                    "recipe default for the model type).")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
                                          "the same model, with training's peak memory about 2.7x lower for about "
-                                         "1.75x its time; for machines short of memory.")
+                                         "twice its time; for machines short of memory.")
     training_budget_minutes: Optional[float] = Field(default=None, gt=0, description="Minutes the training "
                                                      "device may train: steps then follow the rows mined_negatives "
                                                      "keeps (epochs passes) up to what fits this budget, in place of "
@@ -150,7 +150,7 @@ def training_backend(config: TrainedModelConfig, sagemaker_training: SageMakerTr
     return sagemaker_training.default_backend if config.backend == "auto" else config.backend
 
 
-def local_training_device(known: Sequence[str]) -> tuple[str, str]:
+def local_training_device(rates: Mapping[str, float]) -> tuple[str, str]:
     """The price table's name of the device a local run trains on (cpu, or the listed GPU type the local GPU's
     name contains) and a note when the GPU is not listed, which then reads at the fastest listed GPU's rate."""
     import torch
@@ -158,11 +158,12 @@ def local_training_device(known: Sequence[str]) -> tuple[str, str]:
     if not torch.cuda.is_available():
         return "cpu", ""
     name = torch.cuda.get_device_name(0)
-    gpus = [key for key in known if key != "cpu"]
+    gpus = [key for key in rates if key != "cpu"]
     for key in gpus:
         if key.lower() in name.lower():
             return key, ""
-    return gpus[-1], f"{name} is not in the price table, read at the {gpus[-1]} rate"
+    fastest = max(gpus, key=lambda key: rates[key])
+    return fastest, f"{name} is not in the price table, read at the {fastest} rate"
 
 
 def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
@@ -178,7 +179,7 @@ def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
         instance = prices.training_instance(sagemaker_training.instance_type)
         device, devices, note = instance["gpu"], max(1, instance["gpus"]) * sagemaker_training.instance_count, ""
     else:
-        (device, note), devices = local_training_device(list(known)), 1
+        (device, note), devices = local_training_device(known), 1
     passages = passages_per_row(hp.loss, hp.candidates_per_query, hp.student_candidates_per_query, hp.num_negatives)
     rate = table_rows_per_second(prices, device, devices, passages, hp.training_sequence_length)
     return rate, f"price table, {devices} x {device}" + (f"; {note}" if note else "")

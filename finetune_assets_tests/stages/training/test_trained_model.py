@@ -69,3 +69,19 @@ def test_a_training_budget_replaces_the_tables_steps_at_the_training_devices_rat
                                                         base_model="m", max_seq_length=128),
                           1_000_000, "local", sagemaker)
     assert soup.steps == 15  # two models share the budget
+
+
+def test_a_local_gpu_reads_at_its_listed_rate_or_the_fastest_with_a_note(monkeypatch):
+    import torch
+
+    from finetune_assets.stages.training.trained_model import local_training_device
+
+    rates = {"cpu": 16.0, "T4": 150.0, "A10G": 350.0, "L4": 250.0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_training_device(rates) == ("cpu", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA L4")
+    assert local_training_device(rates) == ("L4", "")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100 80GB HBM3")
+    assert local_training_device(rates) == ("A10G", "NVIDIA H100 80GB HBM3 is not in the price table, read at the "
+                                                    "A10G rate")
