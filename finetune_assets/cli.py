@@ -102,6 +102,7 @@ def _estimate(args: argparse.Namespace) -> int:
         memory_note,
         plan_summary,
         run_configs,
+        training_memory_warning,
     )
     from finetune_assets.stages.corpus.raw_corpus import RawCorpusConfig
     from finetune_assets.stages.training.trained_model import TrainedModelConfig
@@ -135,9 +136,11 @@ def _estimate(args: argparse.Namespace) -> int:
         return 2
     valid = len(corpus.documents) + corpus.not_sampled
     memory = estimate_memory(len(documents), free_memory_mib())
+    training_memory = training_memory_warning(run_configs()._replace(trained_model=training), BaseModelResource(),
+                                              len(documents), memory.available_mib)
     notes = [f"{valid:,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
              plan_summary(plan), memory_note(memory) + ("" if memory.fits else f": {memory.refusal()}"),
-             f"training on SageMaker: {length.describe()}"]
+             f"training on SageMaker: {length.describe()}", *filter(None, [training_memory])]
     print(estimate.to_markdown("What the AWS path would cost", notes))
     if args.json:
         write_json(args.json, {**estimate.to_dict(), "bedrock_batch_plan": plan,

@@ -1,8 +1,8 @@
 """Peak memory of the stages that hold the whole sample on this machine, as it grows: what the cost estimate checks
 against the machine's free memory before any work, so a sample too large fails at once with the setting to change
 instead of hours later. trained_model is not among them: its peak is one training step's, set by the batch, the pool
-and the sequence length whatever the sample (trained_model gradient_checkpointing lowers it). Pure logic: nothing
-here imports Dagster."""
+and the sequence length whatever the sample (trained_model gradient_checkpointing lowers it); for the dense default,
+whose step was measured, it is a warning. Pure logic: nothing here imports Dagster."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +27,26 @@ STAGES = (
     StageMemory("evaluation_report", 1350, 28),
 )
 HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the system and page cache
+
+# trained_model's peak is one training step's whatever the sample, measured only for the dense batch_kl default
+# (all-MiniLM-L6-v2, 32 queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs: the stage's
+# peak RSS with the activations kept (32,000 documents) and with gradient_checkpointing (100,000 documents),
+# stages-32k.json and stages-100k.json. Shorter documents take less, so it warns and never refuses.
+DENSE_DEFAULT_STEP_MIB = {False: 9805, True: 3540}
+MEASURED_STEP = ("all-MiniLM-L6-v2", 32, 4, 256)  # base model, queries per step, candidates per query, tokens
+
+
+def training_step_warning(checkpointing: bool, available_mib: float) -> str | None:
+    """What to set when the dense default's measured training step would not fit the free memory; None if it fits."""
+    peak, lean = DENSE_DEFAULT_STEP_MIB[checkpointing], DENSE_DEFAULT_STEP_MIB[True]
+    budget = HEADROOM * available_mib
+    if peak <= budget:
+        return None
+    advice = (f"set trained_model gradient_checkpointing: true (about {lean / 1024:.1f} GiB, about twice the "
+              "training time)" if not checkpointing and lean <= budget
+              else "lower trained_model max_seq_length or batch_size, or use a larger machine")
+    return (f"trained_model's training step took about {peak / 1024:.1f} GiB with these settings on paragraph-long "
+            f"documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB free: {advice}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,13 @@ from pydantic import Field, field_validator
 from finetune_assets.clients.bedrock.planning import estimate_batch_plan
 from finetune_assets.core.cost import cost, smart_defaults
 from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost
-from finetune_assets.core.cost.memory import MemoryEstimate, estimate_memory, free_memory_mib
+from finetune_assets.core.cost.memory import (
+    MEASURED_STEP,
+    MemoryEstimate,
+    estimate_memory,
+    free_memory_mib,
+    training_step_warning,
+)
 from finetune_assets.core.jsonl import read_jsonl, write_json
 from finetune_assets.core.querygen.prompts import document_text
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
@@ -164,6 +170,18 @@ def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimat
     return RunEstimate(estimate, plan, length)
 
 
+def training_memory_warning(configs: RunConfigs, base_model: BaseModelResource, documents: int,
+                            available_mib: float) -> str | None:
+    """The measured training step's warning (training_step_warning) when the run trains the dense batch_kl
+    default's step shape; None otherwise or when it fits."""
+    hp = planned_training(configs, base_model, documents)[1]
+    shape = (hp.base_model.rsplit(":", 1)[-1].rsplit("/", 1)[-1], hp.batch_size, hp.candidates_per_query,
+             hp.training_sequence_length)
+    if hp.loss != "batch_kl" or hp.model_type != "dense" or shape != MEASURED_STEP or hp.student_candidates_per_query:
+        return None
+    return training_step_warning(hp.gradient_checkpointing, available_mib)
+
+
 def memory_note(memory: MemoryEstimate) -> str:
     return (f"memory: about {memory.peak_mib / 1024:.1f} GiB at the peak ({memory.stage}) for "
             f"{memory.documents:,} sampled documents; {memory.available_mib / 1024:.1f} GiB free")
@@ -226,8 +244,11 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         title = "What the AWS path would cost"
         enforcement = (f"this run spends nothing on AWS (query generator backend '{query_generator.backend}', "
                        f"training backend '{backend}'), so max_cost_usd is not enforced")
+    training_memory = training_memory_warning(configs, base_model, len(documents), memory.available_mib)
+    if training_memory:
+        context.log.warning(training_memory)
     markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory),
-                                            f"training: {length.describe()}"])
+                                            f"training: {length.describe()}", *filter(None, [training_memory])])
 
     folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run_id)
     write_json(folder / "estimate.json", {**estimate.to_dict(), "bedrock_batch_plan": plan, "max_cost_usd": limit,

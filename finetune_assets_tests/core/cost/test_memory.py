@@ -47,3 +47,30 @@ def test_each_line_lies_above_every_peak_the_scaling_runs_measured():
                     assert stage.peak_mib(int(size)) >= stages[stage.stage]["peak_rss_mib"], (stage.stage, size)
                     measured += 1
     assert measured == 6  # two stages at 2,000, 8,000 and 32,000 documents
+
+
+def test_a_training_step_that_would_not_fit_names_gradient_checkpointing():
+    from finetune_assets.core.cost.memory import training_step_warning
+
+    message = training_step_warning(False, 8192)  # 9.6 GiB measured, 8 GiB free
+    assert "about 9.6 GiB" in message and "8.0 GiB free" in message
+    assert "set trained_model gradient_checkpointing: true (about 3.5 GiB" in message
+    assert training_step_warning(True, 8192) is None and training_step_warning(False, 24_000) is None
+    # Where even the checkpointed step would not fit, checkpointing is not the advice.
+    small = training_step_warning(False, 3000)
+    assert "gradient_checkpointing" not in small and "larger machine" in small
+    assert "larger machine" in training_step_warning(True, 3000)
+
+
+def test_the_run_warns_of_the_training_step_only_where_it_was_measured():
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.stages.corpus.cost_estimate import run_configs, training_memory_warning
+
+    def warning(model_type="dense", **training):
+        configs = run_configs({"ops": {"trained_model": {"config": training}}} if training else None)
+        return training_memory_warning(configs, BaseModelResource(model_type=model_type), 2000, 8192)
+
+    assert "gradient_checkpointing: true" in warning()  # the dense batch_kl default on 8 GiB
+    assert warning(gradient_checkpointing=True) is None
+    assert warning("sparse") is None  # not measured
+    assert warning(batch_size=64) is None  # another step shape

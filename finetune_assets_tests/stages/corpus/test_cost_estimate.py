@@ -122,3 +122,15 @@ def test_cli_names_what_is_missing_from_the_price_table(tmp_path, args, expected
 def test_cli_names_a_missing_corpus(tmp_path):
     completed = estimate_cli(str(tmp_path / "nowhere"))
     assert completed.returncode == 2 and "nowhere" in completed.stderr
+
+
+def test_a_training_step_too_large_for_the_free_memory_is_named_before_anything_trains(tmp_path, monkeypatch):
+    import importlib
+
+    stage = importlib.import_module("finetune_assets.stages.corpus.cost_estimate")
+    monkeypatch.setattr(stage, "free_memory_mib", lambda: 8192.0)  # the sample fits; the dense default step does not
+    result = run(tmp_path, ["raw_corpus", "cost_estimate"], {})
+    assert result.success  # a warning: shorter documents than the measured paragraphs take less
+    markdown = result.asset_materializations_for_node("cost_estimate")[0].metadata["estimate"].value
+    assert "trained_model's training step took about 9.6 GiB" in markdown
+    assert "set trained_model gradient_checkpointing: true" in markdown
