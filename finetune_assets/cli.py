@@ -128,16 +128,15 @@ def _estimate(args: argparse.Namespace) -> int:
         documents = sample_documents(corpus.documents, max_docs or None, seed=0)
         instance = SageMakerTrainingResource(default_backend="sagemaker", instance_type=config.training_instance_type,
                                              instance_count=config.training_instance_count)
-        estimate, plan, length = estimate_run(documents, run_configs()._replace(trained_model=training), config,
-                                              BaseModelResource(), instance,
-                                              bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
+        estimate, plan, length, hp = estimate_run(documents, run_configs()._replace(trained_model=training),
+                                                  config, BaseModelResource(), instance,
+                                                  bedrock_model_id=args.bedrock_model or DEFAULT_BEDROCK_MODEL_ID)
     except (CorpusError, PriceTableError) as exc:
         print(f"finetune-assets estimate: {exc}", file=sys.stderr)
         return 2
     valid = len(corpus.documents) + corpus.not_sampled
     memory = estimate_memory(len(documents), free_memory_mib())
-    training_memory = training_memory_warning(run_configs()._replace(trained_model=training), BaseModelResource(),
-                                              len(documents), memory.available_mib)
+    training_memory = training_memory_warning(hp, memory.available_mib)
     notes = [f"{valid:,} valid documents in {args.corpus}; {len(documents):,} sampled (--max-docs)",
              plan_summary(plan), memory_note(memory) + ("" if memory.fits else f": {memory.refusal()}"),
              f"training on SageMaker: {length.describe()}", *filter(None, [training_memory])]

@@ -168,6 +168,11 @@ def passages_per_row(loss: str, candidates_per_query: int, student_candidates_pe
     return candidates_per_query + student_candidates_per_query if loss == "batch_kl" else 1 + num_negatives
 
 
+def generated_training_rows(documents: int, queries_per_type: int, held_out_fraction: float) -> float:
+    """Training rows the generated queries give: factoid and conceptual queries of the train-split documents."""
+    return documents * (1 - held_out_fraction) * 2 * queries_per_type
+
+
 def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, int]:
     """Rows the training run processes, and passages per row: (query, positive, negatives) for the pair losses;
     a query with its teacher's candidates for batch_kl (over the span queries too), capped at max_steps batches."""
@@ -194,10 +199,10 @@ def _training_item(prices: PriceTable, rows: float, passages_per_row: int, passa
     if measured_rows_per_second:
         rows_per_second, rate_note = float(measured_rows_per_second), "measured rows/s"
     else:
-        rows_per_second = table_rows_per_second(prices, instance["gpu"], max(1, instance["gpus"]) * instance_count,
-                                                passages_per_row, passage_tokens)
+        device, devices = prices.training_devices(instance_type, instance_count)
+        rows_per_second = table_rows_per_second(prices, device, devices, passages_per_row, passage_tokens)
         row_tokens = prices.data["training_throughput"]["query_tokens"] + passages_per_row * passage_tokens
-        rate_note = f"table default for {instance['gpu']}, {row_tokens:.0f}-token rows"
+        rate_note = f"table default for {device}, {row_tokens:.0f}-token rows"
     hours = rows / rows_per_second / 3600 + prices.data["sagemaker_training"].get("overhead_minutes", 0.0) / 60
     return _item(f"SageMaker training {instance_type} x{instance_count}", "training", hours * instance_count,
                  "instance-hour", float(instance["hourly"]),
@@ -275,7 +280,8 @@ def estimate_cost(documents: Sequence[dict], *, num_documents: int | None = None
     # Training: one row per kept query; only the first max_seq_length tokens of a passage count.
     passages = [document_text(d, None)[:train.max_seq_length * 10] for d in documents]
     passage_tokens = sum(min(n + 2, train.max_seq_length) for n in count(passages)) / len(documents)
-    rows, passages_per_row = training_rows(train, total_docs * (1 - train.held_out_fraction) * queries_per_doc)
+    rows, passages_per_row = training_rows(train, generated_training_rows(total_docs, queries_per_type,
+                                                                          train.held_out_fraction))
     items.append(_training_item(prices, rows, passages_per_row, passage_tokens, training_instance_type,
                                 training_instance_count, training_rows_per_second))
     items += _endpoint_items(prices, endpoint_instance_type, endpoint_instance_count, serverless_memory_mb,

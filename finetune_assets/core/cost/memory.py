@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL
+
 
 @dataclass(frozen=True)
 class StageMemory:
@@ -33,7 +35,7 @@ HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the 
 # peak RSS with the activations kept (32,000 documents) and with gradient_checkpointing (100,000 documents),
 # stages-32k.json and stages-100k.json. Shorter documents take less, so it warns and never refuses.
 DENSE_DEFAULT_STEP_MIB = {False: 9805, True: 3540}
-MEASURED_STEP = ("all-MiniLM-L6-v2", 32, 4, 256)  # base model, queries per step, candidates per query, tokens
+MEASURED_STEP = (DEFAULT_DENSE_MODEL, 32, 4, 256)  # base model, queries per step, candidates per query, tokens
 
 
 def training_step_warning(checkpointing: bool, available_mib: float) -> str | None:

@@ -74,6 +74,12 @@ class PriceTable:
     def training_instance(self, instance_type: str) -> dict:
         return self._entry("sagemaker_training", "instances", instance_type, "SageMaker training instance")
 
+    def training_devices(self, instance_type: str, instance_count: int = 1) -> tuple[str, int]:
+        """The device type a SageMaker training job of `instance_count` x `instance_type` trains on (its GPU type,
+        or cpu) and how many of them: the GPUs of every instance, or one per CPU instance."""
+        instance = self.training_instance(instance_type)
+        return instance["gpu"], max(1, instance["gpus"]) * instance_count
+
     def realtime_instance(self, instance_type: str) -> dict:
         return self._entry("sagemaker_realtime", "instances", instance_type, "SageMaker real-time instance")
 

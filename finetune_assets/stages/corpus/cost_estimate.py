@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from finetune_assets.clients.bedrock.planning import estimate_batch_plan
 from finetune_assets.core.cost import cost, smart_defaults
-from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost
+from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost, generated_training_rows
 from finetune_assets.core.cost.memory import (
     MEASURED_STEP,
     MemoryEstimate,
@@ -146,6 +146,7 @@ class RunEstimate(NamedTuple):
     estimate: CostEstimate
     bedrock_plan: dict
     training: TrainingLength
+    hyperparameters: Hyperparameters  # what trained_model will train with
 
 
 def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimateConfig,
@@ -156,7 +157,7 @@ def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimat
     queries_per_type, hp = planned_training(configs, base_model, len(documents))
     train = train_settings(hp, configs.training_pairs, sampled_documents=len(documents))
     generated = documents[:configs.query_generation.max_documents or None]  # as bedrock_batch_outputs generates
-    rows = len(generated) * (1 - train.held_out_fraction) * 2 * queries_per_type + train.span_rows
+    rows = generated_training_rows(len(generated), queries_per_type, train.held_out_fraction) + train.span_rows
     length = planned_length(configs.trained_model, hp, max(1, round(rows)),
                             training_backend(configs.trained_model, sagemaker_training), sagemaker_training)
     train = dataclasses.replace(train, max_steps=length.steps)
@@ -167,16 +168,13 @@ def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimat
         training_rows_per_second=configs.trained_model.training_rows_per_second,
         endpoint_instance_type=config.endpoint_instance_type, serverless_memory_mb=config.serverless_memory_mb,
         requests_per_month=config.requests_per_month)
-    return RunEstimate(estimate, plan, length)
+    return RunEstimate(estimate, plan, length, hp)
 
 
-def training_memory_warning(configs: RunConfigs, base_model: BaseModelResource, documents: int,
-                            available_mib: float) -> str | None:
-    """The measured training step's warning (training_step_warning) when the run trains the dense batch_kl
-    default's step shape; None otherwise or when it fits."""
-    hp = planned_training(configs, base_model, documents)[1]
-    shape = (hp.base_model.rsplit(":", 1)[-1].rsplit("/", 1)[-1], hp.batch_size, hp.candidates_per_query,
-             hp.training_sequence_length)
+def training_memory_warning(hp: Hyperparameters, available_mib: float) -> str | None:
+    """The measured training step's warning (training_step_warning) when `hp` trains the dense batch_kl default's
+    step shape; None otherwise or when it fits."""
+    shape = (hp.base_model, hp.batch_size, hp.candidates_per_query, hp.training_sequence_length)
     if hp.loss != "batch_kl" or hp.model_type != "dense" or shape != MEASURED_STEP or hp.student_candidates_per_query:
         return None
     return training_step_warning(hp.gradient_checkpointing, available_mib)
@@ -231,8 +229,8 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         raise Failure(description=f"{refusal}. Nothing was run after raw_corpus.",
                       metadata={"peak_memory_gib": round(memory.peak_mib / 1024, 2),
                                 "free_memory_gib": round(memory.available_mib / 1024, 2)})
-    estimate, plan, length = estimate_run(documents, configs, config, base_model, sagemaker_training,
-                                          bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
+    estimate, plan, length, hp = estimate_run(documents, configs, config, base_model, sagemaker_training,
+                                              bedrock_model_id=config.bedrock_model_id or query_generator.model_id)
     enforced_usd = estimate.group_usd(*groups)
     limit = config.max_cost_usd
     exceeded = limit is not None and enforced_usd > limit
@@ -244,7 +242,7 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
         title = "What the AWS path would cost"
         enforcement = (f"this run spends nothing on AWS (query generator backend '{query_generator.backend}', "
                        f"training backend '{backend}'), so max_cost_usd is not enforced")
-    training_memory = training_memory_warning(configs, base_model, len(documents), memory.available_mib)
+    training_memory = training_memory_warning(hp, memory.available_mib)
     if training_memory:
         context.log.warning(training_memory)
     markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory),

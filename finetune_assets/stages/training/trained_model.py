@@ -176,8 +176,8 @@ def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
     prices = load_prices()
     known = prices.data["training_throughput"]["rows_per_second"]
     if backend == "sagemaker":
-        instance = prices.training_instance(sagemaker_training.instance_type)
-        device, devices, note = instance["gpu"], max(1, instance["gpus"]) * sagemaker_training.instance_count, ""
+        (device, devices), note = prices.training_devices(sagemaker_training.instance_type,
+                                                          sagemaker_training.instance_count), ""
     else:
         (device, note), devices = local_training_device(known), 1
     passages = passages_per_row(hp.loss, hp.candidates_per_query, hp.student_candidates_per_query, hp.num_negatives)

@@ -49,6 +49,19 @@ def test_each_line_lies_above_every_peak_the_scaling_runs_measured():
     assert measured == 6  # two stages at 2,000, 8,000 and 32,000 documents
 
 
+def test_the_training_step_figures_are_the_scaling_runs_peaks():
+    import json
+    from pathlib import Path
+
+    from finetune_assets.core.cost.memory import DENSE_DEFAULT_STEP_MIB
+
+    results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
+    for checkpointing, name, size in ((False, "stages-32k.json", "32000"), (True, "stages-100k.json", "100000")):
+        run = json.loads((results / name).read_text())
+        assert run["model_type"] == "dense" and run["gradient_checkpointing"] is checkpointing
+        assert DENSE_DEFAULT_STEP_MIB[checkpointing] == run["sizes"][size]["trained_model"]["peak_rss_mib"]
+
+
 def test_a_training_step_that_would_not_fit_names_gradient_checkpointing():
     from finetune_assets.core.cost.memory import training_step_warning
 
@@ -64,11 +77,12 @@ def test_a_training_step_that_would_not_fit_names_gradient_checkpointing():
 
 def test_the_run_warns_of_the_training_step_only_where_it_was_measured():
     from finetune_assets.resources.base_model import BaseModelResource
-    from finetune_assets.stages.corpus.cost_estimate import run_configs, training_memory_warning
+    from finetune_assets.stages.corpus.cost_estimate import planned_training, run_configs, training_memory_warning
 
     def warning(model_type="dense", **training):
         configs = run_configs({"ops": {"trained_model": {"config": training}}} if training else None)
-        return training_memory_warning(configs, BaseModelResource(model_type=model_type), 2000, 8192)
+        hp = planned_training(configs, BaseModelResource(model_type=model_type), 2000)[1]
+        return training_memory_warning(hp, 8192)
 
     assert "gradient_checkpointing: true" in warning()  # the dense batch_kl default on 8 GiB
     assert warning(gradient_checkpointing=True) is None
