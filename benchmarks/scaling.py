@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_assets.core.training.dense_training import Hyperparameters
+
 STAGES = ("raw_corpus", "training_pairs", "mined_negatives", "trained_model", "evaluation_report")
 QUERY_STAGE = "bedrock_batch_outputs"  # run after raw_corpus for a fixed number of documents, not measured
 INDEX = "scaling"
@@ -43,16 +45,17 @@ def _resources(work: Path, model_type: str) -> dict:
 
 
 def stage_config(stage: str, corpus: Path, size: int, max_steps: int, generated: int,
-                 checkpointing: bool = False) -> dict:
+                 checkpointing: bool = False, attention_dropout: float | None = None) -> dict:
     """The run config of one stage: the sample size, cheap queries, capped training."""
     return {"raw_corpus": {"source": str(corpus), "max_documents": size},
             QUERY_STAGE: {"max_documents": generated},
             "training_pairs": {"title_queries": True, "span_queries": 2},
-            "trained_model": {"max_steps": max_steps, "gradient_checkpointing": checkpointing}}.get(stage, {})
+            "trained_model": {"max_steps": max_steps, "gradient_checkpointing": checkpointing,
+                              "attention_dropout": attention_dropout}}.get(stage, {})
 
 
 def run_stage(stage: str, work: Path, corpus: Path, size: int, model_type: str, max_steps: int,
-              generated: int, checkpointing: bool = False) -> None:
+              generated: int, checkpointing: bool = False, attention_dropout: float | None = None) -> None:
     """Materialize one stage of the partition `INDEX` in this process (its upstream artifacts are on disk)."""
     from dagster import DagsterInstance, materialize
 
@@ -61,7 +64,7 @@ def run_stage(stage: str, work: Path, corpus: Path, size: int, model_type: str, 
     selection = [a for a in all_assets if a.key.path[-1] == stage]
     if not selection:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    config = stage_config(stage, corpus, size, max_steps, generated, checkpointing)
+    config = stage_config(stage, corpus, size, max_steps, generated, checkpointing, attention_dropout)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [INDEX])
         materialize(all_assets, selection=selection, partition_key=INDEX, resources=_resources(work, model_type),
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(that size and larger ones are then skipped)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="train with trained_model's "
                         "gradient_checkpointing (the training step's memory against its time)")
+    parser.add_argument("--attention-dropout", type=float, help="trained_model's attention_dropout (default: the "
+                        "recipe default for the model type)")
     parser.add_argument("--stages", nargs="+", choices=[*STAGES, QUERY_STAGE],
                         help="run only these stages (their upstream artifacts must be in the work dir already); "
                         "figures are merged into an existing --out file")
@@ -149,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes must be at least 10 documents each, got {args.sizes}")
     if args.run_stage:
         run_stage(args.run_stage, args.work_dir, corpus, args.size, args.model_type, args.max_steps,
-                  args.generated_documents, args.gradient_checkpointing)
+                  args.generated_documents, args.gradient_checkpointing, args.attention_dropout)
         return 0
     earlier = json.loads(args.out.read_text(encoding="utf-8")) if args.stages and args.out.is_file() else {}
     report = {"corpus": str(corpus), "model_type": args.model_type, "max_steps": args.max_steps,
               "gradient_checkpointing": args.gradient_checkpointing,
+              "attention_dropout": Hyperparameters(model_type=args.model_type,
+                                                   attention_dropout=args.attention_dropout).attention_dropout,
               "queries": f"title + 2 span queries per sampled document; generated queries for "
                          f"{args.generated_documents} documents", "cpu_count": os.cpu_count(),
               "targets": {"time_growth_per_4x": TIME_GROWTH_TARGET, "peak_rss_mib_at_100k": PEAK_RSS_TARGET_MIB},
@@ -172,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                        str(size), "--work-dir", str(work), "--model-type", args.model_type, "--max-steps",
                        str(args.max_steps), "--generated-documents", str(args.generated_documents),
                        "--out", str(args.out)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+            if args.attention_dropout is not None:
+                command += ["--attention-dropout", str(args.attention_dropout)]
             result = measure(command, args.stage_timeout, work / f"{stage}.log")
             result["failed"] = result["exit_code"] != 0
             if stage == QUERY_STAGE:

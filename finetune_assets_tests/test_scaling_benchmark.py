@@ -31,3 +31,14 @@ def test_measure_reports_the_commands_cpu_and_memory_and_stops_it_at_the_timeout
     assert done["peak_rss_mib"] >= 200 and done["cpu_s"] >= 0.4
     stopped = measure([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1, log=tmp_path / "slow.log")
     assert stopped["timed_out"] and stopped["exit_code"] != 0 and stopped["wall_s"] < 10
+
+
+def test_paired_models_refuses_a_check_collection_before_loading_anything(tmp_path, capsys):
+    import pytest
+
+    from benchmarks.paired_models import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["../shared/ir-data/med", "dense", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o.json")])
+    assert exited.value.code == 2
+    assert "development collections" in capsys.readouterr().err and not (tmp_path / "o.json").exists()

@@ -1,7 +1,7 @@
 """Peak memory of the stages that hold the whole sample on this machine, as it grows: what the cost estimate checks
 against the machine's free memory before any work, so a sample too large fails at once with the setting to change
 instead of hours later. trained_model is not among them: its peak is one training step's, set by the batch, the pool
-and the sequence length whatever the sample (trained_model gradient_checkpointing lowers it); for the dense default,
+and the sequence length whatever the sample (trained_model attention_dropout 0 and gradient_checkpointing lower it); for the dense default,
 whose step was measured, it is a warning. Pure logic: nothing here imports Dagster."""
 from __future__ import annotations
 
@@ -30,22 +30,33 @@ STAGES = (
 )
 HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the system and page cache
 
-# trained_model's peak is one training step's whatever the sample, measured only for the dense batch_kl default
+# trained_model's peak is one training step's whatever the sample, measured only for the dense batch_kl step shape
 # (all-MiniLM-L6-v2, 32 queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs: the stage's
-# peak RSS with the activations kept (32,000 documents) and with gradient_checkpointing (100,000 documents),
-# stages-32k.json and stages-100k.json. Shorter documents take less, so it warns and never refuses.
-DENSE_DEFAULT_STEP_MIB = {False: 9805, True: 3540}
+# peak RSS by (gradient_checkpointing, attention_dropout 0), from benchmarks/results/scaling-2026-12-05/: BERT's own
+# attention dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json);
+# attention dropout 0 at 32,000 with and without checkpointing (trained-model-attention-dropout0*-32k.json).
+# Shorter documents take less, so it warns and never refuses.
+DENSE_STEP_MIB = {(False, False): 9805, (True, False): 3540, (False, True): 5358, (True, True): 3194}
 MEASURED_STEP = (DEFAULT_DENSE_MODEL, 32, 4, 256)  # base model, queries per step, candidates per query, tokens
 
 
-def training_step_warning(checkpointing: bool, available_mib: float) -> str | None:
-    """What to set when the dense default's measured training step would not fit the free memory; None if it fits."""
-    peak, lean = DENSE_DEFAULT_STEP_MIB[checkpointing], DENSE_DEFAULT_STEP_MIB[True]
+def training_step_warning(checkpointing: bool, attention_dropout_off: bool, available_mib: float) -> str | None:
+    """What to set when the measured dense training step would not fit the free memory; None if it fits."""
+    peak = DENSE_STEP_MIB[(checkpointing, attention_dropout_off)]
     budget = HEADROOM * available_mib
     if peak <= budget:
         return None
-    advice = (f"set trained_model gradient_checkpointing: true (about {lean / 1024:.1f} GiB, about twice the "
-              "training time)" if not checkpointing and lean <= budget
+    options = []
+    if not attention_dropout_off and DENSE_STEP_MIB[(checkpointing, True)] <= budget:
+        options.append(f"attention_dropout: 0 (about {DENSE_STEP_MIB[(checkpointing, True)] / 1024:.1f} GiB and "
+                       "faster, a slightly different model)")
+    if not checkpointing and DENSE_STEP_MIB[(True, attention_dropout_off)] <= budget:
+        options.append(f"gradient_checkpointing: true (about {DENSE_STEP_MIB[(True, attention_dropout_off)] / 1024:.1f}"
+                       " GiB, the same model in about twice the training time)")
+    if not options and not (checkpointing and attention_dropout_off) and DENSE_STEP_MIB[(True, True)] <= budget:
+        options.append(f"attention_dropout: 0 and gradient_checkpointing: true (about "
+                       f"{DENSE_STEP_MIB[(True, True)] / 1024:.1f} GiB)")
+    advice = ("set trained_model " + " or ".join(options) if options
               else "lower trained_model max_seq_length or batch_size, or use a larger machine")
     return (f"trained_model's training step took about {peak / 1024:.1f} GiB with these settings on paragraph-long "
             f"documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB free: {advice}")

@@ -233,6 +233,24 @@ def set_dropout(model, probability: float) -> int:
     return len(layers)
 
 
+def set_attention_dropout(model, probability: float) -> int:
+    """The dropout on attention probabilities of every attention layer of `model` to `probability`; returns how many
+    layers changed. At 0, PyTorch's fused attention runs without storing each head's attention matrix."""
+    import torch
+
+    changed = 0
+    for module in model.modules():
+        if "Attention" not in type(module).__name__:
+            continue
+        if isinstance(getattr(module, "dropout", None), torch.nn.Dropout):  # BERT-style: the layer's p is read
+            module.dropout.p = probability
+            changed += 1
+        elif isinstance(getattr(module, "attention_dropout", None), float):  # ModernBERT/Llama-style: a float
+            module.attention_dropout = probability
+            changed += 1
+    return changed
+
+
 def untie_output_embeddings(model) -> None:
     """Give a SPLADE model's MLM head its own copy of the word embeddings and mark the config untied, so
     save_pretrained writes both and loading keeps them apart."""
@@ -324,6 +342,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         untie_output_embeddings(model)
     if hp.dropout is not None:
         set_dropout(model, hp.dropout)
+    if hp.attention_dropout is not None:
+        set_attention_dropout(model, hp.attention_dropout)
     if hp.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model.max_seq_length = hp.training_sequence_length

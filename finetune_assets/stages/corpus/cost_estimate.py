@@ -177,7 +177,7 @@ def training_memory_warning(hp: Hyperparameters, available_mib: float) -> str | 
     shape = (hp.base_model, hp.batch_size, hp.candidates_per_query, hp.training_sequence_length)
     if hp.loss != "batch_kl" or hp.model_type != "dense" or shape != MEASURED_STEP or hp.student_candidates_per_query:
         return None
-    return training_step_warning(hp.gradient_checkpointing, available_mib)
+    return training_step_warning(hp.gradient_checkpointing, hp.attention_dropout == 0, available_mib)
 
 
 def memory_note(memory: MemoryEstimate) -> str:

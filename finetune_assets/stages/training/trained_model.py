@@ -92,6 +92,11 @@ class TrainedModelConfig(Config):
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
                                          "the same model, with training's peak memory about 2.7x lower for about "
                                          "twice its time; for machines short of memory.")
+    attention_dropout: Optional[float] = _hyperparameter("attention_dropout", None, "batch_kl: dropout on the "
+                                                         "attention probabilities while training; at 0 PyTorch's "
+                                                         "fused attention stores no attention matrices, so a dense "
+                                                         "step takes about half the memory (null = 0 for dense, "
+                                                         "the model's own for sparse, whose FLOPS 0 raised).")
     training_budget_minutes: Optional[float] = Field(default=None, gt=0, description="Minutes the training "
                                                      "device may train: steps then follow the rows mined_negatives "
                                                      "keeps (epochs passes) up to what fits this budget, in place of "

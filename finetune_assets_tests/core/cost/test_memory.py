@@ -53,26 +53,37 @@ def test_the_training_step_figures_are_the_scaling_runs_peaks():
     import json
     from pathlib import Path
 
-    from finetune_assets.core.cost.memory import DENSE_DEFAULT_STEP_MIB
+    from finetune_assets.core.cost.memory import DENSE_STEP_MIB
 
     results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
-    for checkpointing, name, size in ((False, "stages-32k.json", "32000"), (True, "stages-100k.json", "100000")):
+    runs = {(False, False): ("stages-32k.json", "32000"), (True, False): ("stages-100k.json", "100000"),
+            (False, True): ("trained-model-attention-dropout0-32k.json", "32000"),
+            (True, True): ("trained-model-attention-dropout0-checkpointing-32k.json", "32000")}
+    assert set(runs) == set(DENSE_STEP_MIB)
+    for (checkpointing, attention_off), (name, size) in runs.items():
         run = json.loads((results / name).read_text())
         assert run["model_type"] == "dense" and run["gradient_checkpointing"] is checkpointing
-        assert DENSE_DEFAULT_STEP_MIB[checkpointing] == run["sizes"][size]["trained_model"]["peak_rss_mib"]
+        # Runs before attention_dropout existed trained with BERT's own 0.1 and do not name it.
+        assert (run.get("attention_dropout") == 0) is attention_off
+        assert DENSE_STEP_MIB[(checkpointing, attention_off)] == run["sizes"][size]["trained_model"]["peak_rss_mib"]
 
 
-def test_a_training_step_that_would_not_fit_names_gradient_checkpointing():
-    from finetune_assets.core.cost.memory import training_step_warning
+def test_a_training_step_that_would_not_fit_names_what_lowers_it():
+    from finetune_assets.core.cost.memory import DENSE_STEP_MIB, training_step_warning
 
-    message = training_step_warning(False, 8192)  # 9.6 GiB measured, 8 GiB free
-    assert "about 9.6 GiB" in message and "8.0 GiB free" in message
-    assert "set trained_model gradient_checkpointing: true (about 3.5 GiB" in message
-    assert training_step_warning(True, 8192) is None and training_step_warning(False, 24_000) is None
-    # Where even the checkpointed step would not fit, checkpointing is not the advice.
-    small = training_step_warning(False, 3000)
+    kept = DENSE_STEP_MIB[(False, False)] / 1024
+    message = training_step_warning(False, False, 8192)  # BERT's attention dropout, 8 GiB free
+    assert f"about {kept:.1f} GiB" in message and "8.0 GiB free" in message
+    assert "attention_dropout: 0 (about" in message and "gradient_checkpointing: true (about 3.5 GiB" in message
+    assert training_step_warning(True, False, 8192) is None and training_step_warning(False, False, 24_000) is None
+    assert training_step_warning(False, True, 8192) is None  # attention dropout 0 fits 8 GiB
+    # Only what fits is named: with 5 GiB free, checkpointing (3.5 GiB) but not attention dropout 0 alone.
+    five = training_step_warning(False, False, 5120)
+    assert "gradient_checkpointing: true" in five and "attention_dropout" not in five
+    # Where even the leanest step would not fit, the advice is a smaller step or a larger machine.
+    small = training_step_warning(False, False, 2000)
     assert "gradient_checkpointing" not in small and "larger machine" in small
-    assert "larger machine" in training_step_warning(True, 3000)
+    assert "larger machine" in training_step_warning(True, True, 2000)
 
 
 def test_the_run_warns_of_the_training_step_only_where_it_was_measured():
@@ -84,7 +95,8 @@ def test_the_run_warns_of_the_training_step_only_where_it_was_measured():
         hp = planned_training(configs, BaseModelResource(model_type=model_type), 2000)[1]
         return training_memory_warning(hp, 8192)
 
-    assert "gradient_checkpointing: true" in warning()  # the dense batch_kl default on 8 GiB
-    assert warning(gradient_checkpointing=True) is None
+    assert warning() is None  # the dense batch_kl default (attention dropout 0) fits 8 GiB
+    assert "attention_dropout: 0" in warning(attention_dropout=0.1)  # BERT's own does not
+    assert warning(attention_dropout=0.1, gradient_checkpointing=True) is None
     assert warning("sparse") is None  # not measured
     assert warning(batch_size=64) is None  # another step shape

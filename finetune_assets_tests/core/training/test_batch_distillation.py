@@ -9,6 +9,7 @@ from finetune_assets.core.training.batch_distillation import (
     check_inputs,
     length_sorted_chunks,
     parameter_groups,
+    set_attention_dropout,
     set_dropout,
     spread_ratio,
     student_candidates,
@@ -328,6 +329,23 @@ def test_dropout_is_set_on_every_layer_and_makes_training_forwards_deterministic
     quiet = [model(dict(features))["sentence_embedding"] for _ in range(2)]
     assert torch.equal(quiet[0], quiet[1])
 
+
+
+def test_attention_dropout_changes_only_the_attention_probabilities_and_the_forward_reads_it():
+    model = _sparse()
+    model.train()
+    attention = [m.dropout for m in model.modules() if type(m).__name__ == "BertSelfAttention"]
+    others = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and not any(m is a for a in attention)]
+    assert set_attention_dropout(model, 0.0) == len(attention) == 2  # one per layer of SPLADE-tiny
+    assert all(layer.p == 0.0 for layer in attention) and all(layer.p == 0.1 for layer in others)
+    features = model.preprocess(["boundary layer transition on a cone"])
+    set_dropout(model, 0.0)
+    set_attention_dropout(model, 0.5)  # only the attention probabilities drop now
+    noisy = [model(dict(features))["sentence_embedding"] for _ in range(2)]
+    assert not torch.equal(noisy[0], noisy[1])
+    set_attention_dropout(model, 0.0)
+    quiet = [model(dict(features))["sentence_embedding"] for _ in range(2)]
+    assert torch.equal(quiet[0], quiet[1])
 
 @pytest.mark.slow
 def test_gradient_checkpointing_trains_the_same_model(tmp_path):
