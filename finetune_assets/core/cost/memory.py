@@ -1,8 +1,8 @@
 """Peak memory of the stages that hold the whole sample on this machine, as it grows: what the cost estimate checks
 against the machine's free memory before any work, so a sample too large fails at once with the setting to change
 instead of hours later. trained_model is not among them: its peak is one training step's, set by the batch, the pool
-and the sequence length whatever the sample (trained_model attention_dropout 0 and gradient_checkpointing lower it); for the dense default,
-whose step was measured, it is a warning. Pure logic: nothing here imports Dagster."""
+and the sequence length whatever the sample (trained_model attention_dropout 0 and gradient_checkpointing lower it);
+for the dense step shape, whose peak was measured, it is a warning. Pure logic: nothing here imports Dagster."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,8 +21,8 @@ from finetune_assets.core.training.losses import LOSSES, check_loss, ranking_los
 SPARSE_REGULARIZERS = {"sparse": (5e-5, 3e-5), "inference_free": (0.0, 3e-4)}  # (query, document) FLOPS weights
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # batch_kl's attention dropout by model type (absent = the model's own, 0.1 for BERT models): for the dense default,
-# 0 trained as well on the development collections with a step of about half the memory and 1.5x faster on CPU; the
-# sparse default keeps its own, as 0 raised its FLOPS (docs/benchmarks.md, attention dropout).
+# 0 trained as well on the development collections with a step of about half the memory, 1.5x to 1.8x faster on CPU;
+# the sparse default keeps its own, as 0 raised its FLOPS (docs/benchmarks.md, attention dropout).
 ATTENTION_DROPOUT = {"dense": 0.0}
 
 
@@ -106,7 +106,7 @@ class Hyperparameters:
     # Members trained with seeds seed, seed + 1, ... and averaged weight by weight (core/model_soup.py).
     soup_size: int = setting(1, ge=1, note="1 = one model")
     # Recompute each layer's activations in the backward pass instead of keeping them: the same weights, training's
-    # peak memory about 2.7x lower for about twice its time (docs/benchmarks.md, scaling), for small machines.
+    # peak memory lower (dense default step 5.2 to 3.1 GiB) for about twice its time (docs/benchmarks.md, scaling).
     gradient_checkpointing: bool = False
     # batch_kl: dropout on the attention probabilities alone (after `dropout`); at 0 PyTorch's fused attention keeps
     # no attention matrix per head, so a step takes about half the memory and less time (ATTENTION_DROPOUT).

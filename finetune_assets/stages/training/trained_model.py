@@ -90,8 +90,8 @@ class TrainedModelConfig(Config):
                                                                    "FLOPS weight on document vectors (null = the "
                                                                    "recipe default for the model type).")
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations in the backward pass: "
-                                         "the same model, with training's peak memory about 2.7x lower for about "
-                                         "twice its time; for machines short of memory.")
+                                         "the same model, with training's peak memory lower (dense default step "
+                                         "5.2 to 3.1 GiB) for about twice its time; for machines short of memory.")
     attention_dropout: Optional[float] = _hyperparameter("attention_dropout", None, "batch_kl: dropout on the "
                                                          "attention probabilities while training; at 0 PyTorch's "
                                                          "fused attention stores no attention matrices, so a dense "
