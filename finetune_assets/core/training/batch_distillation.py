@@ -238,17 +238,12 @@ def set_attention_dropout(model, probability: float) -> int:
     layers changed. At 0, PyTorch's fused attention runs without storing each head's attention matrix."""
     import torch
 
-    changed = 0
-    for module in model.modules():
-        if "Attention" not in type(module).__name__:
-            continue
-        if isinstance(getattr(module, "dropout", None), torch.nn.Dropout):  # BERT-style: the layer's p is read
-            module.dropout.p = probability
-            changed += 1
-        elif isinstance(getattr(module, "attention_dropout", None), float):  # ModernBERT/Llama-style: a float
-            module.attention_dropout = probability
-            changed += 1
-    return changed
+    # BERT's self-attention (MiniLM, BGE, GTE, SPLADE) holds its own Dropout, whose p the attention call reads.
+    layers = [m.dropout for m in model.modules()
+              if "SelfAttention" in type(m).__name__ and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+    for layer in layers:
+        layer.p = probability
+    return len(layers)
 
 
 def untie_output_embeddings(model) -> None:

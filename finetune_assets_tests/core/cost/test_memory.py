@@ -80,6 +80,9 @@ def test_a_training_step_that_would_not_fit_names_what_lowers_it():
     # Only what fits is named: with 5 GiB free, checkpointing (3.5 GiB) but not attention dropout 0 alone.
     five = training_step_warning(False, False, 5120)
     assert "gradient_checkpointing: true" in five and "attention_dropout" not in five
+    # Where only both together fit (3.1 GiB against 3.5 GiB for checkpointing alone), both are named.
+    both = training_step_warning(False, False, 3700)
+    assert "attention_dropout: 0 and gradient_checkpointing: true (about 3.1 GiB)" in both
     # Where even the leanest step would not fit, the advice is a smaller step or a larger machine.
     small = training_step_warning(False, False, 2000)
     assert "gradient_checkpointing" not in small and "larger machine" in small
