@@ -101,7 +101,7 @@ def mine_hard_negatives(
     settings: MiningSettings,
     *,
     batch_size: int = 64,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     seed: int = 0,
     teacher=None,
 ) -> MiningResult:

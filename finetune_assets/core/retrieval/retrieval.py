@@ -60,16 +60,22 @@ def bm25_search(
     return {query_id: [doc_ids[i] for i, _ in hits] for query_id, hits in zip(query_ids, ranked)}
 
 
-def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False,
+# Encodings of at least this many texts show a progress bar: on a CPU they take minutes.
+PROGRESS_FROM_TEXTS = 5_000
+
+
+def encode(model, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool | None = None,
            role: str = "document"):
     """Normalised dense embeddings (numpy); for a sparse model, its (unnormalised) vocabulary-sized vectors as a
     scipy CSR matrix, so that a dot product is the sparse model's score and memory follows the active terms
-    (`role`: query or document side)."""
+    (`role`: query or document side). `show_progress` None: a progress bar from PROGRESS_FROM_TEXTS texts on."""
     from finetune_assets.core.memory_release import release_free_memory
     from finetune_assets.core.retrieval.sparse_retrieval import encode_sparse_csr, is_sparse_model
 
+    if show_progress is None:
+        show_progress = len(texts) >= PROGRESS_FROM_TEXTS
     if is_sparse_model(model):
-        return encode_sparse_csr(model, texts, role=role, batch_size=batch_size)
+        return encode_sparse_csr(model, texts, role=role, batch_size=batch_size, show_progress=show_progress)
     vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                            normalize_embeddings=True, show_progress_bar=show_progress)
     release_free_memory()  # the batches' activations, freed but kept by the allocator

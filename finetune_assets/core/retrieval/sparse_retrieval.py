@@ -57,7 +57,7 @@ def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 3
                                    check_invariants=False).coalesce()
 
 
-def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int = 32):
+def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int = 32, show_progress: bool = False):
     """float32 scipy CSR [len(texts), vocab]: each text's active terms and weights, kept as int32 terms and float32
     weights while encoding (8 bytes an active term), so memory follows the active terms, not the vocabulary."""
     import scipy.sparse
@@ -69,16 +69,19 @@ def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int
     if fast is None:
         encode = model.encode_query if role == "query" else model.encode_document
         return to_scipy(encode(texts, batch_size=batch_size, convert_to_tensor=True, convert_to_sparse_tensor=True,
-                               show_progress_bar=False))
+                               show_progress_bar=show_progress))
     transformer, head = fast
     pooling = modules[1]
     backbone = transformer.auto_model.base_model
     terms: list[np.ndarray] = [np.zeros(0, np.int32)] * len(texts)
     weights_of: list[np.ndarray] = [np.zeros(0, np.float32)] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch: less padding
+    from tqdm.auto import tqdm
+
     with torch.inference_mode():
         vocab = head(torch.zeros(1, transformer.auto_model.config.hidden_size, device=model.device)).shape[-1]
-        for start in range(0, len(texts), batch_size):
+        for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {role}s", unit="batch",
+                          disable=not show_progress):
             batch = order[start:start + batch_size]
             features = transformer.preprocess([texts[i] for i in batch])
             inputs = {k: features[k].to(model.device) for k in ("input_ids", "attention_mask", "token_type_ids")

@@ -128,3 +128,16 @@ def test_a_precomputed_run_is_scored_like_a_fresh_one_without_encoding_again(tex
                              precomputed={"base": (fresh.runs["base"], fresh.sparsity["base"])})
     assert reused.results == fresh.results and reused.sparsity == fresh.sparsity
     assert reused.runs["base"]["q1"] == fresh.runs["base"]["q1"] and len(fresh.runs["base"]["q1"]) == 6
+
+
+def test_large_encodings_show_a_progress_bar_and_small_ones_stay_quiet(texts, monkeypatch, capsys):
+    from finetune_assets.core.retrieval import retrieval
+
+    model = load_splade("local:splade-tiny", 128, "cpu")
+    retrieval.encode(model, texts, batch_size=4)
+    assert "encoding documents" not in capsys.readouterr().err
+    monkeypatch.setattr(retrieval, "PROGRESS_FROM_TEXTS", len(texts))  # as if these were the corpus' thousands
+    shown = retrieval.encode(model, texts, batch_size=4)
+    err = capsys.readouterr().err
+    assert "encoding documents" in err and "2/2" in err  # 8 texts in batches of 4
+    assert np.array_equal(shown.toarray(), encode_sparse_csr(model, texts, role="document", batch_size=4).toarray())
