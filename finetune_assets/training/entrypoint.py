@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from finetune_assets.core.jsonl import read_jsonl, write_json
+from finetune_assets.core.training.data_parallel import launched_rank, leave_workers
 from finetune_assets.core.training.dense_training import Hyperparameters, train_dense
 from finetune_assets.core.training.model_soup import train_soup
 
@@ -40,7 +41,7 @@ def _pipes_context():
     """A Dagster Pipes context when Dagster launched us, else None (standalone run)."""
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if os.environ.get("RANK", "0") != "0" or not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    if launched_rank() != 0 or not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         return None  # data-parallel workers other than rank 0 stay silent
     if os.environ.get("FINETUNE_PIPES_TRANSPORT") == "s3":
         # On SageMaker the context and messages travel through S3 (environment entries are too small).
@@ -113,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         def on_member(index: int, seed: int) -> None:
             (log.info if log else print)(f"model soup: member {index + 1}/{hp.soup_size} (seed {seed})")
 
-        outcome = train_soup(train_member, hp, args.model_dir, on_member=on_member)
+        try:
+            outcome = train_soup(train_member, hp, args.model_dir, on_member=on_member)
+        finally:
+            leave_workers()
         if outcome.steps < 1:  # the folder holds the untouched base model: never report it as trained
             raise RuntimeError(f"training ran 0 steps on {outcome.rows} rows (epochs {hp.epochs}, batch_size "
                                f"{hp.batch_size}, max_steps {hp.max_steps}), so {args.model_dir} holds the untouched "
@@ -121,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "steps": outcome.steps, "rows": outcome.rows, "train_seconds": outcome.train_seconds,
             "samples_per_second": outcome.samples_per_second, "final_loss": outcome.final_loss,
-            "device": outcome.device, "precision": outcome.precision, "model_type": hp.model_type,
-            "hyperparameters": hp.to_dict(),
+            "device": outcome.device, "precision": outcome.precision, "processes": outcome.processes,
+            "model_type": hp.model_type, "hyperparameters": hp.to_dict(),
         }
-        if os.environ.get("RANK", "0") != "0":
+        if launched_rank() != 0:
             return 0
         write_json(Path(args.model_dir) / "training_log.json", {**summary, "loss_history": outcome.loss_history})
         if pipes is not None:
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "final_loss": {"raw_value": outcome.final_loss, "type": "float"},
                 "device": outcome.device,
                 "precision": outcome.precision,
+                "processes": outcome.processes,
                 "soup_size": hp.soup_size,
             })
         else:

@@ -25,6 +25,7 @@ import numpy as np
 from finetune_assets.core.offline_models import resolve_model
 from finetune_assets.core.retrieval.splade_pooling import splade_embeddings
 from finetune_assets.core.teachers.teacher_top_k import SCORES_FILE, TEACHER_TOP_K, TeacherTopK
+from finetune_assets.core.training.data_parallel import join_workers
 from finetune_assets.core.training.dense_training import Hyperparameters, TrainingOutcome, total_steps
 
 DOCUMENTS_FILE = "documents.jsonl"  # {"id", "text"} per document the teacher's indices point at
@@ -330,8 +331,14 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
     from sentence_transformers.util import batch_to_device
     from tqdm.auto import tqdm
 
-    torch.manual_seed(hp.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = torch.cuda.is_available()
+    workers = join_workers(cuda)  # one process, or each of torchrun's processes on its own batches
+    batch = min(hp.batch_size, len(rows) // workers.world_size)  # per process
+    if batch < 1:
+        raise ValueError(f"{len(rows)} training rows cannot give each of {workers.world_size} processes a batch: "
+                         "start fewer processes or add training rows")
+    torch.manual_seed(hp.seed + workers.rank)  # the same weights everywhere (broadcast below), other dropout masks
+    device, device_type = workers.device(cuda), "cuda" if cuda else "cpu"
     model = _load_student(hp, device)
     if hp.untie_output_embeddings:
         untie_output_embeddings(model)
@@ -343,11 +350,11 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         enable_gradient_checkpointing(model)
     model.max_seq_length = hp.training_sequence_length
     sparse = hp.model_type != "dense"
+    workers.broadcast_parameters(model)
     candidates = top_candidates(scores, hp.candidates_per_query)
     texts = [d["text"] for d in documents]
     lengths = token_lengths(model.tokenizer, texts, hp.training_sequence_length)
-    batch = min(hp.batch_size, len(rows))
-    steps = total_steps(rows, replace(hp, batch_size=batch))
+    steps = total_steps(rows, replace(hp, batch_size=batch * workers.world_size))
     # log of a learned factor on the student's scores (stays 0 without score_scale_learning_rate)
     log_factor = torch.nn.Parameter(torch.zeros((), device=device))
     groups = parameter_groups(model, hp)
@@ -357,8 +364,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
     warmup = max(1, int(hp.warmup_ratio * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-    precision = training_precision(hp.precision, device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    precision = training_precision(hp.precision, device_type)
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
     order_rng = random.Random(hp.seed)
     average = TailAverage(model, int(hp.average_weights_from * steps)) if hp.average_weights_from else None
 
@@ -368,12 +375,13 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
             return splade_embeddings(model, features)
         return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 
-    def batches():
+    def batches():  # every process draws the same order and takes its own part of each step's rows
+        step_rows = batch * workers.world_size
         while True:
             order = list(range(len(rows)))
             order_rng.shuffle(order)
-            for start in range(0, len(order) - batch + 1, batch):
-                yield order[start:start + batch]
+            for start in range(0, len(order) - step_rows + 1, step_rows):
+                yield order[start + workers.rank * batch:start + (workers.rank + 1) * batch]
 
     mining_seconds = 0.0  # logged with the next history entry
 
@@ -393,7 +401,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
     history: list[dict] = []
     seen_rows, window, regularizer_window = 0, [], []
     started = time.perf_counter()
-    progress = tqdm(total=steps, desc="batch distillation", unit="step")
+    progress = tqdm(total=steps, desc="batch distillation", unit="step", disable=not workers.main)
     for step, chosen in zip(range(steps), batches()):
         if hp.student_candidates_per_query and (
                 own is None or (hp.student_candidates_every and step % hp.student_candidates_every == 0)):
@@ -411,7 +419,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
             student = queries @ docs.T
             if score_scale is None:
                 values, variance = (torch.from_numpy(a).to(device) for a in scores.lookup(chosen, pool))
-                score_scale = hp.sparse_score_scale or spread_ratio(student, values, variance)
+                score_scale = hp.sparse_score_scale or workers.mean(spread_ratio(student, values, variance),
+                                                                    device)
             student = student * (score_scale * log_factor.exp())
             loss = batch_kl_loss(student.float(), teacher, temperature=hp.teacher_temperature)
             if sparse:
@@ -423,13 +432,14 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
                 regularizer_window.append(float(regularizer.detach()))
         optimizer.zero_grad()
         loss.backward()
+        workers.average_gradients(p for group in optimizer.param_groups for p in group["params"])
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if average is not None:
             average.update(step)
-        seen_rows += len(chosen)
-        window.append(float(loss.detach()))
+        seen_rows += len(chosen) * workers.world_size
+        window.append(workers.mean(float(loss.detach()), device))
         progress.update(1)
         if (step + 1) % max(1, hp.logging_steps) == 0 or step + 1 == steps:
             entry = {"step": step + 1, "epoch": round(seen_rows / len(rows), 3), "loss": float(np.mean(window)),
@@ -441,7 +451,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
                 entry["student_candidates_seconds"], mining_seconds = round(mining_seconds, 2), 0.0
             history.append(entry)
             window, regularizer_window = [], []
-            if on_log:
+            if on_log and workers.main:
                 on_log(entry)
     progress.close()
     train_seconds = time.perf_counter() - started
@@ -449,11 +459,13 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         average.apply()
     if hp.untie_output_embeddings:
         give_the_head_its_own_bias(model)
+    workers.check_in_step(model, device)
     model.eval()
     model.max_seq_length = hp.max_seq_length
-    model.save_pretrained(str(model_dir))
+    if workers.main:
+        model.save_pretrained(str(model_dir))
     return TrainingOutcome(
         model_dir=str(model_dir), steps=steps, rows=len(rows), train_seconds=round(train_seconds, 3),
         samples_per_second=round(seen_rows / train_seconds, 3), final_loss=history[-1]["loss"] if history else None,
-        loss_history=history, device=device, precision=precision,
+        loss_history=history, device=device_type, precision=precision, processes=workers.world_size,
     )

@@ -261,6 +261,7 @@ class TrainingOutcome:
     loss_history: list[dict] = field(default_factory=list)
     device: str = "cpu"
     precision: str = "fp32"
+    processes: int = 1  # data-parallel processes that trained it together (torchrun); rows count all of them
 
 
 def training_columns(rows: Sequence[dict], num_negatives: int) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from finetune_assets.core.training.data_parallel import launched_rank
 from finetune_assets.core.training.dense_training import Hyperparameters, TrainingOutcome
 
 WEIGHT_SUFFIX = ".safetensors"
@@ -87,8 +88,9 @@ def train_soup(train_member: Callable[[Hyperparameters, str], TrainingOutcome], 
             member_dir = Path(scratch) / f"seed-{hp.seed + index}"
             outcomes.append(train_member(replace(hp, seed=hp.seed + index), str(member_dir)))
             members.append(member_dir)
-        Path(model_dir).mkdir(parents=True, exist_ok=True)
-        average_weights(members, model_dir)
+        if launched_rank() == 0:  # under torchrun only the first process saves members, so it averages them
+            Path(model_dir).mkdir(parents=True, exist_ok=True)
+            average_weights(members, model_dir)
     seconds = sum(o.train_seconds for o in outcomes)
     seen = sum(o.samples_per_second * o.train_seconds for o in outcomes)
     finals = [o.final_loss for o in outcomes if o.final_loss is not None]
@@ -97,5 +99,5 @@ def train_soup(train_member: Callable[[Hyperparameters, str], TrainingOutcome], 
         train_seconds=round(seconds, 3), samples_per_second=round(seen / seconds, 3) if seconds else 0.0,
         final_loss=sum(finals) / len(finals) if finals else None,
         loss_history=[{**entry, "member_seed": hp.seed + i} for i, o in enumerate(outcomes) for entry in o.loss_history],
-        device=outcomes[0].device, precision=outcomes[0].precision,
+        device=outcomes[0].device, precision=outcomes[0].precision, processes=outcomes[0].processes,
     )

@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 from pydantic import Field, field_validator
 
+from finetune_assets.clients.sagemaker_training.images import gpus_per_instance, resolve_distribution
 from finetune_assets.core.cost.cost import passages_per_row, table_rows_per_second
 from finetune_assets.core.cost.prices import load_prices
 from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, resolve_batch_kl
@@ -138,14 +139,15 @@ def mined_negative_count(train_file) -> int:
     return len(negative_columns(next(read_jsonl(train_file), {})))
 
 
-def unmined_rows_warning(mined: int, available: int, hp: Hyperparameters) -> str | None:
+def unmined_rows_warning(mined: int, available: int, hp: Hyperparameters, processes: int = 1) -> str | None:
     """What to change when this training would read the `mined` rows more than once while mined_negatives left
     others of the `available` training pairs out (max_rows below what it reads); None when it does not."""
-    steps = total_steps(range(mined), hp)  # the entry point's count over the rows it is given
-    reads = steps * hp.batch_size
+    step_rows = hp.batch_size * processes
+    steps = total_steps(range(mined), dataclasses.replace(hp, batch_size=step_rows))  # as the entry point counts
+    reads = steps * step_rows
     if mined >= available or reads <= mined:
         return None
-    return (f"this training reads {reads:,} rows ({steps} steps x {hp.batch_size}) but mined_negatives kept "
+    return (f"this training reads {reads:,} rows ({steps} steps x {step_rows}) but mined_negatives kept "
             f"{mined:,} of the {available:,} training pairs, so they repeat while the others are never read: "
             f"materialize mined_negatives with max_rows {min(reads, available)} (0 = every pair)")
 
@@ -169,6 +171,26 @@ def local_training_device(rates: Mapping[str, float]) -> tuple[str, str]:
             return key, ""
     fastest = max(gpus, key=lambda key: rates[key])
     return fastest, f"{name} is not in the price table, read at the {fastest} rate"
+
+
+def training_processes(backend: str, sagemaker_training: SageMakerTrainingResource) -> int:
+    """Data-parallel processes the entry point trains in: one locally; on SageMaker with torch_distributed (auto
+    on several GPUs or instances), one per GPU of every instance, or one per CPU instance."""
+    if backend != "sagemaker":
+        return 1
+    instance_type, count = sagemaker_training.instance_type, sagemaker_training.instance_count
+    if resolve_distribution(sagemaker_training.distribution, instance_type, count) == "none":
+        return 1
+    return max(1, gpus_per_instance(instance_type)) * count
+
+
+def check_distribution(loss: str, backend: str, sagemaker_training: SageMakerTrainingResource) -> None:
+    """Refuse, before a job starts, a SageMaker distribution the loss cannot train under."""
+    if backend == "sagemaker" and loss == "batch_kl" and resolve_distribution(
+            sagemaker_training.distribution, sagemaker_training.instance_type,
+            sagemaker_training.instance_count) == "smddp":
+        raise ValueError("loss 'batch_kl' trains data-parallel under torchrun, not SMDDP's mpirun: set "
+                         "sagemaker_training's distribution to torch_distributed (or auto)")
 
 
 def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
@@ -195,12 +217,14 @@ def planned_length(config: TrainedModelConfig, hp: Hyperparameters, rows: int, b
     """The steps this run takes over `rows` rows: hp's epochs and max_steps; with training_budget_minutes, the
     budget (shared by a soup's models) replaces the smart-defaults table's max_steps (not one the run sets) and
     caps the steps."""
+    processes = training_processes(backend, sagemaker_training)
     if config.training_budget_minutes is None:
-        return training_length(rows, batch_size=hp.batch_size, epochs=hp.epochs, max_steps=hp.max_steps)
+        return training_length(rows, batch_size=hp.batch_size, epochs=hp.epochs, max_steps=hp.max_steps,
+                               processes=processes)
     rate, source = training_rate(config, hp, backend, sagemaker_training)
     return training_length(rows, batch_size=hp.batch_size, epochs=hp.epochs, max_steps=config.max_steps or 0,
                            budget_minutes=config.training_budget_minutes / hp.soup_size,
-                           rows_per_second=rate, rate_source=source)
+                           rows_per_second=rate, rate_source=source, processes=processes)
 
 
 def batch_kl_rows_read(config: TrainedModelConfig, base_model: BaseModelResource, available: int,
@@ -262,11 +286,12 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
     mined = read_json(counts) if counts.exists() else None
     rows = mined["rows"] if mined else sum(1 for _ in read_jsonl(train_dir / "train.jsonl"))
     backend = training_backend(config, sagemaker_training)
+    check_distribution(loss, backend, sagemaker_training)
     length = planned_length(config, hp, rows, backend, sagemaker_training)
     if config.training_budget_minutes is not None:
         hp = dataclasses.replace(hp, max_steps=length.steps)
     context.log.info(f"training {length.describe()}")
-    if mined and (warning := unmined_rows_warning(mined["rows"], mined["training_pairs"], hp)):
+    if mined and (warning := unmined_rows_warning(mined["rows"], mined["training_pairs"], hp, length.processes)):
         context.log.warning(warning)
     if hp.soup_size > 1:
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "

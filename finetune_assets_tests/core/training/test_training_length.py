@@ -17,6 +17,13 @@ def test_the_rows_the_cap_or_the_budget_sets_the_steps():
     assert "30 steps of 32 rows, set by training_budget_minutes" in budget.describe() and "test rate" in budget.describe()
     roomy = training_length(1000, batch_size=32, epochs=2.0, budget_minutes=60.0, rows_per_second=16.0)
     assert (roomy.steps, roomy.limited_by) == (64, "rows")  # the data runs out first
+    # Four data-parallel processes read 4 x 32 rows a step: an epoch takes a quarter of the steps, and a budget at
+    # their joint rate a quarter too.
+    parallel = training_length(1000, batch_size=32, epochs=2.0, processes=4)
+    assert (parallel.steps, parallel.rows) == (16, 2048)  # 2 x ceil(1000 / 128)
+    shared = training_length(10_000, batch_size=32, epochs=2.0, budget_minutes=1.0, rows_per_second=64.0, processes=4)
+    assert (shared.steps, shared.limited_by, shared.minutes) == (30, "budget", 1.0)
+    assert "30 steps of 4 processes x 32 rows" in shared.describe()
 
 
 def test_a_budget_needs_a_rate_and_room_for_one_step():

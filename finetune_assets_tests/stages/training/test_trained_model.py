@@ -1,4 +1,4 @@
-"""trained_model: which loss a mined_negatives folder leads to."""
+"""trained_model: which loss a mined_negatives folder leads to, how long it trains and in how many processes."""
 import pytest
 
 
@@ -55,20 +55,41 @@ def test_a_training_budget_replaces_the_tables_steps_at_the_training_devices_rat
         return planned_length(TrainedModelConfig(**config), hp, rows, "sagemaker", sagemaker)
 
     assert (length(100_000).steps, length(100_000).limited_by) == (160, "max_steps")  # no budget: the table's cap
-    # The price table's A10G rate for 2 instances, at rows of a 16-token query and 4 passages of 128 tokens.
+    # The price table's A10G rate for 2 instances, at rows of a 16-token query and 4 passages of 128 tokens; the
+    # two instances train data-parallel (torch_distributed), so a step reads 2 x 32 rows.
     rate = table_rows_per_second(load_prices(), "A10G", 2, 4, 128)
     budgeted = length(1_000_000, training_budget_minutes=30)
-    assert budgeted.limited_by == "budget" and budgeted.steps == int(30 * 60 * rate // 32) > 160
-    assert budgeted.rate_source == "price table, 2 x A10G"
-    assert length(1_000, training_budget_minutes=30).steps == 64  # 2 epochs of 1,000 rows fit: the rows decide
+    assert budgeted.limited_by == "budget" and budgeted.steps == int(30 * 60 * rate // 64) > 160
+    assert budgeted.rate_source == "price table, 2 x A10G" and budgeted.rows == budgeted.steps * 64
+    assert f"{budgeted.steps:,} steps of 2 processes x 32 rows" in budgeted.describe()
+    assert length(1_000, training_budget_minutes=30).steps == 32  # 2 epochs of 1,000 rows fit: the rows decide
     assert length(1_000_000, training_budget_minutes=30, max_steps=200).steps == 200  # the run's cap still holds
     measured = length(1_000_000, training_budget_minutes=2, training_rows_per_second=8.0)
-    assert (measured.steps, measured.rate_source) == (30, "training_rows_per_second")  # 960 rows / 32
+    assert (measured.steps, measured.rate_source) == (15, "training_rows_per_second")  # 960 rows / 64
     soup = planned_length(TrainedModelConfig(training_budget_minutes=2, training_rows_per_second=8.0),
                           Hyperparameters.from_settings({**hp.to_dict(), "soup_size": 2}, {}, model_type="dense",
                                                         base_model="m", max_seq_length=128),
                           1_000_000, "local", sagemaker)
-    assert soup.steps == 15  # two models share the budget
+    assert soup.steps == 15  # two models share the budget (locally one process: 480 rows / 32)
+
+
+def test_sagemaker_trains_one_process_per_gpu_when_distributed_and_batch_kl_refuses_smddp():
+    from finetune_assets.resources.sagemaker_pipes import SageMakerTrainingResource
+    from finetune_assets.stages.training.trained_model import check_distribution, training_processes
+
+    def job(instance_type, count=1, distribution="auto"):
+        return SageMakerTrainingResource(instance_type=instance_type, instance_count=count, distribution=distribution)
+
+    assert training_processes("local", job("ml.g5.12xlarge")) == 1  # the local subprocess is one process
+    assert training_processes("sagemaker", job("ml.g5.xlarge")) == 1
+    assert training_processes("sagemaker", job("ml.g5.12xlarge")) == 4  # auto: torchrun over its 4 GPUs
+    assert training_processes("sagemaker", job("ml.g5.12xlarge", 2)) == 8
+    assert training_processes("sagemaker", job("ml.g5.12xlarge", distribution="none")) == 1
+    assert training_processes("sagemaker", job("ml.c5.4xlarge", 3)) == 3  # CPU instances: one process each
+    check_distribution("batch_kl", "sagemaker", job("ml.p4d.24xlarge"))  # torchrun: fine
+    check_distribution("mnrl", "sagemaker", job("ml.p4d.24xlarge", distribution="smddp"))  # the Trainer's job
+    with pytest.raises(ValueError, match="set sagemaker_training's distribution to torch_distributed"):
+        check_distribution("batch_kl", "sagemaker", job("ml.p4d.24xlarge", distribution="smddp"))
 
 
 def test_a_local_gpu_reads_at_its_listed_rate_or_the_fastest_with_a_note(monkeypatch):
