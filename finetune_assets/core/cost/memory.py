@@ -23,7 +23,8 @@ class StageMemory:
 # From benchmarks/scaling.py's peak RSS at 2,000, 8,000 and 32,000 sampled wiki-paragraphs (paragraph-sized
 # documents, dense default, encoders releasing freed memory): mined_negatives 1,181, 1,344 and 2,738 MiB,
 # evaluation_report 1,406, 1,509 and 2,178 MiB (benchmarks/results/scaling-2026-12-05/). Each line has the slope
-# between 8,000 and 32,000 documents, the steeper one, raised to lie above all three points, and rounded up.
+# between 8,000 and 32,000 documents, the steeper one, raised to lie above all three points, and rounded up. At
+# 100,000 documents both stayed far under their lines: 2,691 and 2,819 MiB (stages-100k.json).
 STAGES = (
     StageMemory("mined_negatives", 1070, 59),
     StageMemory("evaluation_report", 1350, 28),
@@ -34,9 +35,11 @@ HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the 
 # (all-MiniLM-L6-v2, 32 queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs: the stage's
 # peak RSS by (gradient_checkpointing, attention_dropout 0), from benchmarks/results/scaling-2026-12-05/: BERT's own
 # attention dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json);
-# attention dropout 0 at 32,000 with and without checkpointing (trained-model-attention-dropout0*-32k.json).
-# Shorter documents take less, so it warns and never refuses.
-DENSE_STEP_MIB = {(False, False): 9805, (True, False): 3540, (False, True): 5358, (True, True): 3194}
+# attention dropout 0 (the dense default) at 100,000 (trained-model-default-100k.json: 335 MiB above its 32,000
+# figure, the sample's documents the process holds) and with checkpointing at 32,000
+# (trained-model-attention-dropout0-checkpointing-32k.json). Shorter documents take less, so it warns and never
+# refuses.
+DENSE_STEP_MIB = {(False, False): 9805, (True, False): 3540, (False, True): 5693, (True, True): 3194}
 MEASURED_STEP = (DEFAULT_DENSE_MODEL, 32, 4, 256)  # base model, queries per step, candidates per query, tokens
 
 

@@ -57,7 +57,7 @@ def test_the_training_step_figures_are_the_scaling_runs_peaks():
 
     results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
     runs = {(False, False): ("stages-32k.json", "32000"), (True, False): ("stages-100k.json", "100000"),
-            (False, True): ("trained-model-attention-dropout0-32k.json", "32000"),
+            (False, True): ("trained-model-default-100k.json", "100000"),
             (True, True): ("trained-model-attention-dropout0-checkpointing-32k.json", "32000")}
     assert set(runs) == set(DENSE_STEP_MIB)
     for (checkpointing, attention_off), (name, size) in runs.items():
