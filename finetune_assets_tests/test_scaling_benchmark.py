@@ -42,3 +42,23 @@ def test_paired_models_refuses_a_check_collection_before_loading_anything(tmp_pa
         main(["../shared/ir-data/med", "dense", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o.json")])
     assert exited.value.code == 2
     assert "development collections" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
+
+
+def test_exact_top_k_benchmark_sets_search_beside_encoding(tmp_path):
+    import json
+
+    from benchmarks.exact_top_k import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "text": f"paragraph {i} about heat transfer"}) + "\n"
+                              for i in range(12)))
+    out = tmp_path / "top-k.json"
+    assert main(["--documents", "300", "--queries", "16", "--k", "5", "300", "--repeats", "2", "--corpus",
+                 str(corpus), "--encoded-documents", "12", "--max-seq-length", "32", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [len(report["top_k_cpu_s"][k]) for k in ("5", "300")] == [2, 2]
+    assert report["encoding_cpu_s_all_documents"] > 0
+    assert abs(report["encoding_cpu_s_all_documents"] - report["encoding_cpu_s_per_document"] * 300) <= 0.1
+    table = out.with_suffix(".md").read_text()
+    assert "| encode 300 documents (32 tokens, rate from 12) |" in table
+    assert "| exact top-300 of 16 queries |" in table
