@@ -80,6 +80,19 @@ def resolve_distribution(distribution: str, instance_type: str, instance_count: 
     return distribution
 
 
+def processes_per_instance(instance_type: str) -> int:
+    """Training processes torchrun starts on one instance: one per GPU, or one on a CPU instance."""
+    return max(1, gpus_per_instance(instance_type))
+
+
+def training_processes(distribution: str, instance_type: str, instance_count: int) -> int:
+    """Data-parallel processes a job runs the entry point in: one without a distribution, else one per GPU of
+    every instance (one per CPU instance)."""
+    if resolve_distribution(distribution, instance_type, instance_count) == "none":
+        return 1
+    return processes_per_instance(instance_type) * instance_count
+
+
 def distribution_hyperparameters(distribution: str, instance_type: str) -> dict[str, str]:
     """The toolkit hyperparameters the SageMaker Python SDK's HuggingFace/PyTorch estimators set, JSON-encoded.
 

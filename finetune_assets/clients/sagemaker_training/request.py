@@ -19,8 +19,8 @@ from finetune_assets.clients.sagemaker_training.aws import join_s3, split_s3_uri
 from finetune_assets.clients.sagemaker_training.errors import SageMakerLimitError
 from finetune_assets.clients.sagemaker_training.images import (
     distribution_hyperparameters,
-    gpus_per_instance,
     hf_training_image_uri,
+    processes_per_instance,
     resolve_distribution,
 )
 from finetune_assets.clients.sagemaker_training.naming import MAX_TAG_VALUE
@@ -142,8 +142,8 @@ def container_entrypoint_for(spec: TrainingJobSpec) -> list[str]:
     if distribution == "none":
         return ["python", "-m", TRAINING_MODULE]
     if spec.instance_count == 1 and distribution == "torch_distributed":
-        gpus = max(1, gpus_per_instance(spec.instance_type))
-        return ["torchrun", "--standalone", "--nproc_per_node", str(gpus), "-m", TRAINING_MODULE]
+        return ["torchrun", "--standalone", "--nproc_per_node", str(processes_per_instance(spec.instance_type)),
+                "-m", TRAINING_MODULE]
     raise ValueError(f"launch='entrypoint' with distribution={distribution!r} on {spec.instance_count} instances "
                      "needs container_entrypoint (a multi-node torchrun wrapper reading "
                      "/opt/ml/input/config/resourceconfig.json), or use launch='toolkit'")

@@ -62,6 +62,7 @@ def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int
     weights while encoding (8 bytes an active term), so memory follows the active terms, not the vocabulary."""
     import scipy.sparse
     import torch
+    from tqdm.auto import tqdm
 
     texts = list(texts)
     modules = route_modules(model, role)
@@ -76,8 +77,6 @@ def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int
     terms: list[np.ndarray] = [np.zeros(0, np.int32)] * len(texts)
     weights_of: list[np.ndarray] = [np.zeros(0, np.float32)] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch: less padding
-    from tqdm.auto import tqdm
-
     with torch.inference_mode():
         vocab = head(torch.zeros(1, transformer.auto_model.config.hidden_size, device=model.device)).shape[-1]
         for start in tqdm(range(0, len(texts), batch_size), desc=f"encoding {role}s", unit="batch",

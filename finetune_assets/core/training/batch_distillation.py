@@ -459,7 +459,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         average.apply()
     if hp.untie_output_embeddings:
         give_the_head_its_own_bias(model)
-    workers.check_in_step(model, device)
+    workers.check_in_sync(model, device)
     model.eval()
     model.max_seq_length = hp.max_seq_length
     if workers.main:

@@ -59,12 +59,13 @@ class Workers:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        bucket: list = []
+        bucket, size = [], 0
         for p in params:
             bucket.append(p)
-            if sum(q.grad.numel() for q in bucket) >= BUCKET_ELEMENTS:
+            size += p.grad.numel()
+            if size >= BUCKET_ELEMENTS:
                 self._average(bucket)
-                bucket = []
+                bucket, size = [], 0
         if bucket:
             self._average(bucket)
 
@@ -92,7 +93,7 @@ class Workers:
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
-    def check_in_step(self, module, device: str = "cpu") -> None:
+    def check_in_sync(self, module, device: str = "cpu") -> None:
         """Raise if the processes' weights differ: averaged gradients and the same optimizer keep them equal, so a
         difference means a process trained apart (e.g. a parameter the optimizer of one process does not hold)."""
         if not self.parallel:

@@ -8,7 +8,8 @@ from typing import Any, Literal, Optional
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, PipesSubprocessClient, asset
 from pydantic import Field, field_validator
 
-from finetune_assets.clients.sagemaker_training.images import gpus_per_instance, resolve_distribution
+from finetune_assets.clients.sagemaker_training.images import resolve_distribution
+from finetune_assets.clients.sagemaker_training.images import training_processes as sagemaker_processes
 from finetune_assets.core.cost.cost import passages_per_row, table_rows_per_second
 from finetune_assets.core.cost.prices import load_prices
 from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, resolve_batch_kl
@@ -178,10 +179,8 @@ def training_processes(backend: str, sagemaker_training: SageMakerTrainingResour
     on several GPUs or instances), one per GPU of every instance, or one per CPU instance."""
     if backend != "sagemaker":
         return 1
-    instance_type, count = sagemaker_training.instance_type, sagemaker_training.instance_count
-    if resolve_distribution(sagemaker_training.distribution, instance_type, count) == "none":
-        return 1
-    return max(1, gpus_per_instance(instance_type)) * count
+    return sagemaker_processes(sagemaker_training.distribution, sagemaker_training.instance_type,
+                               sagemaker_training.instance_count)
 
 
 def check_distribution(loss: str, backend: str, sagemaker_training: SageMakerTrainingResource) -> None:
