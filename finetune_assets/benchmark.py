@@ -304,7 +304,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         config["ops"].setdefault(op, {"config": {}})["config"].update(values.get("config", {}))
     configured = defs.resources["base_model"]
     base = BaseModelResource(model_type=model_type, max_seq_length=configured.max_seq_length,
-                             batch_size=configured.batch_size,
+                             batch_size=configured.batch_size, document_prune_ratio=configured.document_prune_ratio,
                              base_model=configured.base_model if configured.model_type == model_type else "")
     resources = {**defs.resources, "storage": storage, "base_model": base}
     selection = all_assets
@@ -352,6 +352,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     comparison = compare_systems(
         [str(d["_id"]) for d in corpus], texts, queries, qrels, models, batch_size=base_model.batch_size,
         precomputed={"base": (cached["run"], cached.get("sparsity"))} if cached else None,
+        document_prune_ratios={"tuned": base_model.prune_ratio},
     )
     if cache_dir and cached is None:  # the scored run, so that later runs can also fuse it with BM25
         write_json(cache_dir / f"{key}.json", {"model": base_model.model_name, "collection": str(beir_dir),
@@ -380,7 +381,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
         "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "model_type": model_type,
-                     "base_model": base_model.model_name,
+                     "base_model": base_model.model_name, "document_prune_ratio": base_model.prune_ratio,
                      "reused_queries_from": str(reuse_queries) if reuse_queries else None,
                      "base_ranking_from_cache": cached is not None,
                      "run_config": config, "query_generator": resources["query_generator"].backend},
@@ -424,7 +425,9 @@ def format_table(report: dict) -> str:
                          f"{gain['ci95'][1]:+.4f})")
     for name, figures in report.get("sparsity", {}).items():
         lines.append(f"{name} sparsity: {figures['avg_active_dims_query']:.1f} active dims per query, "
-                     f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}")
+                     f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}"
+                     + (f" (documents pruned at max_ratio {figures['document_prune_ratio']}; unpruned FLOPS "
+                        f"{figures['flops_unpruned']:.3f})" if "flops_unpruned" in figures else ""))
     lines.append("stage seconds: " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()))
     if "cpu_minutes" in report:
         lines.append("stage CPU-minutes: " + ", ".join(f"{k} {v}" for k, v in report["cpu_minutes"].items()))

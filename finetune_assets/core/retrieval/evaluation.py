@@ -78,6 +78,10 @@ class Comparison:
             lines += ["", "| system | active dims per query | active dims per document | FLOPS |", "|---|---|---|---|"]
             lines += [f"| {system} | {s['avg_active_dims_query']:.1f} | {s['avg_active_dims_document']:.1f} | "
                       f"{s['flops']:.4f} |" for system, s in self.sparsity.items()]
+            lines += [f"\n{system}'s documents are pruned as the ingest pipeline prunes them (max_ratio "
+                      f"{s['document_prune_ratio']}): unpruned they have {s['avg_active_dims_document_unpruned']:.1f} "
+                      f"active dims and FLOPS {s['flops_unpruned']:.4f}."
+                      for system, s in self.sparsity.items() if "flops_unpruned" in s]
         return "\n".join(lines)
 
 
@@ -92,11 +96,13 @@ def compare_systems(
     batch_size: int = 64,
     metrics: Sequence[str] = DEFAULT_METRICS,
     precomputed: Mapping[str, tuple[Mapping[str, Sequence[str]], dict | None]] | None = None,
+    document_prune_ratios: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Rank the same corpus with each system and score every run on the same judgements.
 
     `precomputed` maps a system name to an earlier (run, sparsity figures or None) over the same corpus and
-    queries, e.g. the base model's, which does not change between benchmark runs.
+    queries, e.g. the base model's, which does not change between benchmark runs. `document_prune_ratios` maps a
+    sparse system to the max_ratio pruning its documents get in the index (sparse_retrieval.prune_max_ratio).
     """
     judged = {q: text for q, text in queries.items() if q in qrels}
     runs: dict[str, Mapping[str, Sequence[str]]] = {}
@@ -120,8 +126,9 @@ def compare_systems(
             continue
         started = time.perf_counter()
         if is_sparse_model(model):
-            scored[name], figures = sparse_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,
-                                                  with_scores=True)
+            scored[name], figures = sparse_search(
+                model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size, with_scores=True,
+                document_prune_ratio=(document_prune_ratios or {}).get(name, 0.0))
             sparsity[name] = figures.to_dict()
         else:
             scored[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,

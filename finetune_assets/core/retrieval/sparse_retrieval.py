@@ -138,30 +138,53 @@ def sparse_top_k(query_vectors, doc_vectors, k: int):
 class Sparsity:
     """How sparse the vectors are: active (non-zero) dimensions, and FLOPS as in the SPLADE paper,
     sum over the vocabulary of p_q(j) * p_d(j): the expected number of multiplications per query-document pair
-    (p_q(j), p_d(j): the share of queries / documents in which dimension j is active)."""
+    (p_q(j), p_d(j): the share of queries / documents in which dimension j is active). When the documents were
+    pruned, `unpruned` holds the figures before pruning."""
 
     query_active_dims: float
     document_active_dims: float
     flops: float
+    prune_ratio: float = 0.0
+    unpruned: "Sparsity | None" = None
 
     def to_dict(self) -> dict[str, float]:
-        return {"avg_active_dims_query": round(self.query_active_dims, 3),
-                "avg_active_dims_document": round(self.document_active_dims, 3), "flops": round(self.flops, 4)}
+        figures = {"avg_active_dims_query": round(self.query_active_dims, 3),
+                   "avg_active_dims_document": round(self.document_active_dims, 3), "flops": round(self.flops, 4)}
+        if self.unpruned is not None:
+            figures.update({"document_prune_ratio": self.prune_ratio,
+                            "avg_active_dims_document_unpruned": round(self.unpruned.document_active_dims, 3),
+                            "flops_unpruned": round(self.unpruned.flops, 4)})
+        return figures
 
 
 def sparsity(query_vectors, doc_vectors) -> Sparsity:
-    import torch
-
+    """Sparsity of [queries, vocab] and [documents, vocab] vectors (torch sparse or dense, or scipy)."""
     def presence(vectors):
-        vectors = vectors.coalesce()
-        active = vectors.values() != 0
-        rows, cols = vectors.indices()[0][active], vectors.indices()[1][active]
-        per_dimension = torch.bincount(cols, minlength=vectors.shape[1]).double() / max(vectors.shape[0], 1)
-        return rows.numel() / max(vectors.shape[0], 1), per_dimension
+        vectors = to_scipy(vectors)
+        vectors.eliminate_zeros()
+        per_dimension = np.bincount(vectors.indices, minlength=vectors.shape[1]) / max(vectors.shape[0], 1)
+        return vectors.nnz / max(vectors.shape[0], 1), per_dimension
 
     query_dims, p_query = presence(query_vectors)
     doc_dims, p_doc = presence(doc_vectors)
-    return Sparsity(float(query_dims), float(doc_dims), float((p_query * p_doc).sum()))
+    return Sparsity(float(query_dims), float(doc_dims), float(p_query @ p_doc))
+
+
+def prune_max_ratio(vectors, ratio: float):
+    """Each row keeps the weights at least `ratio` times its largest weight, as OpenSearch's `max_ratio` pruning
+    in the `sparse_encoding` ingest processor does (2.19+); a float32 scipy CSR copy. `ratio` 0 keeps every weight."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"a max_ratio prune ratio must be in [0, 1), got {ratio}")
+    pruned = to_scipy(vectors).tocsr(copy=True)
+    if ratio == 0 or pruned.nnz == 0:
+        return pruned
+    lengths = np.diff(pruned.indptr)
+    rows = np.flatnonzero(lengths)
+    row_max = np.maximum.reduceat(pruned.data, pruned.indptr[rows])
+    threshold = np.repeat(row_max * ratio, lengths[rows])
+    pruned.data[pruned.data < threshold] = 0
+    pruned.eliminate_zeros()
+    return pruned
 
 
 def sparse_search(
@@ -173,15 +196,25 @@ def sparse_search(
     k: int = 100,
     batch_size: int = 32,
     with_scores: bool = False,
+    document_prune_ratio: float = 0.0,
 ) -> tuple[dict[str, list[str]] | dict[str, list[tuple[str, float]]], Sparsity]:
     """Rank documents for each query by sparse dot product (with the scores when `with_scores`); also return the
-    sparsity of both sides."""
-    doc_vectors = encode_sparse(model, doc_texts, role="document", batch_size=batch_size)
+    sparsity of both sides. `document_prune_ratio` > 0 prunes each document as the ingest pipeline would
+    (prune_max_ratio) before ranking."""
+    from finetune_assets.core.retrieval.retrieval import encode
+
+    doc_vectors = encode(model, doc_texts, batch_size=batch_size, role="document")
     query_ids = list(queries)
-    query_vectors = encode_sparse(model, [queries[q] for q in query_ids], role="query", batch_size=batch_size)
+    query_vectors = encode_sparse_csr(model, [queries[q] for q in query_ids], role="query", batch_size=batch_size)
+    figures = sparsity(query_vectors, doc_vectors)
+    if document_prune_ratio:
+        doc_vectors = prune_max_ratio(doc_vectors, document_prune_ratio)
+        pruned = sparsity(query_vectors, doc_vectors)
+        figures = Sparsity(pruned.query_active_dims, pruned.document_active_dims, pruned.flops,
+                           document_prune_ratio, figures)
     indices, scores = sparse_top_k(query_vectors, doc_vectors, k)
     if with_scores:
         run = {q: [(doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])] for row, q in enumerate(query_ids)}
     else:
         run = {q: [doc_ids[i] for i in indices[row]] for row, q in enumerate(query_ids)}
-    return run, sparsity(query_vectors, doc_vectors)
+    return run, figures

@@ -69,7 +69,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     comparison = compare_systems(
         [d["id"] for d in documents], texts, queries, qrels,
         {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
-        batch_size=base_model.batch_size,
+        batch_size=base_model.batch_size, document_prune_ratios={"tuned": base_model.prune_ratio},
     )
     # Hybrid rows: BM25 fused with each model as an OpenSearch hybrid query, the setting chosen on these queries.
     for system in ("base", "tuned"):
@@ -79,6 +79,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     report = {**comparison.to_dict(), "index": index, "model_type": base_model.model_type,
               "base_model": base_model.model_name,
               "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
+              "document_prune_ratio": base_model.prune_ratio,
               "evaluated_on": "held-out synthetic queries (documents never seen in training)",
               "recommended": recommended}
     folder = storage.artifact_dir(index, "evaluation_report", run_id=context.run_id)

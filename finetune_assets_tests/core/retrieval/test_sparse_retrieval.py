@@ -11,6 +11,8 @@ from finetune_assets.core.retrieval.retrieval import block_scores
 from finetune_assets.core.retrieval.sparse_retrieval import (
     encode_sparse,
     encode_sparse_csr,
+    prune_max_ratio,
+    sparse_search,
     sparse_top_k,
     sparsity,
     to_scipy,
@@ -41,6 +43,35 @@ def test_sparsity_of_a_toy_collection_by_hand():
     # p_q = (1/2, 2/2, 0, 0, 0), p_d = (1/3, 2/3, 2/3, 1/3, 0): FLOPS = 1/6 + 2/3 = 5/6.
     assert figures.flops == pytest.approx(5 / 6)
     assert figures.to_dict() == {"avg_active_dims_query": 1.5, "avg_active_dims_document": 2.0, "flops": 0.8333}
+
+
+def test_prune_max_ratio_keeps_each_rows_weights_near_its_own_maximum():
+    # Row maxima 4, 1 and 4; at ratio 0.25 the thresholds are 1, 0.25 and 1 (a weight at the threshold stays).
+    docs = sparse([{0: 4.0, 2: 1.0, 4: 0.5}, {1: 1.0}, {1: 2.0, 2: 0.75, 3: 4.0}])
+    pruned = prune_max_ratio(docs, 0.25)
+    assert pruned.toarray().tolist() == [[4.0, 0, 1.0, 0, 0], [0, 1.0, 0, 0, 0], [0, 2.0, 0, 4.0, 0]]
+    assert pruned.nnz == 5
+    assert prune_max_ratio(docs, 0.0).nnz == 7  # 0 keeps every weight
+    empty = prune_max_ratio(sparse([{}, {2: 1.0}]), 0.5)  # an empty row stays empty
+    assert empty.toarray().tolist() == [[0] * 5, [0, 0, 1.0, 0, 0]]
+    with pytest.raises(ValueError, match=r"\[0, 1\), got 1"):
+        prune_max_ratio(docs, 1)
+
+
+def test_sparse_search_prunes_documents_and_reports_both_sparsities():
+    splade_tiny = load_splade("local:splade-tiny", 128, "cpu")
+    texts = [d["text"] for d in python_docs_documents()[:12]]
+    ids = [f"d{i}" for i in range(len(texts))]
+    queries = {"q": "how do I read a file line by line"}
+    full_run, full = sparse_search(splade_tiny, ids, texts, queries, k=12)
+    run, pruned = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.3)
+    assert full.unpruned is None and "flops_unpruned" not in full.to_dict()
+    assert pruned.unpruned == full  # the figures before pruning are those of the unpruned search
+    assert pruned.document_active_dims < full.document_active_dims and pruned.flops < full.flops
+    assert pruned.query_active_dims == full.query_active_dims  # queries are not pruned
+    figures = pruned.to_dict()
+    assert figures["document_prune_ratio"] == 0.3 and figures["flops_unpruned"] == round(full.flops, 4)
+    assert sorted(run["q"]) == sorted(full_run["q"]) and run["q"][0] == full_run["q"][0]
 
 
 def test_sparse_top_k_is_a_dot_product_ranking():
