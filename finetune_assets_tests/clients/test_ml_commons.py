@@ -478,6 +478,34 @@ def test_verify_hybrid_search_runs_one_hybrid_query_through_a_scratch_pipeline(f
     assert fake.search_pipelines == {} and fake.indices == {} and fake.pipelines == {}
 
 
+def test_verify_prunes_sparse_documents_in_the_ingest_pipeline(fake, client):
+    endpoint = SageMakerEndpoint("tiny-splade", "us-east-1", function_name="SPARSE_ENCODING", role_arn=ROLE_ARN)
+    result = register_remote(client, endpoint)
+    fake.clear_requests()
+    top = verify_neural_search(client, result.model_id, "SPARSE_ENCODING", TEXTS, "yellow bananas",
+                               document_prune_ratio=0.5, retry=FAST)
+    assert top == "doc-2"
+    processor = next(r.json for r in fake.requests if r.path.startswith("/_ingest/pipeline/"))["processors"][0]
+    assert processor["sparse_encoding"]["prune_type"] == "max_ratio"
+    assert processor["sparse_encoding"]["prune_ratio"] == 0.5
+    assert fake.pipelines == {} and fake.indices == {}
+
+
+def test_a_cluster_before_2_19_refuses_pruning_by_name(fake, client):
+    from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError
+
+    endpoint = SageMakerEndpoint("tiny-splade", "us-east-1", function_name="SPARSE_ENCODING", role_arn=ROLE_ARN)
+    result = register_remote(client, endpoint)
+    fake.pruning = False
+    with pytest.raises(PruningUnsupportedError, match="HTTP 400.*prune_ratio, prune_type.*2.19"):
+        verify_neural_search(client, result.model_id, "SPARSE_ENCODING", TEXTS, "yellow bananas",
+                             document_prune_ratio=0.1, retry=FAST)
+    assert fake.pipelines == {} and fake.indices == {}  # nothing was made, nothing is left
+    # without pruning the same cluster indexes and searches
+    assert verify_neural_search(client, result.model_id, "SPARSE_ENCODING", TEXTS, "yellow bananas",
+                                retry=FAST) == "doc-2"
+
+
 def test_put_search_pipeline_is_idempotent(fake, client):
     body = FusionSetting("l2", "geometric_mean", 0.6).pipeline_body("hybrid for docs")
     assert put_search_pipeline(client, "hybrid-docs", body, retry=FAST) == "created"

@@ -29,6 +29,10 @@ Sources of the bodies (documentation-website, ``_ml-commons-plugin/...``; ml-com
                                   fusion arithmetic of neural-search's ScoreNormalizer / ScoreCombiner: a
                                   sub-query's statistics over its own hits, min_max floor 0.001, absent scores
                                   left out of the mean. ``match`` scores by shared lower-case words.
+    ingest pruning (2.19+)        ingest-pipelines/processors/sparse-encoding.md (documentation-website #8984):
+                                  prune_type max_ratio / abs_value / alpha_mass / top_k / none and each one's valid
+                                  prune_ratio; before 2.19 the ingest service refuses unknown processor keys with
+                                  "processor [X] doesn't support one or more provided configuration parameters"
 
 Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``settings={...}``            persistent cluster settings (flat names), on top of ml-commons' defaults
@@ -38,6 +42,7 @@ Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``deploy_polls = n``          GET tasks answers RUNNING n-1 times before the final state
     ``group_search_misses = n``   the next n model-group searches find nothing (a concurrent registration)
     ``missing_system_indices``    searches answer index_not_found_exception while nothing exists
+    ``score_ranker=False``, ``pruning=False``   a cluster before 2.19: no score-ranker-processor, no pruning
     ``fail_next(method, regex, status, times=1, drop=False, process=False)``   inject 429/5xx answers or
                                   dropped connections; ``process=True`` handles the request first and then
                                   loses the answer (a 502 from a proxy after the cluster did the work)
@@ -228,6 +233,22 @@ def fake_sparse(text: str) -> dict[str, float]:
     return weights
 
 
+# sparse-encoding.md (2.19+): the valid prune_ratio of each prune_type; "none" takes no ratio.
+PRUNE_RATIO_RANGES = {"max_ratio": lambda r: 0 <= r < 1, "alpha_mass": lambda r: 0 <= r < 1,
+                      "abs_value": lambda r: r > 0, "top_k": lambda r: r > 0 and float(r).is_integer(),
+                      "none": lambda r: True}
+
+
+def prune(weights: dict[str, float], prune_type: str | None, ratio) -> dict[str, float]:
+    """The sparse_encoding processor's pruning of one vector; max_ratio keeps weights >= ratio x the largest."""
+    if prune_type in (None, "none") or not weights:
+        return weights
+    if prune_type != "max_ratio":
+        raise NotImplementedError(f"the fake prunes with max_ratio only, not {prune_type}")
+    threshold = max(weights.values()) * float(ratio)
+    return {token: weight for token, weight in weights.items() if weight >= threshold}
+
+
 def _cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     norm = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
@@ -239,7 +260,8 @@ class FakeMLCommons:
 
     def __init__(self, *, settings: dict | None = None, node_roles: dict[str, list[str]] | None = None,
                  ml_commons: bool = True, no_ml_commons_status: int = 404, deploy_polls: int = 1,
-                 missing_system_indices: bool = False, remote_dimension: int = 32, score_ranker: bool = True):
+                 missing_system_indices: bool = False, remote_dimension: int = 32, score_ranker: bool = True,
+                 pruning: bool = True):
         self.persistent: dict[str, Any] = dict(settings or {})
         self.transient: dict[str, Any] = {}
         self.node_roles = node_roles or {"node-1": ["cluster_manager", "data", "ingest", "remote_cluster_client"]}
@@ -249,6 +271,7 @@ class FakeMLCommons:
         self.missing_system_indices = missing_system_indices
         self.remote_dimension = remote_dimension
         self.score_ranker = score_ranker  # False: a cluster before 2.19, without the score-ranker-processor
+        self.pruning = pruning  # False: a cluster before 2.19, whose sparse_encoding processor cannot prune
         self.fail_deploy: str | None = None
         self.group_search_misses = 0
         self.requests: list[Request] = []
@@ -705,6 +728,18 @@ class FakeMLCommons:
     # ---------------------------------------------------------------- neural search
 
     def _pipeline_put(self, _params, body, pipeline_id: str):
+        for processor in (body or {}).get("processors") or []:
+            (kind, spec), = processor.items()
+            pruning = sorted(key for key in ("prune_type", "prune_ratio") if key in spec)
+            if pruning and (kind != "sparse_encoding" or not self.pruning):
+                return error_body(400, "parse_exception", f"processor [{kind}] doesn't support one or more provided "
+                                                          f"configuration parameters [{', '.join(pruning)}]")
+            if pruning and spec.get("prune_type") not in PRUNE_RATIO_RANGES:
+                return error_body(400, "illegal_argument_exception",
+                                  f"Unknown prune type: {spec.get('prune_type')}")
+            if pruning and not PRUNE_RATIO_RANGES[spec["prune_type"]](float(spec.get("prune_ratio", -1))):
+                return error_body(400, "illegal_argument_exception",
+                                  f"Illegal prune_ratio {spec.get('prune_ratio')} for prune_type: {spec['prune_type']}")
         self.pipelines[pipeline_id] = body
         return 200, {"acknowledged": True}
 
@@ -743,7 +778,7 @@ class FakeMLCommons:
                     dimension = (model.get("model_config") or {}).get("embedding_dimension") or self.remote_dimension
                     doc[target] = fake_embedding(doc[source], dimension)
                 else:
-                    doc[target] = fake_sparse(doc[source])
+                    doc[target] = prune(fake_sparse(doc[source]), spec.get("prune_type"), spec.get("prune_ratio"))
         return doc
 
     def _bulk(self, _params, body: bytes):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 
 import pytest
@@ -171,6 +172,49 @@ def test_hybrid_search_pipeline_against_the_contract(pipeline_run):
     assert read_json(folder / "search_pipeline.json") == stored
     query = read_json(folder / "query.json")["query"]["hybrid"]["queries"]
     assert query[0] == {"match": {"text": {"query": "{{query_text}}"}}} and "neural" in query[1]
+    processor = read_json(folder / "ingest_pipeline.json")["processors"][0]  # a dense model: no pruning
+    assert processor["text_embedding"]["field_map"] == {"text": "embedding"} and "prune_type" not in str(processor)
+
+
+@pytest.mark.slow
+def test_sparse_documents_are_pruned_in_the_cluster_and_an_older_cluster_is_told(pipeline_run):
+    """search_pipeline's cluster check indexes through the ingest processor it delivers: with a sparse base_model
+    resource the scratch documents are pruned (max_ratio), and a cluster before 2.19 gets an unpruned ingest
+    pipeline with a warning. (Wiring only: the fake writes any deployed model's sparse field from its words, so the
+    dense run's registered model serves here.)"""
+    assert pipeline_run["completed"].returncode == 0
+    from finetune_assets.definitions import all_assets, defs
+    from finetune_assets.resources.base_model import BaseModelResource
+    from finetune_assets.resources.opensearch import OpenSearchResource
+    from finetune_assets.resources.storage import ArtifactStorage
+    from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
+
+    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    outcomes = []
+    for pruning in (True, False):
+        with running_fake(settings=DEV_SETTINGS, deploy_polls=1, pruning=pruning) as cluster, \
+                DagsterInstance.ephemeral() as instance:
+            resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+                         "opensearch": OpenSearchResource(url=cluster.url),
+                         "base_model": BaseModelResource(model_type="sparse", document_prune_ratio=0.2)}
+            instance.add_dynamic_partitions("index", [INDEX])
+            run = materialize(all_assets, selection=["registered_model_id", "search_pipeline"],
+                              partition_key=INDEX, resources=resources, instance=instance,
+                              run_config={"ops": {"search_pipeline": {"config": {"search": "hybrid"}}}})
+            ingest_puts = [r.json for r in cluster.requests if r.method == "PUT"
+                           and r.path.startswith("/_ingest/pipeline/finetune-assets-verify")]
+            warnings = [e.user_message for e in instance.all_logs(run.run_id) if e.level >= logging.WARNING]
+        outcomes.append((ingest_puts, warnings, read_json(folder / "ingest_pipeline.json"),
+                         read_json(folder / "search.json")))
+    (puts, _, delivered, search), (old_puts, old_log, old_delivered, old_search) = outcomes
+    assert [p["processors"][0]["sparse_encoding"].get("prune_ratio") for p in puts[-1:]] == [0.2]
+    assert delivered["processors"][0]["sparse_encoding"]["prune_type"] == "max_ratio"
+    assert search["document_prune_ratio"] == 0.2
+    # before 2.19: refused once with pruning, then indexed without it; the delivered body is the one that works
+    assert [("prune_ratio" in str(p)) for p in old_puts[-2:]] == [True, False]
+    assert "prune_type" not in str(old_delivered) and old_search["document_prune_ratio"] == 0.0
+    assert any("prune_type needs OpenSearch 2.19" in m for m in old_log)
+    assert not any("prune" in m for m in outcomes[0][1])  # a 2.19 cluster: no warning about pruning
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ Every call the package makes (``ML`` = ``/_plugins/_ml``)
     Verification (:func:`.verify.verify_neural_search`)
         GET    ML/models/<model_id>         dense dimension from model_config, when not given
         POST   ML/models/<model_id>/_predict  {"text_docs": [...]}: dense dimension of a remote model
-        PUT    /_ingest/pipeline/<id>       text_embedding or sparse_encoding processor
+        PUT    /_ingest/pipeline/<id>       text_embedding or sparse_encoding processor (:mod:`.ingest_pipelines`;
+                                            sparse: max_ratio document pruning when asked, 2.19+)
         PUT    /<test index>                knn_vector (index.knn) or rank_features mapping, default_pipeline
         POST   /_bulk?refresh=true          the sample texts
         POST   /<test index>/_search        one neural / neural_sparse query -> top hit id (neural_sparse with

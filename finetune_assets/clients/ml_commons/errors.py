@@ -31,6 +31,10 @@ class UnknownProcessorError(MLCommonsError):
     """The cluster does not know a processor of the pipeline body (score-ranker-processor before OpenSearch 2.19)."""
 
 
+class PruningUnsupportedError(MLCommonsError):
+    """The cluster's sparse_encoding processor has no prune_type / prune_ratio (before OpenSearch 2.19)."""
+
+
 class VerificationError(MLCommonsError):
     """The neural-search round trip with the registered model did not work."""
 

@@ -22,7 +22,8 @@ from finetune_assets.clients.ml_commons.api import (
     error_text,
     setting_hint,
 )
-from finetune_assets.clients.ml_commons.errors import VerificationError
+from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError, VerificationError
+from finetune_assets.clients.ml_commons.ingest_pipelines import UNSUPPORTED_PARAMETERS, ingest_pipeline_body
 from finetune_assets.clients.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -47,30 +48,36 @@ def _dense_dimension(api: Api, model_id: str, probe_text: str) -> int:
 
 def verify_neural_search(client: OpenSearch, model_id: str, function_name: str, texts: Sequence[str], query: str,
                          *, dimension: int | None = None, query_model_id: str | None = None,
-                         retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> str:
+                         document_prune_ratio: float = 0.0, retry: RetryPolicy | None = None,
+                         sleep: Callable[[float], None] = time.sleep) -> str:
     """Index ``texts`` through an ingest pipeline that uses the model, run one ``neural`` (TEXT_EMBEDDING) or
     ``neural_sparse`` (SPARSE_ENCODING) query, and return the top hit's id (``doc-<i>`` for ``texts[i]``).
 
     ``query_model_id``: a SPARSE_TOKENIZE model that encodes the query instead (inference-free sparse search:
     documents through ``model_id``, queries through the tokenizer's IDF weights).
+    ``document_prune_ratio``: the sparse_encoding processor prunes each document (max_ratio, OpenSearch 2.19+); a
+    cluster without pruning raises PruningUnsupportedError.
     The test index and pipeline have unique names and are deleted afterwards, also when something fails.
     """
     return _verify(client, model_id, function_name, texts, query, dimension=dimension,
-                   query_model_id=query_model_id, retry=retry, sleep=sleep)["neural"]
+                   query_model_id=query_model_id, document_prune_ratio=document_prune_ratio, retry=retry,
+                   sleep=sleep)["neural"]
 
 
 def verify_hybrid_search(client: OpenSearch, model_id: str, function_name: str, texts: Sequence[str], query: str,
                          search_pipeline: dict, *, dimension: int | None = None, query_model_id: str | None = None,
-                         retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> dict:
+                         document_prune_ratio: float = 0.0, retry: RetryPolicy | None = None,
+                         sleep: Callable[[float], None] = time.sleep) -> dict:
     """As verify_neural_search, then one ``hybrid`` query (BM25 ``match`` + the model) through a scratch search
     pipeline with the body ``search_pipeline``; returns the top hit of each: {"neural": id, "hybrid": id}."""
     return _verify(client, model_id, function_name, texts, query, dimension=dimension,
-                   query_model_id=query_model_id, retry=retry, sleep=sleep, search_pipeline=search_pipeline)
+                   query_model_id=query_model_id, document_prune_ratio=document_prune_ratio, retry=retry,
+                   sleep=sleep, search_pipeline=search_pipeline)
 
 
 def _verify(client: OpenSearch, model_id: str, function_name: str, texts: Sequence[str], query: str, *,
-            dimension: int | None, query_model_id: str | None, retry: RetryPolicy | None,
-            sleep: Callable[[float], None], search_pipeline: dict | None = None) -> dict:
+            dimension: int | None, query_model_id: str | None, document_prune_ratio: float,
+            retry: RetryPolicy | None, sleep: Callable[[float], None], search_pipeline: dict | None = None) -> dict:
     if function_name not in (DENSE, SPARSE):
         raise ValueError(f"function_name must be {DENSE} or {SPARSE}, got {function_name!r}")
     if query_model_id and function_name != SPARSE:
@@ -83,14 +90,12 @@ def _verify(client: OpenSearch, model_id: str, function_name: str, texts: Sequen
     pipeline = f"finetune-assets-verify-{suffix}"
     if function_name == DENSE:
         dimension = dimension or _dense_dimension(api, model_id, texts[0])
-        processor = {"text_embedding": {"model_id": model_id, "field_map": {"text": "embedding"}}}
         vector_field = {"type": "knn_vector", "dimension": dimension,
                         "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil"}}
         settings = {"index.knn": True}
         search = {"neural": {"embedding": {"query_text": query, "model_id": model_id, "k": len(texts)}}}
         field_name = "embedding"
     else:
-        processor = {"sparse_encoding": {"model_id": model_id, "field_map": {"text": "sparse"}}}
         vector_field = {"type": "rank_features"}
         settings = {}
         search = {"neural_sparse": {"sparse": {"query_text": query, "model_id": query_model_id or model_id}}}
@@ -98,8 +103,15 @@ def _verify(client: OpenSearch, model_id: str, function_name: str, texts: Sequen
     made_pipeline = made_index = made_search_pipeline = False
     try:
         step = f"PUT /_ingest/pipeline/{pipeline}"
-        api.call("PUT", f"/_ingest/pipeline/{pipeline}",
-                 body={"description": f"finetune-assets check of model {model_id}", "processors": [processor]})
+        body = ingest_pipeline_body(function_name, model_id, f"finetune-assets check of model {model_id}",
+                                    vector_field=field_name, prune_ratio=document_prune_ratio)
+        try:
+            api.call("PUT", f"/_ingest/pipeline/{pipeline}", body=body)
+        except os_errors.TransportError as exc:
+            if document_prune_ratio and exc.status_code == 400 and UNSUPPORTED_PARAMETERS in error_text(exc):
+                raise PruningUnsupportedError(f"{step} refused the document pruning: {describe_error(exc)} "
+                                              "(prune_type needs OpenSearch 2.19 or later)") from exc
+            raise
         made_pipeline = True
         step = f"PUT /{index}"
         api.call("PUT", f"/{index}", body={

@@ -1,8 +1,9 @@
 """search_pipeline: the search a user should run, BM25 fused with the registered model as a hybrid query.
 
-Writes the search pipeline body (`PUT /_search/pipeline/<name>`), a ready query, and how to apply them; with a
-cluster and a registered model it creates the pipeline (idempotent) and runs one hybrid query through it on a
-scratch index. Which search is delivered follows the held-out figures of evaluation_report: the hybrid query,
+Writes the search pipeline body (`PUT /_search/pipeline/<name>`), the ingest pipeline that writes the model's
+field (a sparse model's documents pruned as evaluation_report measured them), a ready query, and how to apply them;
+with a cluster and a registered model it creates the search pipeline (idempotent) and runs one hybrid query
+through both pipelines on a scratch index. Which search is delivered follows the held-out figures of evaluation_report: the hybrid query,
 the model alone, or plain BM25 when neither model search beats it, or when the quality gate stopped the model.
 """
 
@@ -21,6 +22,7 @@ from finetune_assets.stages.evaluation.evaluation_report import REPORT_FILE
 from finetune_assets.stages.run_config import check_run_config
 
 PIPELINE_FILE = "search_pipeline.json"
+INGEST_FILE = "ingest_pipeline.json"
 QUERY_FILE = "query.json"
 HOW_TO_FILE = "apply.md"
 # On equal held-out figures the hybrid query is preferred, then the model alone, then BM25.
@@ -61,19 +63,26 @@ def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tup
     return mode, system, f"best held-out nDCG@10 ({shown} on {report['judged_queries']} queries)"
 
 
-def how_to(name: str, mode: str, index: str) -> str:
+def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", model_type: str = "dense",
+           prune_ratio: float = 0.0) -> str:
     if mode == "bm25":
         return (f"# Search for '{index}'\n\nRun the BM25 query in {QUERY_FILE} against the index "
                 "(`GET /<index>/_search`); no search pipeline is needed.\n")
-    lines = [f"# Search for '{index}'", ""]
+    mapping = "`knn_vector` of the model's dimension" if model_type == "dense" else "`rank_features`"
+    lines = [f"# Search for '{index}'", "",
+             f"1. Index through the model: `PUT /_ingest/pipeline/{name}-ingest` with the body in {INGEST_FILE}, "
+             f"map the field `{vector_field}` as {mapping}, set the index's `index.default_pipeline` to it and "
+             "reindex the documents."]
+    if prune_ratio:
+        lines += [f"   Each document keeps the tokens weighing at least {prune_ratio} of its largest weight "
+                  "(max_ratio pruning, OpenSearch 2.19+), as evaluation_report measured the model; on an older "
+                  "cluster remove prune_type and prune_ratio."]
     if mode == "hybrid":
-        lines += [f"1. Create the pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}.",
-                  f"2. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
+        lines += [f"2. Create the search pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}.",
+                  f"3. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
                   "replacing {{query_text}} by the user's query (in both sub-queries)."]
     else:
-        lines += [f"Search: `GET /<index>/_search` with the body in {QUERY_FILE}, replacing {{{{query_text}}}}."]
-    lines += ["", "The index needs an ingest pipeline that writes the model's field (text_embedding for a dense "
-              "model, sparse_encoding for a sparse one) with the registered model id."]
+        lines += [f"2. Search: `GET /<index>/_search` with the body in {QUERY_FILE}, replacing {{{{query_text}}}}."]
     return "\n".join(lines) + "\n"
 
 
@@ -93,6 +102,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     vector_field = config.vector_field or ("embedding" if model_type == "dense" else "sparse")
     model_id = registration.get("query_model_id") or registration.get("model_id") or "<model id>"
     setting, body = None, None
+    prune_ratio = base_model.prune_ratio
     if mode == "hybrid":
         setting = fusion_setting(report["hybrid"][f"hybrid_{system}"])
         body = pipeline_body(setting, index)
@@ -110,17 +120,24 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     if body is not None:
         write_json(folder / PIPELINE_FILE, body)
     write_json(folder / QUERY_FILE, query)
-    (folder / HOW_TO_FILE).write_text(how_to(name, mode, index), encoding="utf-8")
     created, top_hits = "not applied (no cluster configured)", {}
     if body is not None and opensearch.configured and registration.get("model_id"):
-        created, top_hits, setting = _apply(context, opensearch, name, setting, registration, model_type, storage,
-                                            index)
+        created, top_hits, setting, prune_ratio = _apply(context, opensearch, name, setting, registration,
+                                                         model_type, storage, index, prune_ratio)
         body = pipeline_body(setting, index)
         write_json(folder / PIPELINE_FILE, body)  # the body the cluster holds, RRF's replacement included
     elif body is not None and registration.get("model_id") is None:
         created = "not applied (no model registered in a cluster)"
+    ingest = None
+    if mode != "bm25":
+        ingest = ingest_body(model_type, model_id, index, text_field=config.text_field, vector_field=vector_field,
+                             prune_ratio=prune_ratio)
+        write_json(folder / INGEST_FILE, ingest)
+    guide = how_to(name, mode, index, vector_field, model_type, prune_ratio if ingest else 0.0)
+    (folder / HOW_TO_FILE).write_text(guide, encoding="utf-8")
     write_json(folder / "search.json", {"mode": mode, "system": system, "reason": reason, "name": name,
                                         "setting": setting.to_dict() if setting else None, "cluster": created,
+                                        "document_prune_ratio": prune_ratio if ingest else None,
                                         "verification_top_hits": top_hits})
     uri = storage.publish(index, "search_pipeline", folder)
     return MaterializeResult(metadata={
@@ -133,6 +150,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
         "cluster": created,
         "query": MetadataValue.json(query),
         **({"pipeline_body": MetadataValue.json(body)} if body is not None else {}),
+        **({"ingest_pipeline_body": MetadataValue.json(ingest)} if ingest is not None else {}),
         **({"verification_top_hits": MetadataValue.json(top_hits)} if top_hits else {}),
     })
 
@@ -141,13 +159,24 @@ def pipeline_body(setting: FusionSetting, index: str) -> dict:
     return setting.pipeline_body(f"finetune-assets hybrid search for '{index}': {setting.name}")
 
 
-def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSetting, registration: dict,
-           model_type: str, storage: ArtifactStorage, index: str) -> tuple[str, dict, FusionSetting]:
-    """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index. A cluster
-    without the score-ranker-processor (before OpenSearch 2.19) gets WITHOUT_RRF instead of RRF, said in the log.
-    Returns the status, the check's top hits and the setting the cluster holds."""
+def ingest_body(model_type: str, model_id: str, index: str, **processor) -> dict:
+    """The ingest pipeline that writes the model's field for `index` (ingest_pipelines.ingest_pipeline_body)."""
     from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
-    from finetune_assets.clients.ml_commons.errors import UnknownProcessorError
+    from finetune_assets.clients.ml_commons.ingest_pipelines import ingest_pipeline_body
+
+    return ingest_pipeline_body(DENSE if model_type == "dense" else SPARSE, model_id,
+                                f"finetune-assets: {model_type} model fields for '{index}'", **processor)
+
+
+def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSetting, registration: dict,
+           model_type: str, storage: ArtifactStorage, index: str,
+           prune_ratio: float) -> tuple[str, dict, FusionSetting, float]:
+    """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index, its documents
+    indexed through the delivered ingest processor. A cluster before OpenSearch 2.19 gets WITHOUT_RRF instead of RRF
+    and no document pruning, each said in the log. Returns the status, the check's top hits, the setting the
+    cluster holds and the prune ratio it takes."""
+    from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
+    from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError, UnknownProcessorError
     from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipeline
     from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
 
@@ -166,10 +195,19 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
     held_out = next(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
     distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
                    if d["id"] != held_out["doc_id"]][:4]
-    tops = verify_hybrid_search(client, registration["model_id"], DENSE if model_type == "dense" else SPARSE,
-                                [held_out["positive"], *distractors], held_out["query"], body,
-                                query_model_id=registration.get("query_model_id"))
+    def check(ratio: float) -> dict:
+        return verify_hybrid_search(client, registration["model_id"], DENSE if model_type == "dense" else SPARSE,
+                                    [held_out["positive"], *distractors], held_out["query"], body,
+                                    query_model_id=registration.get("query_model_id"), document_prune_ratio=ratio)
+
+    try:
+        tops = check(prune_ratio)
+    except PruningUnsupportedError as exc:
+        context.log.warning(f"{exc}: the ingest pipeline keeps every token, so searches cost more than "
+                            "evaluation_report measured (FLOPS unpruned in its sparsity figures)")
+        prune_ratio = 0.0
+        tops = check(prune_ratio)
     if tops["hybrid"] != "doc-0":
         context.log.warning(f"the hybrid check query ranked {tops['hybrid']} first, not its source doc-0: the "
                             "pipeline works, but check the model on your own queries")
-    return status, tops, setting
+    return status, tops, setting, prune_ratio

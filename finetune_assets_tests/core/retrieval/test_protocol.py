@@ -49,3 +49,30 @@ def test_the_fusion_sweep_refuses_a_check_collection(tmp_path, capsys):
         main([str(bench), "--out", str(tmp_path / "sweep.json")])
     assert stopped.value.code == 2 and "'lisa'" in capsys.readouterr().err
     assert not (tmp_path / "sweep.json").exists()
+
+
+def test_the_pruning_benchmark_refuses_a_check_collection_and_a_dense_run(tmp_path, capsys):
+    import json
+
+    from benchmarks.sparse_pruning import main
+
+    for name, model_type, reason in (("med", "sparse", "'med'"), ("cacm", "dense", "a dense run")):
+        bench = tmp_path / f"{name}.json"
+        bench.write_text(json.dumps({"collection": f"../shared/ir-data/{name}", "work_dir": str(tmp_path),
+                                     "settings": {"model_type": model_type, "base_model": ""}}))
+        with pytest.raises(SystemExit) as stopped:
+            main([str(bench), "--out", str(tmp_path / "pruning.json")])
+        assert stopped.value.code == 2 and reason in capsys.readouterr().err
+    assert not (tmp_path / "pruning.json").exists()
+
+
+def test_the_pruning_table_shows_each_ratio_and_the_change_from_unpruned():
+    from benchmarks.sparse_pruning import table
+
+    rows = [{"system": "tuned", "ratio": 0.0, "ndcg@10": 0.38, "recall@100": 0.76, "flops": 13.56,
+             "avg_active_dims_document": 182.2},
+            {"system": "tuned", "ratio": 0.1, "ndcg@10": 0.3771, "recall@100": 0.7608, "flops": 10.45,
+             "avg_active_dims_document": 135.0, "minus_unpruned_ndcg@10": {"mean": -0.0027, "ci95": [-0.0062, 0.0003]}}]
+    lines = table([{"collection": "cranfield", "judged_queries": 225, "rows": rows}]).splitlines()
+    assert lines[2] == "| cranfield (225) | tuned | 0.0 | 0.3800 | 0.7600 | 182.2 | 13.56 |  |"
+    assert lines[3].endswith("| 10.45 | -0.0027 (-0.0062..+0.0003) |")

@@ -2,7 +2,7 @@
 import pytest
 
 from finetune_assets.core.retrieval.fusion import FusionSetting
-from finetune_assets.stages.deploy.search_pipeline import choose_search, fusion_setting, how_to
+from finetune_assets.stages.deploy.search_pipeline import choose_search, fusion_setting, how_to, ingest_body
 
 
 def report(bm25, tuned, hybrid_tuned):
@@ -40,3 +40,19 @@ def test_report_entries_become_settings():
 def test_instructions_name_the_pipeline_only_when_there_is_one():
     assert "PUT /_search/pipeline/p1" in how_to("p1", "hybrid", "docs")
     assert "no search pipeline is needed" in how_to("p1", "bm25", "docs")
+
+
+def test_the_ingest_pipeline_prunes_sparse_documents_as_they_were_measured():
+    sparse = ingest_body("sparse", "m1", "docs", text_field="body", vector_field="body_sparse", prune_ratio=0.1)
+    assert sparse["processors"] == [{"sparse_encoding": {"model_id": "m1", "field_map": {"body": "body_sparse"},
+                                                         "prune_type": "max_ratio", "prune_ratio": 0.1}}]
+    # inference_free's documents go through its SPARSE_ENCODING model too; a dense model gets text_embedding
+    assert "sparse_encoding" in ingest_body("inference_free", "m2", "docs", prune_ratio=0.1)["processors"][0]
+    dense = ingest_body("dense", "m3", "docs", vector_field="embedding")
+    assert dense["processors"] == [{"text_embedding": {"model_id": "m3", "field_map": {"text": "embedding"}}}]
+    assert "prune" not in str(ingest_body("sparse", "m1", "docs", prune_ratio=0.0))
+    with pytest.raises(ValueError, match="sparse models only"):
+        ingest_body("dense", "m3", "docs", prune_ratio=0.1)
+    guide = how_to("p1", "model", "docs", "sparse", "sparse", 0.1)
+    assert "PUT /_ingest/pipeline/p1-ingest" in guide and "rank_features" in guide and "0.1 of its largest" in guide
+    assert "knn_vector" in how_to("p1", "hybrid", "docs") and "prune" not in how_to("p1", "hybrid", "docs")
