@@ -346,13 +346,15 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     cache_dir = Path(baseline_cache) if baseline_cache else None
     key = baseline_cache_key(beir_dir / "corpus.jsonl", base_model, queries)
     cached = _cached_baseline(cache_dir, key)
+    evaluation = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     models = {"tuned": base_model.load(str(tuned_dir))}
     if cached is None:
         models = {"base": base_model.load_baseline(texts), **models}
     comparison = compare_systems(
         [str(d["_id"]) for d in corpus], texts, queries, qrels, models, batch_size=base_model.batch_size,
         precomputed={"base": (cached["run"], cached.get("sparsity"))} if cached else None,
-        document_prune_ratios={"tuned": base_model.prune_ratio},
+        # the document pruning evaluation_report chose on the held-out synthetic queries, as for the fusion
+        document_prune_ratios={"tuned": evaluation.get("document_prune_ratio", base_model.prune_ratio)},
     )
     if cache_dir and cached is None:  # the scored run, so that later runs can also fuse it with BM25
         write_json(cache_dir / f"{key}.json", {"model": base_model.model_name, "collection": str(beir_dir),
@@ -360,7 +362,6 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
                                                 "sparsity": comparison.sparsity.get("base")})
     # Hybrid rows on the real queries, each with the fusion setting evaluation_report chose on the held-out
     # synthetic queries: the real judgements never pick a setting.
-    evaluation = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     for system in ("base", "tuned"):
         entry = evaluation.get("hybrid", {}).get(f"hybrid_{system}")
         if entry and system in comparison.scored_runs:
@@ -381,7 +382,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
         "settings": {"max_docs": max_docs, "corpus_docs": corpus_docs, "model_type": model_type,
-                     "base_model": base_model.model_name, "document_prune_ratio": base_model.prune_ratio,
+                     "base_model": base_model.model_name,
                      "reused_queries_from": str(reuse_queries) if reuse_queries else None,
                      "base_ranking_from_cache": cached is not None,
                      "run_config": config, "query_generator": resources["query_generator"].backend},

@@ -20,8 +20,9 @@ class BaseModelResource(ConfigurableResource):
         default=0.1, ge=0, lt=1,
         description="Sparse types: each indexed document keeps the tokens weighing at least this share of its "
                     "largest weight (the sparse_encoding processor's max_ratio pruning, OpenSearch 2.19+), which "
-                    "cuts search cost without measured loss; 0 keeps every token. Applied to the tuned model in "
-                    "evaluation_report and in the ingest pipeline search_pipeline writes.")
+                    "cuts search cost without measured loss; evaluation_report raises it, to at most 0.2, until the "
+                    "tuned model costs no more FLOPS than the base model, and search_pipeline's ingest pipeline "
+                    "uses what it chose. 0 keeps every token.")
 
     @property
     def model_name(self) -> str:

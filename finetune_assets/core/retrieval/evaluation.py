@@ -97,12 +97,14 @@ def compare_systems(
     metrics: Sequence[str] = DEFAULT_METRICS,
     precomputed: Mapping[str, tuple[Mapping[str, Sequence[str]], dict | None]] | None = None,
     document_prune_ratios: Mapping[str, float] | None = None,
+    flops_ceilings: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Rank the same corpus with each system and score every run on the same judgements.
 
     `precomputed` maps a system name to an earlier (run, sparsity figures or None) over the same corpus and
     queries, e.g. the base model's, which does not change between benchmark runs. `document_prune_ratios` maps a
-    sparse system to the max_ratio pruning its documents get in the index (sparse_retrieval.prune_max_ratio).
+    sparse system to the max_ratio pruning its documents get in the index (sparse_retrieval.prune_max_ratio);
+    `flops_ceilings` maps such a system to another, ranked before it, whose FLOPS its pruning is raised to match.
     """
     judged = {q: text for q, text in queries.items() if q in qrels}
     runs: dict[str, Mapping[str, Sequence[str]]] = {}
@@ -128,7 +130,8 @@ def compare_systems(
         if is_sparse_model(model):
             scored[name], figures = sparse_search(
                 model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size, with_scores=True,
-                document_prune_ratio=(document_prune_ratios or {}).get(name, 0.0))
+                document_prune_ratio=(document_prune_ratios or {}).get(name, 0.0),
+                flops_ceiling=sparsity.get((flops_ceilings or {}).get(name, ""), {}).get("flops"))
             sparsity[name] = figures.to_dict()
         else:
             scored[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,

@@ -102,7 +102,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     vector_field = config.vector_field or ("embedding" if model_type == "dense" else "sparse")
     model_id = registration.get("query_model_id") or registration.get("model_id") or "<model id>"
     setting, body = None, None
-    prune_ratio = base_model.prune_ratio
+    prune_ratio = report.get("document_prune_ratio", base_model.prune_ratio)  # as evaluation_report measured it
     if mode == "hybrid":
         setting = fusion_setting(report["hybrid"][f"hybrid_{system}"])
         body = pipeline_body(setting, index)

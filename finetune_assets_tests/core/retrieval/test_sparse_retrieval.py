@@ -9,6 +9,7 @@ from finetune_assets.core.data.demo_corpus import python_docs_documents
 from finetune_assets.core.retrieval.evaluation import compare_systems
 from finetune_assets.core.retrieval.retrieval import block_scores
 from finetune_assets.core.retrieval.sparse_retrieval import (
+    MAX_PRUNE_RATIO,
     encode_sparse,
     encode_sparse_csr,
     prune_max_ratio,
@@ -72,6 +73,18 @@ def test_sparse_search_prunes_documents_and_reports_both_sparsities():
     figures = pruned.to_dict()
     assert figures["document_prune_ratio"] == 0.3 and figures["flops_unpruned"] == round(full.flops, 4)
     assert sorted(run["q"]) == sorted(full_run["q"]) and run["q"][0] == full_run["q"][0]
+    # A FLOPS ceiling raises the ratio a step at a time until the FLOPS fit under it, never past MAX_PRUNE_RATIO.
+    _, at_01 = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.1)
+    _, at_02 = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.2)
+    assert at_02.flops < at_01.flops
+    _, raised = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.1,
+                              flops_ceiling=at_02.flops)
+    assert raised.prune_ratio in (0.15, 0.2) and raised.flops <= at_02.flops
+    _, kept = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.1,
+                            flops_ceiling=at_01.flops)
+    assert kept == at_01  # already under the ceiling: no more pruning
+    _, capped = sparse_search(splade_tiny, ids, texts, queries, k=12, document_prune_ratio=0.1, flops_ceiling=0.0)
+    assert capped.prune_ratio == MAX_PRUNE_RATIO and capped.flops == at_02.flops
 
 
 def test_sparse_top_k_is_a_dot_product_ranking():
@@ -172,3 +185,20 @@ def test_large_encodings_show_a_progress_bar_and_small_ones_stay_quiet(texts, mo
     err = capsys.readouterr().err
     assert "encoding documents" in err and "2/2" in err  # 8 texts in batches of 4
     assert np.array_equal(shown.toarray(), encode_sparse_csr(model, texts, role="document", batch_size=4).toarray())
+
+
+def test_compare_systems_prunes_the_tuned_model_down_to_the_base_models_flops():
+    model = load_splade("local:splade-tiny", 128, "cpu")
+    texts = [d["text"] for d in python_docs_documents()[:12]]
+    ids = [f"d{i}" for i in range(len(texts))]
+    queries = {"q1": "read a file line by line", "q2": "sort a list"}
+    qrels = {"q1": {"d0": 1}, "q2": {"d1": 1}}
+    base = compare_systems(ids, texts, queries, qrels, {"base": model}, include_bm25=False)
+    cheap = {**base.sparsity["base"], "flops": base.sparsity["base"]["flops"] / 4}
+    for base_figures, expected in ((base.sparsity["base"], 0.1), (cheap, MAX_PRUNE_RATIO)):
+        comparison = compare_systems(ids, texts, queries, qrels, {"tuned": model}, include_bm25=False,
+                                     precomputed={"base": (base.runs["base"], base_figures)},
+                                     document_prune_ratios={"tuned": 0.1}, flops_ceilings={"tuned": "base"})
+        # the same model pruned at 0.1 already costs less than unpruned; a 4x cheaper base raises it to the cap
+        assert comparison.sparsity["tuned"]["document_prune_ratio"] == expected
+    assert comparison.sparsity["tuned"]["flops"] > cheap["flops"]  # the cap holds even when the ceiling is missed
