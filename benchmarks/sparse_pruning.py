@@ -8,7 +8,8 @@ tuned model encode the whole collection once; then every ratio of OpenSearch's `
 (`sparse_retrieval.prune_max_ratio`, what the `sparse_encoding` ingest processor applies) prunes the documents,
 and this writes nDCG@10, recall@100, active dimensions and FLOPS of each, with the pruned tuned model minus the
 unpruned one and its paired 95% interval. It reads real judgements to choose `document_prune_ratio`, so it refuses
-check collections (`core/retrieval/protocol.py`).
+check collections (`core/retrieval/protocol.py`); with `--as-delivered` it scores only the ratio the run's
+evaluation_report chose against no pruning, which reports what pruning did on any collection and chooses nothing.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
-from finetune_assets.core.retrieval.protocol import require_development
+from finetune_assets.core.retrieval.protocol import require_development, role
 
 RATIOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS) -> dict:
+def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS, *, as_delivered: bool = False) -> dict:
     from finetune_assets.benchmark import read_beir
     from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.jsonl import read_json
@@ -33,11 +34,14 @@ def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS) -> dict:
 
     bench = read_json(report_file)
     beir_dir = Path(bench["collection"])
-    name = require_development(beir_dir, "choosing the document pruning on real judgements")
+    name = beir_dir.name.lower() if as_delivered else require_development(
+        beir_dir, "choosing the document pruning on real judgements")
     settings = bench["settings"]
     if settings["model_type"] == "dense":
         raise ValueError(f"{report_file} is a dense run; pruning applies to sparse model types")
     storage = ArtifactStorage(root=str(Path(bench["work_dir"]) / "storage"))
+    if as_delivered:  # the run's own choice, made on its held-out synthetic queries
+        ratios = (read_json(storage.fetch(name, "evaluation_report") / "report.json")["document_prune_ratio"],)
     corpus, queries, qrels = read_beir(beir_dir)
     judged = [q for q in queries if q in qrels]
     doc_ids = [str(d["_id"]) for d in corpus]
@@ -45,7 +49,7 @@ def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS) -> dict:
     resource = BaseModelResource(model_type=settings["model_type"], base_model=settings["base_model"])
     models = {"base": resource.load_baseline(texts),
               "tuned": resource.load(str(storage.fetch(beir_dir.name.lower(), "trained_model") / "model"))}
-    out = {"collection": name, "judged_queries": sum(1 for q in judged if any(g > 0 for g in qrels[q].values())),
+    out = {"collection": name, "role": role(beir_dir), "as_delivered": as_delivered, "judged_queries": sum(1 for q in judged if any(g > 0 for g in qrels[q].values())),
            "model_type": settings["model_type"], "benchmark": str(report_file), "rows": []}
     ratios = tuple(sorted({0.0, *ratios}))  # the unpruned row first: each pruned one is compared with it
     unpruned_tuned: dict[str, float] = {}
@@ -89,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmarks", nargs="+", type=Path, help="sparse `finetune-assets benchmark` JSON files")
     parser.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS), help="max_ratio values (0 = none)")
+    parser.add_argument("--as-delivered", action="store_true", help="only the ratio each run's evaluation_report "
+                        "chose, against none: a report for any collection, check collections included")
     parser.add_argument("--out", type=Path, required=True, help="JSON figures; the table goes to stdout")
     args = parser.parse_args(argv)
     results = []
     for report in args.benchmarks:
         try:
-            results.append(measure(report, tuple(args.ratios)))
+            results.append(measure(report, tuple(args.ratios), as_delivered=args.as_delivered))
         except ValueError as exc:
             parser.error(str(exc))
     args.out.write_text(json.dumps({"results": results, "table": table(results)}, indent=2) + "\n", encoding="utf-8")

@@ -150,3 +150,19 @@ def test_the_table_shows_what_the_hybrid_query_adds_with_its_interval():
     table = format_table(report).splitlines()
     assert "hybrid_tuned - hybrid_base nDCG@10: +0.0030 (95% CI -0.0200 .. +0.0250)" in table
     assert not any(line.startswith("hybrid_tuned - bm25") for line in table)  # only the gains the run reported
+
+
+def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
+    from finetune_assets.benchmark import format_table
+
+    report = {"collection": "cranfield", "judged_queries": 225, "documents": 1400,
+              "results": {s: {"ndcg@10": 0.35, "mrr@10": 0.5, "recall@100": 0.7} for s in ("bm25", "base", "tuned")},
+              "tuned_minus_base_ndcg@10": {"mean": 0.03, "ci95": [0.01, 0.05]}, "timings_s": {"pipeline_total": 1.0},
+              "sparsity": {"base": {"avg_active_dims_query": 58.1, "avg_active_dims_document": 230.3, "flops": 12.2},
+                           "tuned": {"avg_active_dims_query": 51.7, "avg_active_dims_document": 99.7, "flops": 7.53,
+                                     "document_prune_ratio": 0.2, "avg_active_dims_document_unpruned": 182.2,
+                                     "flops_unpruned": 13.56}}}
+    lines = format_table(report).splitlines()
+    assert "base sparsity: 58.1 active dims per query, 230.3 per document, FLOPS 12.200" in lines
+    assert ("tuned sparsity: 51.7 active dims per query, 99.7 per document, FLOPS 7.530 (documents pruned at "
+            "max_ratio 0.2; unpruned FLOPS 13.560)") in lines

@@ -64,6 +64,9 @@ def test_the_pruning_benchmark_refuses_a_check_collection_and_a_dense_run(tmp_pa
             main([str(bench), "--out", str(tmp_path / "pruning.json")])
         assert stopped.value.code == 2 and reason in capsys.readouterr().err
     assert not (tmp_path / "pruning.json").exists()
+    with pytest.raises(SystemExit) as stopped:  # reporting a run as delivered still needs a sparse run
+        main([str(tmp_path / "cacm.json"), "--as-delivered", "--out", str(tmp_path / "pruning.json")])
+    assert stopped.value.code == 2 and "a dense run" in capsys.readouterr().err
 
 
 def test_the_pruning_table_shows_each_ratio_and_the_change_from_unpruned():
