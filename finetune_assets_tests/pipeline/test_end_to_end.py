@@ -177,26 +177,32 @@ def test_hybrid_search_pipeline_against_the_contract(pipeline_run):
 
 
 @pytest.mark.slow
-def test_sparse_documents_are_pruned_in_the_cluster_and_an_older_cluster_is_told(pipeline_run):
-    """search_pipeline's cluster check indexes through the ingest processor it delivers: with a sparse base_model
-    resource the scratch documents are pruned (max_ratio), and a cluster before 2.19 gets an unpruned ingest
-    pipeline with a warning. (Wiring only: the fake writes any deployed model's sparse field from its words, so the
-    dense run's registered model serves here.)"""
+def test_sparse_documents_are_pruned_in_the_cluster_and_an_older_cluster_is_told(pipeline_run, tmp_path):
+    """search_pipeline's cluster check indexes through the ingest processor it delivers, at the prune ratio
+    evaluation_report chose: the scratch documents are pruned (max_ratio), and a cluster before 2.19 gets an
+    unpruned ingest pipeline with a warning. (Wiring only: a copy of the dense run's artifacts whose report says
+    0.2, with a sparse base_model resource; the fake writes any deployed model's sparse field from its words.)"""
     assert pipeline_run["completed"].returncode == 0
+    import shutil
+
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.opensearch import OpenSearchResource
     from finetune_assets.resources.storage import ArtifactStorage
     from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
 
-    folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
+    storage = tmp_path / "storage"
+    shutil.copytree(pipeline_run["storage"], storage, symlinks=True)
+    report_file = storage / "artifacts" / INDEX / "evaluation_report" / "current" / "report.json"
+    report_file.write_text(json.dumps({**read_json(report_file), "document_prune_ratio": 0.2}))
+    folder = storage / "artifacts" / INDEX / "search_pipeline" / "current"
     outcomes = []
     for pruning in (True, False):
         with running_fake(settings=DEV_SETTINGS, deploy_polls=1, pruning=pruning) as cluster, \
                 DagsterInstance.ephemeral() as instance:
-            resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
+            resources = {**defs.resources, "storage": ArtifactStorage(root=str(storage)),
                          "opensearch": OpenSearchResource(url=cluster.url),
-                         "base_model": BaseModelResource(model_type="sparse", document_prune_ratio=0.2)}
+                         "base_model": BaseModelResource(model_type="sparse")}
             instance.add_dynamic_partitions("index", [INDEX])
             run = materialize(all_assets, selection=["registered_model_id", "search_pipeline"],
                               partition_key=INDEX, resources=resources, instance=instance,
