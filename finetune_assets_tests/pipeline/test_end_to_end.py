@@ -221,6 +221,20 @@ def test_sparse_documents_are_pruned_in_the_cluster_and_an_older_cluster_is_told
     assert "prune_type" not in str(old_delivered) and old_search["document_prune_ratio"] == 0.0
     assert any("prune_type needs OpenSearch 2.19" in m for m in old_log)
     assert not any("prune" in m for m in outcomes[0][1])  # a 2.19 cluster: no warning about pruning
+    # An inference-free registration: documents are indexed by the document model, queries use the tokenizer model.
+    registration_file = storage / "artifacts" / INDEX / "registered_model_id" / "current" / "registration.json"
+    registration = read_json(registration_file)
+    registration_file.write_text(json.dumps({**registration, "query_model_id": "tokenizer-model"}))
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("index", [INDEX])
+        materialize(all_assets, selection=["search_pipeline"], partition_key=INDEX, instance=instance,
+                    resources={**defs.resources, "storage": ArtifactStorage(root=str(storage)),
+                               "base_model": BaseModelResource(model_type="inference_free")},
+                    run_config={"ops": {"search_pipeline": {"config": {"search": "hybrid"}}}})
+    processor = read_json(folder / "ingest_pipeline.json")["processors"][0]["sparse_encoding"]
+    assert processor["model_id"] == registration["model_id"] and processor["prune_ratio"] == 0.2
+    neural_sparse = read_json(folder / "query.json")["query"]["hybrid"]["queries"][1]["neural_sparse"]
+    assert neural_sparse["sparse"]["model_id"] == "tokenizer-model"
 
 
 @pytest.mark.slow

@@ -1,10 +1,11 @@
 """search_pipeline: the search a user should run, BM25 fused with the registered model as a hybrid query.
 
 Writes the search pipeline body (`PUT /_search/pipeline/<name>`), the ingest pipeline that writes the model's
-field (a sparse model's documents pruned as evaluation_report measured them), a ready query, and how to apply them;
-with a cluster and a registered model it creates the search pipeline (idempotent) and runs one hybrid query
-through both pipelines on a scratch index. Which search is delivered follows the held-out figures of evaluation_report: the hybrid query,
-the model alone, or plain BM25 when neither model search beats it, or when the quality gate stopped the model.
+field (a sparse model's documents pruned as evaluation_report measured them), a ready query, and how to apply
+them; with a cluster and a registered model it creates the search pipeline (idempotent) and runs one hybrid query
+through both pipelines on a scratch index. Which search is delivered follows the held-out figures of
+evaluation_report: the hybrid query, the model alone, or plain BM25 when neither model search beats it, or when
+the quality gate stopped the model.
 """
 
 from typing import Literal
@@ -130,8 +131,9 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
         created = "not applied (no model registered in a cluster)"
     ingest = None
     if mode != "bm25":
-        ingest = ingest_body(model_type, model_id, index, text_field=config.text_field, vector_field=vector_field,
-                             prune_ratio=prune_ratio)
+        # documents go through the document model (an inference-free model's queries use query_model_id)
+        ingest = ingest_body(model_type, registration.get("model_id") or "<model id>", index,
+                             text_field=config.text_field, vector_field=vector_field, prune_ratio=prune_ratio)
         write_json(folder / INGEST_FILE, ingest)
     guide = how_to(name, mode, index, vector_field, model_type, prune_ratio if ingest else 0.0)
     (folder / HOW_TO_FILE).write_text(guide, encoding="utf-8")
@@ -195,6 +197,7 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
     held_out = next(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl"))
     distractors = [d["text"] for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")
                    if d["id"] != held_out["doc_id"]][:4]
+
     def check(ratio: float) -> dict:
         return verify_hybrid_search(client, registration["model_id"], DENSE if model_type == "dense" else SPARSE,
                                     [held_out["positive"], *distractors], held_out["query"], body,
