@@ -22,7 +22,9 @@ from finetune_assets.core.retrieval.protocol import require_development, role
 RATIOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS, *, as_delivered: bool = False) -> dict:
+def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS, *, as_delivered: bool = False,
+            encoded: dict | None = None) -> dict:
+    """One run's rows; `encoded` keeps the base model's vectors across runs of the same collection and base."""
     from finetune_assets.benchmark import read_beir
     from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.jsonl import read_json
@@ -47,15 +49,24 @@ def measure(report_file: Path, ratios: tuple[float, ...] = RATIOS, *, as_deliver
     doc_ids = [str(d["_id"]) for d in corpus]
     texts = [document_text({"title": d.get("title", ""), "text": d["text"]}) for d in corpus]
     resource = BaseModelResource(model_type=settings["model_type"], base_model=settings["base_model"])
-    models = {"base": resource.load_baseline(texts),
-              "tuned": resource.load(str(storage.fetch(beir_dir.name.lower(), "trained_model") / "model"))}
-    out = {"collection": name, "role": role(beir_dir), "as_delivered": as_delivered, "judged_queries": sum(1 for q in judged if any(g > 0 for g in qrels[q].values())),
+    tuned_dir = str(storage.fetch(name, "trained_model") / "model")
+    encoded = {} if encoded is None else encoded
+    base_key = (str(beir_dir.resolve()), settings["model_type"], resource.model_name)
+    loaders = {"base": lambda: resource.load_baseline(texts), "tuned": lambda: resource.load(tuned_dir)}
+    out = {"collection": name, "role": role(beir_dir), "as_delivered": as_delivered,
+           "judged_queries": sum(1 for q in judged if any(g > 0 for g in qrels[q].values())),
            "model_type": settings["model_type"], "benchmark": str(report_file), "rows": []}
     ratios = tuple(sorted({0.0, *ratios}))  # the unpruned row first: each pruned one is compared with it
     unpruned_tuned: dict[str, float] = {}
-    for system, model in models.items():
-        documents = encode(model, texts, batch_size=resource.batch_size, role="document")
-        query_vectors = encode(model, [queries[q] for q in judged], batch_size=resource.batch_size, role="query")
+    for system, load in loaders.items():
+        if system == "base" and base_key in encoded:
+            documents, query_vectors = encoded[base_key]
+        else:
+            model = load()
+            documents = encode(model, texts, batch_size=resource.batch_size, role="document")
+            query_vectors = encode(model, [queries[q] for q in judged], batch_size=resource.batch_size, role="query")
+            if system == "base":
+                encoded[base_key] = documents, query_vectors
         for ratio in ratios:
             pruned = prune_max_ratio(documents, ratio)
             indices, _ = top_k(query_vectors, pruned, 100)
@@ -97,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                         "chose, against none: a report for any collection, check collections included")
     parser.add_argument("--out", type=Path, required=True, help="JSON figures; the table goes to stdout")
     args = parser.parse_args(argv)
-    results = []
+    results, encoded = [], {}
     for report in args.benchmarks:
         try:
-            results.append(measure(report, tuple(args.ratios), as_delivered=args.as_delivered))
+            results.append(measure(report, tuple(args.ratios), as_delivered=args.as_delivered, encoded=encoded))
         except ValueError as exc:
             parser.error(str(exc))
     args.out.write_text(json.dumps({"results": results, "table": table(results)}, indent=2) + "\n", encoding="utf-8")

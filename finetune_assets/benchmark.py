@@ -354,7 +354,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         [str(d["_id"]) for d in corpus], texts, queries, qrels, models, batch_size=base_model.batch_size,
         precomputed={"base": (cached["run"], cached.get("sparsity"))} if cached else None,
         # the document pruning evaluation_report chose on the held-out synthetic queries, as for the fusion
-        document_prune_ratios={"tuned": evaluation.get("document_prune_ratio", base_model.prune_ratio)},
+        document_prune_ratios={"tuned": evaluation["document_prune_ratio"]},
     )
     if cache_dir and cached is None:  # the scored run, so that later runs can also fuse it with BM25
         write_json(cache_dir / f"{key}.json", {"model": base_model.model_name, "collection": str(beir_dir),

@@ -491,6 +491,17 @@ def test_verify_prunes_sparse_documents_in_the_ingest_pipeline(fake, client):
     assert fake.pipelines == {} and fake.indices == {}
 
 
+def test_the_contract_server_prunes_as_each_documented_prune_type_reads():
+    from finetune_assets_tests.fakes.ml_commons_fake import prune
+
+    weights = {"a": 4.0, "b": 2.0, "c": 1.0, "d": 0.5}  # total 7.5
+    assert prune(weights, "max_ratio", 0.3) == {"a": 4.0, "b": 2.0}  # >= 1.2
+    assert prune(weights, "abs_value", 1.0) == {"a": 4.0, "b": 2.0, "c": 1.0}
+    assert prune(weights, "top_k", 2) == {"a": 4.0, "b": 2.0}
+    assert prune(weights, "alpha_mass", 0.9) == {"a": 4.0, "b": 2.0}  # 6.0 within 6.75, 7.0 is not
+    assert prune(weights, "none", None) == weights and prune(weights, None, None) == weights
+
+
 def test_a_cluster_before_2_19_refuses_pruning_by_name(fake, client):
     from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError
 

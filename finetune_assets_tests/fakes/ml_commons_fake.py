@@ -240,13 +240,26 @@ PRUNE_RATIO_RANGES = {"max_ratio": lambda r: 0 <= r < 1, "alpha_mass": lambda r:
 
 
 def prune(weights: dict[str, float], prune_type: str | None, ratio) -> dict[str, float]:
-    """The sparse_encoding processor's pruning of one vector; max_ratio keeps weights >= ratio x the largest."""
+    """The sparse_encoding processor's pruning of one vector, as sparse-encoding.md describes each prune_type:
+    max_ratio keeps weights >= ratio x the largest, abs_value weights >= ratio, top_k the ratio largest, alpha_mass
+    the largest while their running sum stays within ratio x the total."""
     if prune_type in (None, "none") or not weights:
         return weights
-    if prune_type != "max_ratio":
-        raise NotImplementedError(f"the fake prunes with max_ratio only, not {prune_type}")
-    threshold = max(weights.values()) * float(ratio)
-    return {token: weight for token, weight in weights.items() if weight >= threshold}
+    ranked = sorted(weights.items(), key=lambda item: -item[1])
+    if prune_type == "max_ratio":
+        kept = [item for item in ranked if item[1] >= ranked[0][1] * float(ratio)]
+    elif prune_type == "abs_value":
+        kept = [item for item in ranked if item[1] >= float(ratio)]
+    elif prune_type == "top_k":
+        kept = ranked[:int(ratio)]
+    else:  # alpha_mass
+        budget, total, kept = float(ratio) * sum(weights.values()), 0.0, []
+        for item in ranked:
+            total += item[1]
+            if total > budget:
+                break
+            kept.append(item)
+    return dict(kept)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:

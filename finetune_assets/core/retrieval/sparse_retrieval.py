@@ -10,7 +10,7 @@ use the stock `encode_query` / `encode_document`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,16 +50,6 @@ def _fast_head(modules: list):
     if pooling.pooling_strategy != "max" or head is None or getattr(auto_model, "base_model", None) is None:
         return None
     return transformer, head
-
-
-def encode_sparse(model, texts: Sequence[str], *, role: str, batch_size: int = 32):
-    """Sparse [len(texts), vocab] float32 COO tensor on the CPU."""
-    import torch
-
-    vectors = encode_sparse_csr(model, texts, role=role, batch_size=batch_size).tocoo()
-    indices = torch.from_numpy(np.vstack([vectors.row, vectors.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(vectors.data), vectors.shape,
-                                   check_invariants=False).coalesce()
 
 
 def encode_sparse_csr(model, texts: Sequence[str], *, role: str, batch_size: int = 32, show_progress: bool = False):
@@ -192,6 +182,22 @@ def prune_max_ratio(vectors, ratio: float):
     return pruned
 
 
+def prune_to_ceiling(query_vectors, doc_vectors, ratio: float, flops_ceiling: float | None = None):
+    """(pruned documents, their Sparsity against `query_vectors`): pruned at `ratio`, then, while the FLOPS exceed
+    `flops_ceiling`, at each PRUNE_STEP more up to MAX_PRUNE_RATIO; Sparsity.prune_ratio is the ratio used and
+    Sparsity.unpruned the figures before pruning."""
+    unpruned = sparsity(query_vectors, doc_vectors)
+    ladder = [ratio]
+    if flops_ceiling is not None:
+        ladder += list(np.round(np.arange(ratio + PRUNE_STEP, MAX_PRUNE_RATIO + 1e-9, PRUNE_STEP), 4))
+    for step in ladder:
+        pruned = prune_max_ratio(doc_vectors, float(step))
+        figures = replace(sparsity(query_vectors, pruned), prune_ratio=float(step), unpruned=unpruned)
+        if flops_ceiling is None or figures.flops <= flops_ceiling:
+            break
+    return pruned, figures
+
+
 def sparse_search(
     model,
     doc_ids: Sequence[str],
@@ -206,24 +212,16 @@ def sparse_search(
 ) -> tuple[dict[str, list[str]] | dict[str, list[tuple[str, float]]], Sparsity]:
     """Rank documents for each query by sparse dot product (with the scores when `with_scores`); also return the
     sparsity of both sides. `document_prune_ratio` > 0 prunes each document as the ingest pipeline would
-    (prune_max_ratio) before ranking; with a `flops_ceiling` the ratio rises by PRUNE_STEP, up to MAX_PRUNE_RATIO,
-    while these queries' FLOPS exceed it (Sparsity.prune_ratio is the ratio used)."""
+    (prune_max_ratio) before ranking, raised while these queries' FLOPS exceed `flops_ceiling` (prune_to_ceiling)."""
     from finetune_assets.core.retrieval.retrieval import encode
 
     doc_vectors = encode(model, doc_texts, batch_size=batch_size, role="document")
     query_ids = list(queries)
     query_vectors = encode_sparse_csr(model, [queries[q] for q in query_ids], role="query", batch_size=batch_size)
-    figures = sparsity(query_vectors, doc_vectors)
     if document_prune_ratio:
-        ratio = document_prune_ratio
-        pruned_vectors = prune_max_ratio(doc_vectors, ratio)
-        pruned = sparsity(query_vectors, pruned_vectors)
-        while flops_ceiling is not None and pruned.flops > flops_ceiling and ratio + PRUNE_STEP <= MAX_PRUNE_RATIO + 1e-9:
-            ratio = round(ratio + PRUNE_STEP, 4)
-            pruned_vectors = prune_max_ratio(doc_vectors, ratio)
-            pruned = sparsity(query_vectors, pruned_vectors)
-        doc_vectors = pruned_vectors
-        figures = Sparsity(pruned.query_active_dims, pruned.document_active_dims, pruned.flops, ratio, figures)
+        doc_vectors, figures = prune_to_ceiling(query_vectors, doc_vectors, document_prune_ratio, flops_ceiling)
+    else:
+        figures = sparsity(query_vectors, doc_vectors)
     indices, scores = sparse_top_k(query_vectors, doc_vectors, k)
     if with_scores:
         run = {q: [(doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])] for row, q in enumerate(query_ids)}

@@ -10,7 +10,6 @@ from finetune_assets.core.retrieval.evaluation import compare_systems
 from finetune_assets.core.retrieval.retrieval import block_scores
 from finetune_assets.core.retrieval.sparse_retrieval import (
     MAX_PRUNE_RATIO,
-    encode_sparse,
     encode_sparse_csr,
     prune_max_ratio,
     sparse_search,
@@ -119,26 +118,26 @@ def texts() -> list[str]:
 
 def test_fast_encoder_gives_the_stock_splade_vectors(texts):
     model = load_splade("local:splade-tiny", 128, "cpu")
-    fast = encode_sparse(model, texts, role="document", batch_size=3).to_dense()
+    # The CSR the fast encoder builds directly, 8 bytes an active term (int32 terms, float32 weights).
+    csr = encode_sparse_csr(model, texts, role="document", batch_size=3)
+    assert csr.indices.dtype == csr.indptr.dtype == np.int32 and csr.data.dtype == np.float32
+    assert csr.has_sorted_indices
+    fast = torch.from_numpy(csr.toarray())
     stock = model.encode_document(texts, batch_size=3, convert_to_tensor=True).to_dense()
     assert fast.shape == stock.shape and (fast > 0).sum() > 100
     assert torch.allclose(fast, stock, atol=1e-5)
-    # The CSR the encoders build directly: the same vectors, 8 bytes an active term (int32 terms, float32 weights).
-    csr = encode_sparse_csr(model, texts, role="document", batch_size=3)
-    assert csr.indices.dtype == csr.indptr.dtype == np.int32 and csr.data.dtype == np.float32
-    assert np.array_equal(csr.toarray(), fast.numpy()) and csr.has_sorted_indices
 
 
 def test_inference_free_routes_queries_and_documents(texts):
     splade = load_splade("local:splade-tiny", 128, "cpu")
     model = inference_free_model(splade, texts)
     queries = ["how do I sort a list", "read a file"]
-    assert torch.equal(encode_sparse(model, queries, role="query").to_dense(),
+    assert torch.equal(torch.from_numpy(encode_sparse_csr(model, queries, role="query").toarray()),
                        model.encode_query(queries, convert_to_tensor=True).to_dense())
-    assert torch.allclose(encode_sparse(model, texts[:3], role="document").to_dense(),
+    assert torch.allclose(torch.from_numpy(encode_sparse_csr(model, texts[:3], role="document").toarray()),
                           splade.encode_document(texts[:3], convert_to_tensor=True).to_dense(), atol=1e-5)
     with pytest.raises(ValueError, match="role"):
-        encode_sparse(model, queries, role="passage")
+        encode_sparse_csr(model, queries, role="passage")
 
 
 def test_compare_systems_reports_sparsity_for_sparse_models(texts):
