@@ -225,20 +225,22 @@ def companion_model(setting: str, base_model_type: str) -> str | None:
     return setting
 
 
-# What 'auto' adds beside a sparse base model's BM25 and itself: MiniLM and bge-small-en, the two dense signals.
-# Measured 2026-12-04 (sparse default, 3 seeds per collection, benchmarks/results/*-bge4-*): see the README.
-AUTO_SPARSE_COMPANIONS = (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL)
+# What 'auto' adds beside a dense or sparse base model: the packaged models of the four-signal teacher (BM25,
+# all-MiniLM-L6-v2, SPLADE-tiny, bge-small-en) that the base model is not. Measured for sparse 2026-12-04 (3 seeds
+# per development collection, benchmarks/results/*-bge4-*) and for dense 2026-12-05 (docs/experiments.md).
+AUTO_COMPANIONS = {"dense": (DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL), "sparse": (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL)}
 
 
 def companion_models(setting: str, base_model_type: str) -> list[str]:
     """The companions a teacher_companion setting names, comma-separated, each read as companion_model reads one,
-    except that 'auto' beside a sparse base model is all-MiniLM-L6-v2 and bge-small-en (AUTO_SPARSE_COMPANIONS);
-    empty entries are skipped and a model named twice counts once (so 'auto, local:bge-small-en', which spelled
-    out the four-signal teacher before it became 'auto', still means it)."""
+    except that 'auto' beside a dense or sparse base model is AUTO_COMPANIONS (the four-signal teacher; an
+    inference-free base model keeps companion_model's one); empty entries are skipped and a model named twice counts
+    once (so 'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still
+    means it)."""
     models = []
     for part in setting.split(","):
-        if part.strip().lower() == "auto" and base_model_type == "sparse":
-            models += AUTO_SPARSE_COMPANIONS
+        if part.strip().lower() == "auto" and base_model_type in AUTO_COMPANIONS:
+            models += AUTO_COMPANIONS[base_model_type]
         elif model := companion_model(part, base_model_type):
             models.append(model)
     return list(dict.fromkeys(models))

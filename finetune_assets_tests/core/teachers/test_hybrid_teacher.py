@@ -158,12 +158,17 @@ def test_companion_scores_rank_the_matching_document_first(name):
 def test_several_companions_are_read_from_a_comma_separated_setting():
     assert companion_models("local:all-MiniLM-L6-v2, local:bge-small-en", "sparse") == [
         "local:all-MiniLM-L6-v2", "local:bge-small-en"]
-    assert companion_models("", "dense") == [] and companion_models("auto", "dense") == ["local:splade-tiny"]
-    # Beside a sparse base model 'auto' is both dense signals (the measured default), beside a dense one SPLADE-tiny.
+    assert companion_models("", "dense") == []
+    # 'auto' completes the measured four-signal teacher (BM25, MiniLM, SPLADE-tiny, bge-small) beside a dense or a
+    # sparse base model; an inference-free base model keeps the one packaged model of the other kind.
+    assert companion_models("auto", "dense") == ["local:splade-tiny", "local:bge-small-en"]
     assert companion_models("auto", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
-    assert companion_models("auto, /models/mine", "dense") == ["local:splade-tiny", "/models/mine"]
+    assert companion_models("auto", "inference_free") == ["local:all-MiniLM-L6-v2"]
+    assert companion_models("auto, /models/mine", "dense") == ["local:splade-tiny", "local:bge-small-en",
+                                                               "/models/mine"]
+    assert companion_models("local:splade-tiny", "dense") == ["local:splade-tiny"]
     # A model named twice counts once.
-    assert companion_models("auto, local:splade-tiny", "dense") == ["local:splade-tiny"]
+    assert companion_models("auto, local:splade-tiny", "dense") == ["local:splade-tiny", "local:bge-small-en"]
     assert companion_models("auto, local:bge-small-en", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
 
 
