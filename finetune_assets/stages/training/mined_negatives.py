@@ -63,8 +63,9 @@ class MinedNegativesConfig(Config):
                                    "inference-free one all-MiniLM-L6-v2; '' = none).")
     teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights of BM25, "
                                                    "the base model and each teacher_companion, each >= 0 and "
-                                                   "summing to 1 (null = by kind: BM25 0.3, dense 0.4, sparse "
-                                                   "0.3).")
+                                                   "summing to 1 (null = by kind: BM25 0.2, each sparse signal "
+                                                   "0.2, the dense ones share the rest; with one companion BM25 "
+                                                   "0.3, dense 0.4, sparse 0.3).")
     teacher_top_k: int = Field(default=TEACHER_TOP_K, ge=1, description="Documents kept per training query from "
                                "the teacher's scores: exact up to this many training documents, the rest summed "
                                "up by their mean and spread; its files take rows x K x 6 bytes.")
