@@ -214,35 +214,24 @@ def check_teacher_weights(weights: Sequence[float], companions: int = 1) -> None
                          f"{companions} companion(s)), each >= 0 and summing to 1, got {list(weights)}")
 
 
-def companion_model(setting: str, base_model_type: str) -> str | None:
-    """The model that joins BM25 and the base model in the teacher: 'auto' = the packaged model of the other
-    kind (SPLADE-tiny for a dense base model, all-MiniLM-L6-v2 for a sparse one); '' or 'none' = no third signal."""
-    setting = setting.strip()
-    if setting.lower() in ("", "none"):
-        return None
-    if setting.lower() == "auto":
-        return DEFAULT_SPARSE_MODEL if base_model_type == "dense" else DEFAULT_DENSE_MODEL
-    return setting
-
-
-# What 'auto' adds beside a dense or sparse base model: the packaged models of the four-signal teacher (BM25,
-# all-MiniLM-L6-v2, SPLADE-tiny, bge-small-en) that the base model is not. Measured for sparse 2026-12-04 (3 seeds
-# per development collection, benchmarks/results/*-bge4-*) and for dense 2026-12-05 (docs/experiments.md).
-AUTO_COMPANIONS = {"dense": (DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL), "sparse": (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL)}
+# What 'auto' adds beside each kind of base model: the packaged models of the four-signal teacher (BM25,
+# all-MiniLM-L6-v2, SPLADE-tiny, bge-small-en) that the base model is not, measured for sparse 2026-12-04 (3 seeds
+# per development collection, benchmarks/results/*-bge4-*) and for dense 2026-12-05 (docs/experiments.md); an
+# inference-free base model, not measured with it, keeps the dense model of the three-signal teacher.
+AUTO_COMPANIONS = {"dense": (DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL), "sparse": (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL),
+                   "inference_free": (DEFAULT_DENSE_MODEL,)}
 
 
 def companion_models(setting: str, base_model_type: str) -> list[str]:
-    """The companions a teacher_companion setting names, comma-separated, each read as companion_model reads one,
-    except that 'auto' beside a dense or sparse base model is AUTO_COMPANIONS (the four-signal teacher; an
-    inference-free base model keeps companion_model's one); empty entries are skipped and a model named twice counts
-    once (so 'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still
-    means it)."""
+    """The companions a teacher_companion setting names, comma-separated folders or ids: 'auto' is
+    AUTO_COMPANIONS for the base model's kind, '' and 'none' add nothing, and a model named twice counts once (so
+    'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still means it)."""
     models = []
-    for part in setting.split(","):
-        if part.strip().lower() == "auto" and base_model_type in AUTO_COMPANIONS:
+    for part in (p.strip() for p in setting.split(",")):
+        if part.lower() == "auto":
             models += AUTO_COMPANIONS[base_model_type]
-        elif model := companion_model(part, base_model_type):
-            models.append(model)
+        elif part and part.lower() != "none":
+            models.append(part)
     return list(dict.fromkeys(models))
 
 

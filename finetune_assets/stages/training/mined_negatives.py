@@ -58,9 +58,9 @@ class MinedNegativesConfig(Config):
                          "cross-encoder), a CrossEncoder path or hub id, '' for none, or auto = the hybrid "
                          "teacher's score matrix for batch_kl with negatives mined as with no teacher.")
     teacher_companion: str = Field(default="auto", description="Models beside BM25 and the base model in the hybrid "
-                                   "teacher, comma-separated folders or ids (auto = the packaged models of BM25 + "
-                                   "all-MiniLM-L6-v2 + SPLADE-tiny + bge-small-en the base model is not; beside an "
-                                   "inference-free one all-MiniLM-L6-v2; '' = none).")
+                                   "teacher, comma-separated folders or ids (auto = those of all-MiniLM-L6-v2, "
+                                   "SPLADE-tiny and bge-small-en the base model is not, all-MiniLM-L6-v2 beside an "
+                                   "inference-free one; '' = none).")
     teacher_weights: Optional[list[float]] = Field(default=None, description="The hybrid teacher's weights of BM25, "
                                                    "the base model and each teacher_companion, each >= 0 and "
                                                    "summing to 1 (null = by kind: BM25 0.2, each sparse signal "

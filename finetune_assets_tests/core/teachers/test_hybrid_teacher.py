@@ -4,7 +4,6 @@ import pytest
 from finetune_assets.core.retrieval.mining import MiningSettings, mine_hard_negatives
 from finetune_assets.core.teachers.hybrid_teacher import (
     HybridTeacher,
-    companion_model,
     companion_models,
     companion_scores,
 )
@@ -138,11 +137,11 @@ def test_a_companion_adds_its_z_scores_with_the_weights_of_its_kind():
     assert teacher.block([0])[0] == pytest.approx(_z(lexical) + _z(docs @ query[0]))
 
 
-def test_the_automatic_companion_is_the_packaged_model_of_the_other_kind():
-    assert companion_model("auto", "dense") == "local:splade-tiny"
-    assert companion_model("AUTO", "sparse") == "local:all-MiniLM-L6-v2"
-    assert companion_model("", "dense") is None and companion_model("none", "sparse") is None
-    assert companion_model("/models/mine", "dense") == "/models/mine"
+def test_a_single_companion_setting_is_read_case_blind_and_none_means_no_companion():
+    assert companion_models("AUTO", "inference_free") == ["local:all-MiniLM-L6-v2"]
+    assert companion_models("", "dense") == [] and companion_models("none", "sparse") == []
+    assert companion_models(" NONE ,", "dense") == []
+    assert companion_models("/models/mine", "dense") == ["/models/mine"]
 
 
 @pytest.mark.parametrize("name", ["local:splade-tiny", "local:all-MiniLM-L6-v2"])
