@@ -264,11 +264,13 @@ def _cached_baseline(cache_dir: Path | None, key: str) -> dict | None:
 def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200, model_type: str = "dense",
                   work_dir: str | Path | None = None, run_config: dict | None = None,
                   reuse_queries: str | Path | None = None, corpus_docs: int | None = None,
-                  baseline_cache: str | Path | None = None, queries_only: bool = False) -> dict:
+                  baseline_cache: str | Path | None = None, queries_only: bool = False,
+                  base_model: str | None = None) -> dict:
     """`max_docs` documents get generated queries; `corpus_docs` (default: raw_corpus's default sample; 0 = all)
     are sampled into raw_corpus, for span queries, negatives and the teacher matrix. `baseline_cache` keeps the base model's ranking of
     the real queries between runs (it never changes for the same corpus, queries and model). `queries_only`
-    stops after query generation: its work dir is then for later runs' `reuse_queries`."""
+    stops after query generation: its work dir is then for later runs' `reuse_queries`. `base_model` replaces the
+    base_model resource's model (None keeps it)."""
     from dagster import DagsterInstance, materialize
 
     from finetune_assets.core.data.pairs import document_text
@@ -305,7 +307,8 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     configured = defs.resources["base_model"]
     base = BaseModelResource(model_type=model_type, max_seq_length=configured.max_seq_length,
                              batch_size=configured.batch_size, document_prune_ratio=configured.document_prune_ratio,
-                             base_model=configured.base_model if configured.model_type == model_type else "")
+                             base_model=base_model if base_model is not None else
+                             configured.base_model if configured.model_type == model_type else "")
     resources = {**defs.resources, "storage": storage, "base_model": base}
     selection = all_assets
     if queries_only:

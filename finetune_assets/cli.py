@@ -72,7 +72,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         report = run_benchmark(args.beir_dir, args.out, max_docs=args.max_docs, model_type=args.model_type,
                                work_dir=args.work_dir, run_config=run_config, reuse_queries=args.reuse_queries,
                                corpus_docs=args.corpus_docs, baseline_cache=args.baseline_cache,
-                               queries_only=args.queries_only)
+                               queries_only=args.queries_only, base_model=args.base_model)
     except (BenchmarkInputError, FileNotFoundError) as exc:
         return fail(str(exc), 2)
     except DagsterInvalidConfigError as exc:
@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="keep the base model's ranking of the real queries here and reuse it in later runs")
     bench.add_argument("--model-type", default="dense", choices=MODEL_TYPES,
                        help="dense bi-encoder, SPLADE, or inference-free SPLADE (IDF query weights)")
+    bench.add_argument("--base-model", default=None,
+                       help="model to tune and compare with: a local: alias, folder or hub id (default: the "
+                            "base_model resource's for --model-type)")
     bench.add_argument("--work-dir", default=None, help="where artifacts go (default: a temporary folder)")
     bench.add_argument("--config-json", default=None, help="extra Dagster run config, as for dagster asset materialize")
     bench.add_argument("--reuse-queries", default=None, metavar="EARLIER_WORK_DIR",
