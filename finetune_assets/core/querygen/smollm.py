@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from finetune_assets.core.languages import LATIN, UNKNOWN, dominant_script, language_hint
-from finetune_assets.core.offline_models import smollm2_gguf_path
+from finetune_assets.core.offline_models import default_cache_dir, smollm2_gguf_path
 from finetune_assets.core.querygen.base import (
     ProgressCallback,
     QueryGenerator,
@@ -138,13 +138,6 @@ def warn_on_other_scripts(documents: list[dict]) -> dict[str, int]:
                     "multilingual generator (FINETUNE_QUERY_GENERATOR=bedrock or openai)", sum(other.values()),
                     len(documents), ", ".join(f"{s}: {n}" for s, n in sorted(other.items())), MODEL_NAME)
     return other
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("FINETUNE_ASSETS_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finetune-assets"
 
 
 # ------------------------------------------------------------------------------- trivially broken lines

@@ -220,16 +220,22 @@ def check_teacher_weights(weights: Sequence[float], companions: int = 1) -> None
 # inference-free base model, not measured with it, keeps the dense model of the three-signal teacher.
 AUTO_COMPANIONS = {"dense": (DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL), "sparse": (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL),
                    "inference_free": (DEFAULT_DENSE_MODEL,)}
+FOUR_SIGNAL_MODELS = (DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL)
 
 
-def companion_models(setting: str, base_model_type: str) -> list[str]:
+def companion_models(setting: str, base_model_type: str, base_model: str = "") -> list[str]:
     """The companions a teacher_companion setting names, comma-separated folders or ids: 'auto' is
-    AUTO_COMPANIONS for the base model's kind, '' and 'none' add nothing, and a model named twice counts once (so
-    'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still means it)."""
+    AUTO_COMPANIONS for the base model's kind, or, when `base_model` is itself one of the packaged four-signal
+    models (bge-small-en as a dense base), the other two; '' and 'none' add nothing, and a model named twice counts
+    once (so 'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still
+    means it)."""
+    auto = AUTO_COMPANIONS[base_model_type]
+    if base_model_type != "inference_free" and base_model.lower() in {m.lower() for m in FOUR_SIGNAL_MODELS}:
+        auto = tuple(m for m in FOUR_SIGNAL_MODELS if m.lower() != base_model.lower())
     models = []
     for part in (p.strip() for p in setting.split(",")):
         if part.lower() == "auto":
-            models += AUTO_COMPANIONS[base_model_type]
+            models += auto
         elif part and part.lower() != "none":
             models.append(part)
     return list(dict.fromkeys(models))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_assets.core.offline_models import resolve_model
+from finetune_assets.core.offline_models import resolve_base_model
 from finetune_assets.core.retrieval.splade_pooling import splade_embeddings
 from finetune_assets.core.teachers.teacher_top_k import SCORES_FILE, TEACHER_TOP_K, TeacherTopK
 from finetune_assets.core.training.data_parallel import join_workers
@@ -197,7 +197,7 @@ def _load_student(hp: Hyperparameters, device: str):
     if hp.model_type == "dense":
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(resolve_model(hp.base_model), device=device)
+        return SentenceTransformer(resolve_base_model(hp.base_model), device=device)
     if hp.model_type == "sparse":
         from finetune_assets.core.training.sparse_training import load_splade
 

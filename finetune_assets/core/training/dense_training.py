@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_assets.core.model_types import MODEL_TYPES, check_model_type, default_base_model
-from finetune_assets.core.offline_models import resolve_model
+from finetune_assets.core.offline_models import resolve_base_model
 from finetune_assets.core.training.losses import LOSSES, check_loss, ranking_loss, teacher_labels, training_dataset
 
 # SPLADE recipe defaults (sentence-transformers' SPLADE and inference-free SPLADE training examples).
@@ -388,7 +388,7 @@ def train_dense(
     )
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SentenceTransformer(resolve_model(hp.base_model), device=device)
+    model = SentenceTransformer(resolve_base_model(hp.base_model), device=device)
     model.max_seq_length = hp.training_sequence_length
     dataset = training_dataset(rows, columns, hp.loss)
     steps = total_steps(rows, hp)

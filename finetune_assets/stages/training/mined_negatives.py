@@ -122,7 +122,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
     check_run_config(context)
     index = context.partition_key
     if config.teacher_weights is not None:  # fail before mining, not after
-        companions = companion_models(config.teacher_companion, base_model.model_type)
+        companions = companion_models(config.teacher_companion, base_model.model_type, base_model.model_name)
         if not companions:
             raise ValueError("teacher_weights weigh BM25, the base model and teacher_companion, but "
                              "teacher_companion is empty: set a companion or leave teacher_weights null")
@@ -167,7 +167,8 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
         teacher_metadata.update(write_teacher_top_k(context, teacher or HybridTeacher(), result, documents, folder,
                                                      base_model=base_model, model=model,
                                                      companions=companion_models(config.teacher_companion,
-                                                                                 base_model.model_type),
+                                                                                 base_model.model_type,
+                                                                                 base_model.model_name),
                                                      weights=config.teacher_weights, k=config.teacher_top_k))
     uri = storage.publish(index, "mined_negatives", folder)
     examples = [{"query": r["query"], "positive": r["positive"], "negative_1": r.get("negative_1", "")}

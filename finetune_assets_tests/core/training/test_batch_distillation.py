@@ -120,10 +120,14 @@ def _mean_kl(model, rows, texts, scores, scale=20.0):
 
 
 @pytest.mark.slow
-def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
+@pytest.mark.parametrize("base_model", ["local:all-MiniLM-L6-v2", "local:bge-small-en"])
+def test_training_moves_the_dense_student_towards_the_teacher(tmp_path, monkeypatch, base_model):
+    """The default base model, and bge-small-en, which ships as int8 ONNX and trains from its dequantised weights."""
     from sentence_transformers import SentenceTransformer
 
-    from finetune_assets.core.offline_models import minilm_path
+    from finetune_assets.core.offline_models import resolve_base_model
+
+    monkeypatch.setenv("FINETUNE_ASSETS_CACHE_DIR", str(tmp_path / "cache"))
 
     texts = ["heat transfer to a flat plate in hypersonic flow", "buckling of thin cylindrical shells under load",
              "flutter of a wing at transonic speed", "boundary layer transition on a cone",
@@ -134,10 +138,10 @@ def test_training_moves_the_dense_student_towards_the_teacher(tmp_path):
     for r, d in enumerate([4, 1, 5, 0, 2, 3]):
         scores[r, d] = 4.0
     documents = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
-    base = SentenceTransformer(str(minilm_path()), device="cpu")
+    base = SentenceTransformer(resolve_base_model(base_model), device="cpu")
     before = _mean_kl(base, rows, texts, scores)
     hp = Hyperparameters(loss="batch_kl", epochs=8, batch_size=3, learning_rate=3e-4, candidates_per_query=2,
-                         max_seq_length=32, logging_steps=4)
+                         max_seq_length=32, logging_steps=4, base_model=base_model)
     logged = []
     outcome = train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / "model",
                              on_log=logged.append)
