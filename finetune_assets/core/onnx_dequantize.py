@@ -82,7 +82,8 @@ def sentence_transformer_from_quantized_onnx(source: str | Path, out: str | Path
         for name in _TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copy(source / name, tmp / "bert" / name)
-        transformer = Transformer(str(tmp / "bert"), max_seq_length=max_seq_length)
+        transformer = Transformer(str(tmp / "bert"), max_seq_length=max_seq_length,
+                                  model_kwargs={"add_pooling_layer": False})  # sentence vectors never use it
         pooled = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
         SentenceTransformer(modules=[transformer, pooled, Normalize()], device="cpu").save(str(tmp / "st"))
         shutil.rmtree(out, ignore_errors=True)
