@@ -94,6 +94,12 @@ def test_derivation_ignores_runs_with_other_techniques_and_prefers_never_worse_s
     teacher = {"mined_negatives": {"config": {"teacher": "default"}}}
     assert describe_run(report("cacm", 0.5, config=teacher), defaults) is None  # a technique, not a setting
     assert describe_run({"collection": "x", "results": {}}, defaults) is None  # not a benchmark report
+    # Only runs of the type's default base model count: another base model's gain says nothing of its settings.
+    other_base = report("cacm", 0.5)
+    other_base["settings"]["base_model"] = "local:bge-small-en"
+    assert describe_run(other_base, defaults) is None
+    other_base["settings"]["base_model"] = "local:all-MiniLM-L6-v2"
+    assert describe_run(other_base, defaults)["gain"] == 0.5
     runs = [describe_run(r, defaults) for r in [
         report("cacm", 0.03), report("cranfield", 0.00),
         report("cacm", 0.08, config=two_epochs), report("cranfield", -0.01, config=two_epochs),
@@ -151,7 +157,9 @@ def test_batch_kl_entries_come_from_runs_with_todays_teacher_and_sample_sizes(tm
                                                              "max_docs": sizes["max_docs"] * 3}}]
     ignored.append(batch_kl_report("cacm", 0.9, "sparse", teacher=THREE_SIGNALS))  # the defaults have four
     ignored.append(batch_kl_report("cacm", 0.9, teacher=THREE_SIGNALS))
-    assert [describe_batch_kl_run(r, defaults, sizes) for r in ignored] == [None] * 6
+    other_base = batch_kl_report("cacm", 0.9)  # the default recipe on another base model
+    ignored.append({**other_base, "settings": {**other_base["settings"], "base_model": "local:bge-small-en"}})
+    assert [describe_batch_kl_run(r, defaults, sizes) for r in ignored] == [None] * 7
     # Spelling the default companions out is still the default teacher.
     spelled = {"mined_negatives": {"config": {"teacher_companion": "local:all-MiniLM-L6-v2, local:bge-small-en"}}}
     assert describe_batch_kl_run(batch_kl_report("cacm", 0.9, "sparse", config=spelled), defaults, sizes)
