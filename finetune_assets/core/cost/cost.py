@@ -81,6 +81,7 @@ class TrainSettings:
     # batch_kl: the student's own top documents each query adds to the pool; priced as more passages per row (an
     # upper bound: some are already among the teacher's candidates)
     student_candidates_per_query: int = 0
+    base_model: str = ""  # the model trained: the price table's relative_cost scales its rate ("" = all-MiniLM-L6-v2)
 
 
 @dataclass(frozen=True)
@@ -184,23 +185,26 @@ def training_rows(train: TrainSettings, generated_rows: float) -> tuple[float, i
     return rows * train.soup_size, passages
 
 
-def table_rows_per_second(prices: PriceTable, device: str, devices: int, passages: int, passage_tokens: float) -> float:
+def table_rows_per_second(prices: PriceTable, device: str, devices: int, passages: int, passage_tokens: float,
+                          base_model: str = "") -> float:
     """The price table's training rate of `devices` x `device` (a GPU type or cpu) for rows of `passages` passages
-    of `passage_tokens` tokens: longer rows train proportionally slower than the table's reference row."""
+    of `passage_tokens` tokens: longer rows train proportionally slower than the table's reference row, and a base
+    model with a relative_cost entry (bge-small-en) that many times slower than all-MiniLM-L6-v2."""
     throughput = prices.data["training_throughput"]
     row_tokens = throughput["query_tokens"] + passages * passage_tokens
-    return prices.default_rows_per_second(device) * throughput["reference_row_tokens"] / row_tokens * devices
+    relative = float(throughput.get("relative_cost", {}).get(base_model.strip().lower(), 1.0))
+    return prices.default_rows_per_second(device) * throughput["reference_row_tokens"] / row_tokens * devices / relative
 
 
 def _training_item(prices: PriceTable, rows: float, passages_per_row: int, passage_tokens: float, instance_type: str,
-                   instance_count: int, measured_rows_per_second: float | None) -> LineItem:
+                   instance_count: int, measured_rows_per_second: float | None, base_model: str = "") -> LineItem:
     """Rows over throughput, plus each instance's billed start-up."""
     instance = prices.training_instance(instance_type)
     if measured_rows_per_second:
         rows_per_second, rate_note = float(measured_rows_per_second), "measured rows/s"
     else:
         device, devices = prices.training_devices(instance_type, instance_count)
-        rows_per_second = table_rows_per_second(prices, device, devices, passages_per_row, passage_tokens)
+        rows_per_second = table_rows_per_second(prices, device, devices, passages_per_row, passage_tokens, base_model)
         row_tokens = prices.data["training_throughput"]["query_tokens"] + passages_per_row * passage_tokens
         rate_note = f"table default for {device}, {row_tokens:.0f}-token rows"
     hours = rows / rows_per_second / 3600 + prices.data["sagemaker_training"].get("overhead_minutes", 0.0) / 60
@@ -283,7 +287,7 @@ def estimate_cost(documents: Sequence[dict], *, num_documents: int | None = None
     rows, passages_per_row = training_rows(train, generated_training_rows(total_docs, queries_per_type,
                                                                           train.held_out_fraction))
     items.append(_training_item(prices, rows, passages_per_row, passage_tokens, training_instance_type,
-                                training_instance_count, training_rows_per_second))
+                                training_instance_count, training_rows_per_second, train.base_model))
     items += _endpoint_items(prices, endpoint_instance_type, endpoint_instance_count, serverless_memory_mb,
                              requests_per_month)
 

@@ -139,7 +139,7 @@ def train_settings(hp: Hyperparameters, pairs: TrainingPairsConfig, sampled_docu
                          held_out_fraction=pairs.held_out_fraction, max_seq_length=hp.training_sequence_length,
                          loss=hp.loss, max_steps=hp.max_steps, candidates_per_query=hp.candidates_per_query,
                          soup_size=hp.soup_size, student_candidates_per_query=hp.student_candidates_per_query,
-                         span_rows=span_rows if hp.loss == "batch_kl" else 0.0)
+                         span_rows=span_rows if hp.loss == "batch_kl" else 0.0, base_model=hp.base_model)
 
 
 class RunEstimate(NamedTuple):

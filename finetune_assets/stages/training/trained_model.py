@@ -207,7 +207,7 @@ def training_rate(config: TrainedModelConfig, hp: Hyperparameters, backend: str,
     else:
         (device, note), devices = local_training_device(known), 1
     passages = passages_per_row(hp.loss, hp.candidates_per_query, hp.student_candidates_per_query, hp.num_negatives)
-    rate = table_rows_per_second(prices, device, devices, passages, hp.training_sequence_length)
+    rate = table_rows_per_second(prices, device, devices, passages, hp.training_sequence_length, hp.base_model)
     return rate, f"price table, {devices} x {device}" + (f"; {note}" if note else "")
 
 

@@ -160,6 +160,12 @@ def test_training_hours_follow_rows_and_throughput(documents):
     # Two instances: twice the throughput, same instance-hours of work.
     one = hours(training_instance_count=1)
     assert hours(training_instance_count=2) == pytest.approx(one, rel=1e-3)
+    # bge-small-en (12 layers) trains at half all-MiniLM-L6-v2's rate (the table's relative_cost, measured on CPU);
+    # a measured rate is the job's own and is not scaled.
+    assert hours(train=TrainSettings(base_model="local:bge-small-en")) == pytest.approx(2 * hours(train=TrainSettings()))
+    assert hours(train=TrainSettings(base_model="/models/mine")) == pytest.approx(hours(train=TrainSettings()))
+    assert hours(training_rows_per_second=10.0, train=TrainSettings(base_model="local:bge-small-en")) == \
+        pytest.approx(base)
 
 
 def test_batch_kl_training_counts_span_queries_teacher_candidates_and_the_step_cap(documents):

@@ -71,6 +71,11 @@ def test_a_training_budget_replaces_the_tables_steps_at_the_training_devices_rat
                                                         base_model="m", max_seq_length=128),
                           1_000_000, "local", sagemaker)
     assert soup.steps == 15  # two models share the budget (locally one process: 480 rows / 32)
+    # bge-small-en trains at half the table's rate, so the same budget buys half the steps.
+    bge = Hyperparameters.from_settings(hp.to_dict(), {}, model_type="dense", base_model="local:bge-small-en",
+                                        max_seq_length=128)
+    halved = planned_length(TrainedModelConfig(training_budget_minutes=30), bge, 1_000_000, "sagemaker", sagemaker)
+    assert halved.steps == int(30 * 60 * rate / 2 // 64)
 
 
 def test_sagemaker_trains_one_process_per_gpu_when_distributed_and_batch_kl_refuses_smddp():
