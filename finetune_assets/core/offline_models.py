@@ -62,11 +62,17 @@ def bge_small_trainable_path() -> Path:
     return folder
 
 
+# What each packaged alias is, so a base model that cannot serve its model_type is refused before any work.
+PACKAGED_KINDS = {"local:all-minilm-l6-v2": "dense", "local:bge-small-en": "dense", "local:splade-tiny": "sparse"}
+
 _ALIASES = {
     "local:all-minilm-l6-v2": minilm_path,
     "local:splade-tiny": splade_tiny_path,
     "local:bge-small-en": bge_small_onnx_dir,
 }
+
+# Aliases whose packaged files are not trainable as they are: where a base model is loaded, they resolve to a copy.
+_TRAINABLE_ALIASES = {BGE_SMALL_MODEL: bge_small_trainable_path}
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -78,6 +84,5 @@ def resolve_model(name_or_path: str) -> str:
 def resolve_base_model(name_or_path: str) -> str:
     """As `resolve_model`, for a model that is trained or encodes through sentence-transformers: an alias that
     ships only as quantised ONNX becomes its dequantised, trainable folder."""
-    if name_or_path.lower() == BGE_SMALL_MODEL:
-        return str(bge_small_trainable_path())
-    return resolve_model(name_or_path)
+    resolver = _TRAINABLE_ALIASES.get(name_or_path.lower())
+    return str(resolver()) if resolver else resolve_model(name_or_path)

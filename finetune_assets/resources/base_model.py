@@ -4,7 +4,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from finetune_assets.core.model_types import MODEL_TYPES, check_model_type, default_base_model
-from finetune_assets.core.offline_models import BGE_SMALL_MODEL, resolve_base_model
+from finetune_assets.core.offline_models import PACKAGED_KINDS, resolve_base_model
 
 
 class BaseModelResource(ConfigurableResource):
@@ -29,9 +29,11 @@ class BaseModelResource(ConfigurableResource):
     @property
     def model_name(self) -> str:
         model_type = check_model_type(self.model_type)
-        if model_type != "dense" and self.base_model.strip().lower() == BGE_SMALL_MODEL:
-            raise ValueError(f"base_model {self.base_model} is a dense bi-encoder but model_type is {model_type}: "
-                             "set model_type dense, or a SPLADE model (local:splade-tiny) as base_model")
+        kind = PACKAGED_KINDS.get(self.base_model.strip().lower())
+        if kind and (kind == "dense") != (model_type == "dense"):
+            what = "a dense bi-encoder" if kind == "dense" else "a SPLADE model"
+            raise ValueError(f"base_model {self.base_model} is {what} but model_type is {model_type}: set model_type "
+                             f"{kind}, or base_model {default_base_model(model_type)}")
         return self.base_model or default_base_model(model_type)
 
     @property

@@ -1,5 +1,7 @@
 """bge-small-en, packaged only as int8 ONNX, becomes a trainable sentence-transformers model that encodes as the ONNX
 export does."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,8 @@ def test_the_dequantised_model_encodes_as_the_onnx_export_and_trains(converted):
 
     with safe_open(str(converted / "model.safetensors"), "np") as saved:
         names = set(saved.keys())
-    assert len(names) == 197 and not any(name.startswith("pooler.") for name in names)
+    assert names == set(dequantized_state_dict(bge_small_onnx_dir() / "model.onnx"))
+    assert not any(name.startswith("pooler.") for name in names)
 
 
 def test_a_tensor_missing_from_the_export_is_named(tmp_path):
@@ -61,9 +64,9 @@ def test_the_alias_is_onnx_for_teachers_and_a_cached_trainable_folder_for_traini
     monkeypatch.setenv("FINETUNE_ASSETS_CACHE_DIR", str(tmp_path))
     assert resolve_model("local:bge-small-en") == str(bge_small_onnx_dir())
     folder = resolve_base_model("local:bge-small-en")
-    assert folder.startswith(str(tmp_path)) and (tmp_path / folder / "modules.json").is_file()
-    written = (tmp_path / folder / "model.safetensors").stat().st_mtime_ns
+    assert Path(folder).parent == tmp_path and (Path(folder) / "modules.json").is_file()
+    written = (Path(folder) / "model.safetensors").stat().st_mtime_ns
     assert resolve_base_model("LOCAL:bge-small-en") == folder  # converted once, then read from the cache
-    assert (tmp_path / folder / "model.safetensors").stat().st_mtime_ns == written
+    assert (Path(folder) / "model.safetensors").stat().st_mtime_ns == written
     assert not list(tmp_path.glob("*.tmp-*"))  # no half-written folder left behind
     assert resolve_base_model("local:splade-tiny") == resolve_model("local:splade-tiny")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_assets.core.model_types import default_base_model
 from finetune_assets.core.offline_models import (
     BGE_SMALL_MODEL,
     DEFAULT_DENSE_MODEL,
@@ -214,24 +215,29 @@ def check_teacher_weights(weights: Sequence[float], companions: int = 1) -> None
                          f"{companions} companion(s)), each >= 0 and summing to 1, got {list(weights)}")
 
 
-# What 'auto' adds beside each kind of base model: the packaged models of the four-signal teacher (BM25,
-# all-MiniLM-L6-v2, SPLADE-tiny, bge-small-en) that the base model is not, measured for sparse 2026-12-04 (3 seeds
-# per development collection, benchmarks/results/*-bge4-*) and for dense 2026-12-05 (docs/experiments.md); an
-# inference-free base model, not measured with it, keeps the dense model of the three-signal teacher.
-AUTO_COMPANIONS = {"dense": (DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL), "sparse": (DEFAULT_DENSE_MODEL, BGE_SMALL_MODEL),
-                   "inference_free": (DEFAULT_DENSE_MODEL,)}
+# What 'auto' adds beside a dense or sparse base model: the packaged models of the four-signal teacher (BM25,
+# all-MiniLM-L6-v2, SPLADE-tiny, bge-small-en) that the base model is not (one not among them counts as its type's
+# default), measured for sparse 2026-12-04 (3 seeds per development collection, benchmarks/results/*-bge4-*) and for
+# dense 2026-12-05 (docs/experiments.md); an inference-free base model, not measured with it, keeps the dense model
+# of the three-signal teacher.
 FOUR_SIGNAL_MODELS = (DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL)
+
+
+def auto_companions(base_model_type: str, base_model: str = "") -> tuple[str, ...]:
+    if base_model_type == "inference_free":
+        return (DEFAULT_DENSE_MODEL,)
+    base = base_model.strip().lower()
+    if base not in {m.lower() for m in FOUR_SIGNAL_MODELS}:
+        base = default_base_model(base_model_type).lower()
+    return tuple(m for m in FOUR_SIGNAL_MODELS if m.lower() != base)
 
 
 def companion_models(setting: str, base_model_type: str, base_model: str = "") -> list[str]:
     """The companions a teacher_companion setting names, comma-separated folders or ids: 'auto' is
-    AUTO_COMPANIONS for the base model's kind, or, when `base_model` is itself one of the packaged four-signal
-    models (bge-small-en as a dense base), the other two; '' and 'none' add nothing, and a model named twice counts
-    once (so 'auto, local:bge-small-en', which spelled out the four-signal teacher before it became 'auto', still
-    means it)."""
-    auto = AUTO_COMPANIONS[base_model_type]
-    if base_model_type != "inference_free" and base_model.lower() in {m.lower() for m in FOUR_SIGNAL_MODELS}:
-        auto = tuple(m for m in FOUR_SIGNAL_MODELS if m.lower() != base_model.lower())
+    auto_companions (the four-signal teacher's packaged models the base model is not); '' and 'none' add nothing,
+    and a model named twice counts once (so 'auto, local:bge-small-en', which spelled out the four-signal teacher
+    before it became 'auto', still means it)."""
+    auto = auto_companions(base_model_type, base_model)
     models = []
     for part in (p.strip() for p in setting.split(",")):
         if part.lower() == "auto":
