@@ -32,16 +32,23 @@ TIME_GROWTH_TARGET = 4.5
 PEAK_RSS_TARGET_MIB = 8 * 1024
 
 
-def _resources(work: Path, model_type: str) -> dict:
+def _base_model(model_type: str):
+    """The code location's base_model resource (FINETUNE_BASE_MODEL), for `model_type`."""
     from finetune_assets.definitions import defs
     from finetune_assets.resources.base_model import BaseModelResource
-    from finetune_assets.resources.storage import ArtifactStorage
 
     configured = defs.resources["base_model"]
-    base = BaseModelResource(model_type=model_type, max_seq_length=configured.max_seq_length,
+    return BaseModelResource(model_type=model_type, max_seq_length=configured.max_seq_length,
                              batch_size=configured.batch_size,
                              base_model=configured.base_model if configured.model_type == model_type else "")
-    return {**defs.resources, "storage": ArtifactStorage(root=str(work / "storage")), "base_model": base}
+
+
+def _resources(work: Path, model_type: str) -> dict:
+    from finetune_assets.definitions import defs
+    from finetune_assets.resources.storage import ArtifactStorage
+
+    return {**defs.resources, "storage": ArtifactStorage(root=str(work / "storage")),
+            "base_model": _base_model(model_type)}
 
 
 def stage_config(stage: str, corpus: Path, size: int, max_steps: int, generated: int,
@@ -157,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                   args.generated_documents, args.gradient_checkpointing, args.attention_dropout)
         return 0
     earlier = json.loads(args.out.read_text(encoding="utf-8")) if args.stages and args.out.is_file() else {}
-    report = {"corpus": str(corpus), "model_type": args.model_type, "max_steps": args.max_steps,
+    report = {"corpus": str(corpus), "model_type": args.model_type,
+              "base_model": _base_model(args.model_type).model_name, "max_steps": args.max_steps,
               "gradient_checkpointing": args.gradient_checkpointing,
               "attention_dropout": Hyperparameters(model_type=args.model_type,
                                                    attention_dropout=args.attention_dropout).attention_dropout,
