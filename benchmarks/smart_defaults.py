@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from finetune_assets.core.cost.smart_defaults import BATCH_KL_SETTINGS, SETTINGS, TABLE
 from finetune_assets.core.model_types import MODEL_TYPES, default_base_model
+from finetune_assets.core.offline_models import MINILM_MODEL
 from finetune_assets.core.retrieval.protocol import require_development
 from finetune_assets.core.teachers.hybrid_teacher import companion_models
 from finetune_assets.core.training.batch_distillation import MODEL_TYPES as BATCH_KL_MODEL_TYPES
@@ -97,23 +98,46 @@ def describe_run(report: dict, defaults: dict) -> dict | None:
     if report.get("effective_settings", {}).get("loss", "mnrl") == "batch_kl":
         return None  # batch_kl runs feed the [[batch_kl]] entries (describe_batch_kl_run)
     settings = report["settings"]
-    if not of_default_base_model(settings):
-        return None
     values, techniques = settings_and_techniques(report, defaults)
     if techniques:
         return None
-    return {"model_type": settings["model_type"],
+    return {"model_type": settings["model_type"], "base_model": tuned_base_model(settings),
             "documents": settings.get("corpus_docs") or settings["max_docs"],
             "collection": Path(report["collection"]).name,
             "settings": tuple((name, values[name]) for name in SETTINGS),
             "gain": report["tuned_minus_base_ndcg@10"]["mean"]}
 
 
-def of_default_base_model(settings: dict) -> bool:
-    """A run tuned today's default base model of its type (runs that did not record one did): the table's settings
-    are the default model's, and another base model's gains (bge-small-en's +0.15 on CACM) would pick them."""
+def tuned_base_model(settings: dict) -> str:
+    """The base model a run tuned, as recorded (runs that did not record one tuned all-MiniLM-L6-v2 or SPLADE-tiny,
+    the defaults of their day)."""
     recorded = settings.get("base_model")
-    return not recorded or recorded.lower() == default_base_model(settings["model_type"]).lower()
+    if recorded:
+        return recorded.lower()
+    return (MINILM_MODEL if settings["model_type"] == "dense" else default_base_model(settings["model_type"])).lower()
+
+
+def of_default_base_model(settings: dict) -> bool:
+    """A run tuned today's default base model of its type: the [[batch_kl]] settings are the default model's, and
+    another base model's gains (bge-small-en's +0.15 on CACM over its own base) would pick them."""
+    return tuned_base_model(settings) == default_base_model(settings["model_type"]).lower()
+
+
+def of_one_base_model(runs: list[dict]) -> tuple[list[dict], dict[str, str]]:
+    """The [[row]] runs (the MNRL recipe) of one base model per model type: the type's default where it has runs,
+    else the base model with the most runs; with, per type, the other base model the rows were measured on."""
+    kept, measured_on = [], {}
+    for model_type in MODEL_TYPES:
+        of_type = [run for run in runs if run["model_type"] == model_type]
+        if not of_type:
+            continue
+        counts = Counter(run["base_model"] for run in of_type)
+        default = default_base_model(model_type).lower()
+        base = default if default in counts else max(sorted(counts), key=counts.__getitem__)
+        kept += [run for run in of_type if run["base_model"] == base]
+        if base != default:
+            measured_on[model_type] = base
+    return kept, measured_on
 
 
 def benchmark_sample_sizes() -> dict:
@@ -195,7 +219,9 @@ def describe_gains(behind: list[dict]) -> str:
                      + (f" (mean of {r['repeats']} runs)" if r["repeats"] > 1 else "") for r in behind)
 
 
-def build_rows(runs: list[dict]) -> list[dict]:
+def build_rows(runs: list[dict], measured_on: dict[str, str] | None = None) -> list[dict]:
+    """The [[row]] table from runs of one base model per type; `measured_on` names a type's base model where it is
+    not the type's default, and each of its rows says so."""
     rows = []
     for model_type in MODEL_TYPES:
         groups = defaultdict(list)
@@ -227,6 +253,10 @@ def build_rows(runs: list[dict]) -> list[dict]:
         rows.append({"model_type": model_type, "max_documents": 0, **largest, "epochs": epochs,
                      "basis": f"rule: over {largest_docs * 5:,} documents, the {largest_docs:,}-document settings "
                               f"with epochs cut to keep steps per pair no higher (at least 1)"})
+    for row in rows:
+        if row["model_type"] in (measured_on or {}):
+            row["basis"] += (f"; measured on {measured_on[row['model_type']]}: the MNRL recipe has no run of the "
+                             f"{row['model_type']} default base model")
     measured_types = {row["model_type"] for row in rows}
     for model_type in MODEL_TYPES:
         if model_type not in measured_types and "dense" in measured_types:
@@ -291,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_kl_runs += [batch_kl_run] if batch_kl_run else []
         if run or batch_kl_run:
             used.append(Path(path).name)
-    rows = build_rows(runs)
+    rows = build_rows(*of_one_base_model(runs))
     if not rows:
         raise SystemExit("no benchmark run made with today's default techniques; nothing to derive from")
     entries = build_batch_kl_entries(batch_kl_runs)

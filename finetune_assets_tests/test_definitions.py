@@ -64,6 +64,6 @@ def test_finetune_mode_switches_every_backend_default():
 
 def test_the_base_model_can_be_chosen_by_environment_variable():
     probe = "print(r['base_model'].model_type, r['base_model'].model_name)"
-    assert _load_in_subprocess("local", probe).stdout.split() == ["dense", "local:all-MiniLM-L6-v2"]
-    chosen = _load_in_subprocess("local", probe, FINETUNE_BASE_MODEL="local:bge-small-en")
-    assert chosen.stdout.split() == ["dense", "local:bge-small-en"]
+    assert _load_in_subprocess("local", probe).stdout.split() == ["dense", "local:bge-small-en"]
+    chosen = _load_in_subprocess("local", probe, FINETUNE_BASE_MODEL="local:all-MiniLM-L6-v2")
+    assert chosen.stdout.split() == ["dense", "local:all-MiniLM-L6-v2"]

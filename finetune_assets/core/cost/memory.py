@@ -2,12 +2,12 @@
 against the machine's free memory before any work, so a sample too large fails at once with the setting to change
 instead of hours later. trained_model is not among them: its peak is one training step's, set by the batch, the pool
 and the sequence length whatever the sample (trained_model attention_dropout 0 and gradient_checkpointing lower it);
-for the dense step shape, whose peak was measured, it is a warning. Pure logic: nothing here imports Dagster."""
+for the dense step shape, whose peak was measured per base model, it is a warning. Pure logic: nothing here imports Dagster."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from finetune_assets.core.offline_models import DEFAULT_DENSE_MODEL
+from finetune_assets.core.offline_models import BGE_SMALL_MODEL, MINILM_MODEL
 
 
 @dataclass(frozen=True)
@@ -27,45 +27,65 @@ class StageMemory:
 # 100,000 documents both stayed far under their lines: 2,691 and 2,819 MiB (stages-100k.json). With the four-signal
 # teacher (bge-small-en through onnxruntime beside SPLADE-tiny) mined_negatives peaked at 1,670 and 2,097 MiB at
 # 2,000 and 8,000 documents (mined-negatives-four-signals.json), so its line now has that steeper slope and lies
-# above those points too.
+# above those points too. bge-small-en as the base model took 1,475 and 1,493 MiB at 2,000 documents
+# (benchmarks/results/bge-small-base-2026-12-06/scaling-bge-small-2000.json): evaluation_report holds the base and the
+# tuned model, 87 MiB more than with MiniLM, so its fixed part is raised by 100; the slope stays, both models
+# writing 384-dimension vectors.
 STAGES = (
     StageMemory("mined_negatives", 1550, 71),
-    StageMemory("evaluation_report", 1350, 28),
+    StageMemory("evaluation_report", 1450, 28),
 )
 HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the system and page cache
 
-# trained_model's peak is one training step's whatever the sample, measured only for the dense batch_kl step shape
-# (all-MiniLM-L6-v2, 32 queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs: the stage's
-# peak RSS by (gradient_checkpointing, attention_dropout 0), from benchmarks/results/scaling-2026-12-05/: BERT's own
-# attention dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json);
-# attention dropout 0 (the dense default) at 100,000 (trained-model-default-100k.json: 335 MiB above its 32,000
-# figure, the sample's documents the process holds) and with checkpointing at 32,000
-# (trained-model-attention-dropout0-checkpointing-32k.json). Shorter documents take less, so it warns and never
-# refuses.
-DENSE_STEP_MIB = {(False, False): 9805, (True, False): 3540, (False, True): 5693, (True, True): 3194}
-MEASURED_STEP = (DEFAULT_DENSE_MODEL, 32, 4, 256)  # base model, queries per step, candidates per query, tokens
+# trained_model's peak is one training step's whatever the sample, measured for the dense batch_kl step shape (32
+# queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs, per base model and by
+# (gradient_checkpointing, attention_dropout 0). all-MiniLM-L6-v2, from benchmarks/results/scaling-2026-12-05/: BERT's
+# own attention dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json);
+# attention dropout 0 at 100,000 (trained-model-default-100k.json: 335 MiB above its 32,000 figure, the sample's
+# documents the process holds) and with checkpointing at 32,000 (trained-model-attention-dropout0-checkpointing-32k.json).
+# bge-small-en (twelve layers to MiniLM's six) with its default attention dropout 0 at 2,000 documents
+# (benchmarks/results/bge-small-base-2026-12-06/scaling-bge-small-2000.json). Shorter documents take less, so it
+# warns and never refuses; a setting not measured for the base model gets no warning.
+STEP_SHAPE = (32, 4, 256)  # queries per step, candidates per query, tokens
+STEP_MIB = {
+    MINILM_MODEL.lower(): {(False, False): 9805, (True, False): 3540, (False, True): 5693, (True, True): 3194},
+    BGE_SMALL_MODEL.lower(): {(False, True): 8215},
+}
 
 
-def training_step_warning(checkpointing: bool, attention_dropout_off: bool, available_mib: float) -> str | None:
-    """What to set when the measured dense training step would not fit the free memory; None if it fits."""
-    peak = DENSE_STEP_MIB[(checkpointing, attention_dropout_off)]
+def training_step_warning(base_model: str, checkpointing: bool, attention_dropout_off: bool,
+                          available_mib: float) -> str | None:
+    """What to set when the measured dense training step would not fit the free memory; None if it fits or was
+    not measured for this base model and these settings."""
+    step = STEP_MIB.get(base_model.strip().lower(), {})
+    peak = step.get((checkpointing, attention_dropout_off))
     budget = HEADROOM * available_mib
-    if peak <= budget:
+    if peak is None or peak <= budget:
         return None
+
+    def fits(setting: tuple[bool, bool]) -> bool:
+        return setting in step and step[setting] <= budget
+
     options = []
-    if not attention_dropout_off and DENSE_STEP_MIB[(checkpointing, True)] <= budget:
-        options.append(f"attention_dropout: 0 (about {DENSE_STEP_MIB[(checkpointing, True)] / 1024:.1f} GiB and "
+    if not attention_dropout_off and fits((checkpointing, True)):
+        options.append(f"trained_model attention_dropout: 0 (about {step[(checkpointing, True)] / 1024:.1f} GiB and "
                        "faster, a slightly different model)")
-    if not checkpointing and DENSE_STEP_MIB[(True, attention_dropout_off)] <= budget:
-        options.append(f"gradient_checkpointing: true (about {DENSE_STEP_MIB[(True, attention_dropout_off)] / 1024:.1f}"
-                       " GiB, the same model in about twice the training time)")
-    if not options and not (checkpointing and attention_dropout_off) and DENSE_STEP_MIB[(True, True)] <= budget:
-        options.append(f"attention_dropout: 0 and gradient_checkpointing: true (about "
-                       f"{DENSE_STEP_MIB[(True, True)] / 1024:.1f} GiB)")
-    advice = ("set trained_model " + " or ".join(options) if options
+    if not checkpointing and fits((True, attention_dropout_off)):
+        options.append(f"trained_model gradient_checkpointing: true (about "
+                       f"{step[(True, attention_dropout_off)] / 1024:.1f} GiB, the same model in about twice the "
+                       "training time)")
+    if not options and not (checkpointing and attention_dropout_off) and fits((True, True)):
+        options.append(f"trained_model attention_dropout: 0 and gradient_checkpointing: true (about "
+                       f"{step[(True, True)] / 1024:.1f} GiB)")
+    lighter = STEP_MIB[MINILM_MODEL.lower()][(checkpointing, attention_dropout_off)]
+    if not options and base_model.strip().lower() != MINILM_MODEL.lower() and lighter <= budget:
+        options.append(f"base_model {MINILM_MODEL} (about {lighter / 1024:.1f} GiB, a weaker model that trains in "
+                       "half the time)")
+    advice = ("set " + " or ".join(options) if options
               else "lower trained_model max_seq_length or batch_size, or use a larger machine")
-    return (f"trained_model's training step took about {peak / 1024:.1f} GiB with these settings on paragraph-long "
-            f"documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB free: {advice}")
+    return (f"trained_model's training step of {base_model} took about {peak / 1024:.1f} GiB with these settings on "
+            f"paragraph-long documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB "
+            f"free: {advice}")
 
 
 @dataclass(frozen=True)

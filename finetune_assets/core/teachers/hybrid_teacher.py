@@ -28,8 +28,8 @@ import numpy as np
 from finetune_assets.core.model_types import default_base_model
 from finetune_assets.core.offline_models import (
     BGE_SMALL_MODEL,
-    DEFAULT_DENSE_MODEL,
     DEFAULT_SPARSE_MODEL,
+    MINILM_MODEL,
     resolve_model,
 )
 from finetune_assets.core.retrieval.retrieval import bm25_index
@@ -220,12 +220,12 @@ def check_teacher_weights(weights: Sequence[float], companions: int = 1) -> None
 # default), measured for sparse 2026-12-04 (3 seeds per development collection, benchmarks/results/*-bge4-*) and for
 # dense 2026-12-05 (docs/experiments.md); an inference-free base model, not measured with it, keeps the dense model
 # of the three-signal teacher.
-FOUR_SIGNAL_MODELS = (DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL)
+FOUR_SIGNAL_MODELS = (MINILM_MODEL, DEFAULT_SPARSE_MODEL, BGE_SMALL_MODEL)
 
 
 def auto_companions(base_model_type: str, base_model: str = "") -> tuple[str, ...]:
     if base_model_type == "inference_free":
-        return (DEFAULT_DENSE_MODEL,)
+        return (MINILM_MODEL,)
     base = base_model.strip().lower()
     if base not in {m.lower() for m in FOUR_SIGNAL_MODELS}:
         base = default_base_model(base_model_type).lower()

@@ -38,69 +38,98 @@ def test_each_line_lies_above_every_peak_the_scaling_runs_measured():
     import json
     from pathlib import Path
 
-    results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
+    results = Path(__file__).parents[3] / "benchmarks" / "results"
     measured = 0
-    # the runs with the encoders releasing freed memory, and mined_negatives with the four-signal teacher
-    for name in ("memory-release.json", "stages-32k.json", "mined-negatives-four-signals.json"):
+    # the runs with the encoders releasing freed memory, mined_negatives with the four-signal teacher, and the
+    # stages with bge-small-en as the base model
+    for name in ("scaling-2026-12-05/memory-release.json", "scaling-2026-12-05/stages-32k.json",
+                 "scaling-2026-12-05/mined-negatives-four-signals.json",
+                 "bge-small-base-2026-12-06/scaling-bge-small-2000.json"):
         for size, stages in json.loads((results / name).read_text())["sizes"].items():
             for stage in STAGES:
                 if stage.stage in stages:
                     assert stage.peak_mib(int(size)) >= stages[stage.stage]["peak_rss_mib"], (stage.stage, size)
                     measured += 1
-    assert measured == 8  # two stages at 2,000, 8,000 and 32,000 documents, mined_negatives again at 2,000 and 8,000
+    # two stages at 2,000, 8,000 and 32,000 documents, mined_negatives again at 2,000 and 8,000, both at 2,000 with bge
+    assert measured == 10
 
 
 def test_the_training_step_figures_are_the_scaling_runs_peaks():
     import json
     from pathlib import Path
 
-    from finetune_assets.core.cost.memory import DENSE_STEP_MIB
+    from finetune_assets.core.cost.memory import STEP_MIB
 
-    results = Path(__file__).parents[3] / "benchmarks" / "results" / "scaling-2026-12-05"
-    runs = {(False, False): ("stages-32k.json", "32000"), (True, False): ("stages-100k.json", "100000"),
-            (False, True): ("trained-model-default-100k.json", "100000"),
-            (True, True): ("trained-model-attention-dropout0-checkpointing-32k.json", "32000")}
-    assert set(runs) == set(DENSE_STEP_MIB)
-    for (checkpointing, attention_off), (name, size) in runs.items():
-        run = json.loads((results / name).read_text())
-        assert run["model_type"] == "dense" and run["gradient_checkpointing"] is checkpointing
-        # Runs before attention_dropout existed trained with BERT's own 0.1 and do not name it.
-        assert (run.get("attention_dropout") == 0) is attention_off
-        assert DENSE_STEP_MIB[(checkpointing, attention_off)] == run["sizes"][size]["trained_model"]["peak_rss_mib"]
+    results = Path(__file__).parents[3] / "benchmarks" / "results"
+    minilm = {(False, False): ("scaling-2026-12-05/stages-32k.json", "32000"),
+              (True, False): ("scaling-2026-12-05/stages-100k.json", "100000"),
+              (False, True): ("scaling-2026-12-05/trained-model-default-100k.json", "100000"),
+              (True, True): ("scaling-2026-12-05/trained-model-attention-dropout0-checkpointing-32k.json", "32000")}
+    bge = {(False, True): ("bge-small-base-2026-12-06/scaling-bge-small-2000.json", "2000")}
+    assert set(STEP_MIB) == {"local:all-minilm-l6-v2", "local:bge-small-en"}
+    for base_model, runs in (("local:all-MiniLM-L6-v2", minilm), ("local:bge-small-en", bge)):
+        assert set(runs) == set(STEP_MIB[base_model.lower()])
+        for (checkpointing, attention_off), (name, size) in runs.items():
+            run = json.loads((results / name).read_text())
+            # Runs before the report named its base model: MiniLM's were the default of their day, bge-small-en's
+            # folder README says it set FINETUNE_BASE_MODEL.
+            assert run.get("base_model", base_model) == base_model
+            assert run["model_type"] == "dense" and run["gradient_checkpointing"] is checkpointing
+            # Runs before attention_dropout existed trained with BERT's own 0.1 and do not name it.
+            assert (run.get("attention_dropout") == 0) is attention_off
+            assert STEP_MIB[base_model.lower()][(checkpointing, attention_off)] == \
+                run["sizes"][size]["trained_model"]["peak_rss_mib"]
 
 
 def test_a_training_step_that_would_not_fit_names_what_lowers_it():
-    from finetune_assets.core.cost.memory import DENSE_STEP_MIB, training_step_warning
+    from finetune_assets.core.cost.memory import STEP_MIB, training_step_warning
 
-    kept = DENSE_STEP_MIB[(False, False)] / 1024
-    message = training_step_warning(False, False, 8192)  # BERT's attention dropout, 8 GiB free
-    assert f"about {kept:.1f} GiB" in message and "8.0 GiB free" in message
+    minilm = "local:all-MiniLM-L6-v2"
+    kept = STEP_MIB[minilm.lower()][(False, False)] / 1024
+    message = training_step_warning(minilm, False, False, 8192)  # BERT's attention dropout, 8 GiB free
+    assert f"step of {minilm} took about {kept:.1f} GiB" in message and "8.0 GiB free" in message
     assert "attention_dropout: 0 (about" in message and "gradient_checkpointing: true (about 3.5 GiB" in message
-    assert training_step_warning(True, False, 8192) is None and training_step_warning(False, False, 24_000) is None
-    assert training_step_warning(False, True, 8192) is None  # attention dropout 0 fits 8 GiB
+    assert training_step_warning(minilm, True, False, 8192) is None
+    assert training_step_warning(minilm, False, False, 24_000) is None
+    assert training_step_warning(minilm, False, True, 8192) is None  # attention dropout 0 fits 8 GiB
     # Only what fits is named: with 5 GiB free, checkpointing (3.5 GiB) but not attention dropout 0 alone.
-    five = training_step_warning(False, False, 5120)
+    five = training_step_warning(minilm, False, False, 5120)
     assert "gradient_checkpointing: true" in five and "attention_dropout" not in five
     # Where only both together fit (3.1 GiB against 3.5 GiB for checkpointing alone), both are named.
-    both = training_step_warning(False, False, 3700)
+    both = training_step_warning(minilm, False, False, 3700)
     assert "attention_dropout: 0 and gradient_checkpointing: true (about 3.1 GiB)" in both
     # Where even the leanest step would not fit, the advice is a smaller step or a larger machine.
-    small = training_step_warning(False, False, 2000)
+    small = training_step_warning(minilm, False, False, 2000)
     assert "gradient_checkpointing" not in small and "larger machine" in small
-    assert "larger machine" in training_step_warning(True, True, 2000)
+    assert "larger machine" in training_step_warning(minilm, True, True, 2000)
+    # bge-small-en's step is its own (measured with its default settings only): where it does not fit, the
+    # lighter base model is named if its step fits, else a smaller step.
+    bge = STEP_MIB["local:bge-small-en"][(False, True)]
+    assert bge > STEP_MIB[minilm.lower()][(False, True)]
+    assert training_step_warning("local:bge-small-en", False, True, bge / 0.9 + 1) is None
+    heavy = training_step_warning("LOCAL:bge-small-en", False, True, 8192)
+    assert f"step of LOCAL:bge-small-en took about {bge / 1024:.1f} GiB" in heavy
+    assert f"set base_model {minilm} (about 5.6 GiB" in heavy and "gradient_checkpointing" not in heavy
+    assert "larger machine" in training_step_warning("local:bge-small-en", False, True, 4096)
+    # Not measured: another base model, and bge-small-en with BERT's own attention dropout.
+    assert training_step_warning("/models/mine", False, False, 1000) is None
+    assert training_step_warning("local:bge-small-en", False, False, 1000) is None
 
 
 def test_the_run_warns_of_the_training_step_only_where_it_was_measured():
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.stages.corpus.cost_estimate import planned_training, run_configs, training_memory_warning
 
-    def warning(model_type="dense", **training):
+    def warning(model_type="dense", base_model="", free=8192, **training):
         configs = run_configs({"ops": {"trained_model": {"config": training}}} if training else None)
-        hp = planned_training(configs, BaseModelResource(model_type=model_type), 2000)[1]
-        return training_memory_warning(hp, 8192)
+        hp = planned_training(configs, BaseModelResource(model_type=model_type, base_model=base_model), 2000)[1]
+        return training_memory_warning(hp, free)
 
-    assert warning() is None  # the dense batch_kl default (attention dropout 0) fits 8 GiB
-    assert "attention_dropout: 0" in warning(attention_dropout=0.1)  # BERT's own does not
-    assert warning(attention_dropout=0.1, gradient_checkpointing=True) is None
+    # The dense batch_kl default (bge-small-en, attention dropout 0) fits 12 GiB; on 8 GiB MiniLM's step is named.
+    assert warning(free=12_288) is None and "base_model local:all-MiniLM-L6-v2" in warning()
+    minilm = "local:all-MiniLM-L6-v2"
+    assert warning(base_model=minilm) is None  # all-MiniLM-L6-v2's step fits 8 GiB
+    assert "attention_dropout: 0" in warning(base_model=minilm, attention_dropout=0.1)  # BERT's own does not
+    assert warning(base_model=minilm, attention_dropout=0.1, gradient_checkpointing=True) is None
     assert warning("sparse") is None  # not measured
     assert warning(batch_size=64) is None  # another step shape

@@ -160,19 +160,19 @@ def test_several_companions_are_read_from_a_comma_separated_setting():
     assert companion_models("", "dense") == []
     # 'auto' completes the measured four-signal teacher (BM25, MiniLM, SPLADE-tiny, bge-small) beside a dense or a
     # sparse base model; an inference-free base model keeps the one packaged model of the other kind.
-    assert companion_models("auto", "dense") == ["local:splade-tiny", "local:bge-small-en"]
+    assert companion_models("auto", "dense") == ["local:all-MiniLM-L6-v2", "local:splade-tiny"]
     assert companion_models("auto", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
     assert companion_models("auto", "inference_free") == ["local:all-MiniLM-L6-v2"]
-    assert companion_models("auto, /models/mine", "dense") == ["local:splade-tiny", "local:bge-small-en",
+    assert companion_models("auto, /models/mine", "dense") == ["local:all-MiniLM-L6-v2", "local:splade-tiny",
                                                                "/models/mine"]
     assert companion_models("local:splade-tiny", "dense") == ["local:splade-tiny"]
     # A model named twice counts once.
-    assert companion_models("auto, local:splade-tiny", "dense") == ["local:splade-tiny", "local:bge-small-en"]
-    # With bge-small-en itself as the dense base model, 'auto' adds the other two packaged models, so the teacher
-    # stays the same four signals rather than weighing bge-small twice; a model the table does not know keeps it.
+    assert companion_models("auto, local:splade-tiny", "dense") == ["local:all-MiniLM-L6-v2", "local:splade-tiny"]
+    # Whichever packaged dense model is the base, 'auto' adds the other two packaged models, so the teacher stays
+    # the same four signals rather than weighing one model twice; a model the table does not know gets the default's.
     assert companion_models("auto", "dense", "LOCAL:bge-small-en") == ["local:all-MiniLM-L6-v2", "local:splade-tiny"]
     assert companion_models("auto", "dense", "local:all-MiniLM-L6-v2") == ["local:splade-tiny", "local:bge-small-en"]
-    assert companion_models("auto", "dense", "/models/mine") == ["local:splade-tiny", "local:bge-small-en"]
+    assert companion_models("auto", "dense", "/models/mine") == ["local:all-MiniLM-L6-v2", "local:splade-tiny"]
     assert companion_models("auto", "inference_free", "local:splade-tiny") == ["local:all-MiniLM-L6-v2"]
     assert companion_models("auto, local:bge-small-en", "sparse") == ["local:all-MiniLM-L6-v2", "local:bge-small-en"]
 

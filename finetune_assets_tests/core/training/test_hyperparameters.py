@@ -42,7 +42,7 @@ def test_fewer_pairs_than_one_batch_is_a_clear_error(tmp_path):
 
 
 def test_model_type_picks_base_model_and_regularisers():
-    assert (Hyperparameters().model_type, Hyperparameters().base_model) == ("dense", "local:all-MiniLM-L6-v2")
+    assert (Hyperparameters().model_type, Hyperparameters().base_model) == ("dense", "local:bge-small-en")
     sparse = Hyperparameters.from_mapping({"model_type": "sparse"})
     assert (sparse.base_model, sparse.query_regularizer_weight, sparse.document_regularizer_weight) == (
         "local:splade-tiny", 5e-5, 3e-5)
