@@ -73,9 +73,9 @@ def expected_first_loss(rows: list[dict], hp: Hyperparameters) -> float:
     """MarginMSE with the base model's scaled cosine scores, before any update (dropout aside)."""
     from sentence_transformers import SentenceTransformer
 
-    from finetune_assets.core.offline_models import resolve_model
+    from finetune_assets.core.offline_models import resolve_base_model
 
-    model = SentenceTransformer(resolve_model(hp.base_model), device="cpu")
+    model = SentenceTransformer(resolve_base_model(hp.base_model), device="cpu")
     model.max_seq_length = hp.max_seq_length
     query, positive, negative = (model.encode([r[c] for r in rows], convert_to_tensor=True)
                                  for c in ("query", "positive", "negative_1"))
@@ -119,7 +119,8 @@ def test_dense_mnrl_plus_margin_mse_runs_both_parts(tmp_path):
         model, similarity_fct=loss.parts["margin_mse"].similarity_fct).compute_loss_from_embeddings(embeddings,
                                                                                                      labels)))
     # Through the trainer, which sums the parts.
-    hp = Hyperparameters(loss="mnrl+margin_mse", num_negatives=1, batch_size=8, max_seq_length=32, logging_steps=1)
+    hp = Hyperparameters(loss="mnrl+margin_mse", num_negatives=1, batch_size=8, max_seq_length=32, logging_steps=1,
+                         base_model="local:all-MiniLM-L6-v2")  # the model the parts above were computed with
     outcome = train_dense(rows, hp, tmp_path / "model")
     assert outcome.steps == 1 and math.isfinite(outcome.final_loss)
     assert outcome.final_loss > float(parts["margin_mse"]) * 0.75

@@ -117,9 +117,9 @@ def test_hybrid_teacher_writes_a_score_matrix_that_masks_span_sources_and_trains
     assert isinstance(store.indices, np.memmap) and store.rows == len(rows) == metadata["teacher_rows"].value
     assert store.documents == len(documents) == metadata["teacher_documents"].value
     assert store.k == min(TEACHER_TOP_K, len(documents)) == metadata["teacher_top_k"].value
-    # By default SPLADE-tiny and bge-small-en join BM25 and the dense base model in the teacher.
-    assert metadata["teacher"].value == ("hybrid (BM25 0.2 + base model 0.3 + local:splade-tiny 0.2 + "
-                                         "local:bge-small-en 0.3, z-score)")
+    # By default all-MiniLM-L6-v2 and SPLADE-tiny join BM25 and the dense base model (bge-small-en) in the teacher.
+    assert metadata["teacher"].value == ("hybrid (BM25 0.2 + base model 0.3 + local:all-MiniLM-L6-v2 0.3 + "
+                                         "local:splade-tiny 0.2, z-score)")
     assert metadata["teacher_companion_seconds"].value > 0
     column = {d["id"]: i for i, d in enumerate(documents)}
     spans = [n for n, r in enumerate(rows) if r.get("exclude_source")]
@@ -206,8 +206,8 @@ def test_by_default_the_hybrid_teacher_mines_what_the_runs_batch_kl_training_rea
 @pytest.mark.slow
 def test_teacher_weights_set_each_signal_and_need_a_companion(tmp_path):
     metadata, _, _ = _materialize(tmp_path / "set", {"num_negatives": 0, "teacher_weights": [0.1, 0.2, 0.3, 0.4]})
-    assert metadata["teacher"].value == ("hybrid (BM25 0.1 + base model 0.2 + local:splade-tiny 0.3 + "
-                                         "local:bge-small-en 0.4, z-score)")
+    assert metadata["teacher"].value == ("hybrid (BM25 0.1 + base model 0.2 + local:all-MiniLM-L6-v2 0.3 + "
+                                         "local:splade-tiny 0.4, z-score)")
     result, _, _ = _materialize(tmp_path / "short", {"num_negatives": 0, "teacher_weights": [0.2, 0.2, 0.6]},
                                 expect_success=False)
     failure = next(e for e in result.all_events if e.is_step_failure)
