@@ -66,7 +66,8 @@ def sweep(report_file: Path) -> dict:
         rows = []
         for setting in candidate_settings():
             real = evaluate_run(fuse_runs(bm25, model, setting), qrels, ("ndcg@10",))["ndcg@10"]
-            rows.append({"setting": setting.name, "synthetic": synthetic.get(setting.name), "real": round(real, 4)})
+            rows.append({"setting": setting.name, **setting.to_dict(), "synthetic": synthetic.get(setting.name),
+                         "real": round(real, 4)})
         real_by_name = {r["setting"]: r["real"] for r in rows}
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
         picks = {rule: select(figures, rule).name for rule in SELECTION_RULES}
@@ -87,6 +88,16 @@ def sweep(report_file: Path) -> dict:
     return out
 
 
+RRF_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def rrf_by_weight(candidates: list[dict]) -> dict[float, float]:
+    """The real nDCG@10 of each reciprocal-rank-fusion candidate, by the model's weight."""
+    from finetune_assets.core.retrieval.fusion import RRF
+
+    return {(c.get("weights") or [0.5, 0.5])[1]: c["real"] for c in candidates if c.get("technique") == RRF}
+
+
 def markdown(sweeps: list[dict]) -> str:
     from finetune_assets.core.retrieval.fusion import SELECTION_RULES
 
@@ -99,6 +110,14 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {s['collection']} | {s['model_type']} | {s['judged_queries']} | {single['bm25']:.4f} | "
                          f"{single['base']:.4f} | {single['tuned']:.4f} | BM25 + {system} | " + " | ".join(cells) +
                          f" | {info['best_on_real']['real']:.4f} ({info['best_on_real']['setting']}) |")
+    lines += ["", "Reciprocal rank fusion by the model's weight (BM25 gets the rest; 0.5 = equal, no weights sent):", "",
+              "| collection | model | fusion | " + " | ".join(f"{w:g}" for w in RRF_WEIGHTS) + " |",
+              "|---|---|---|" + "---|" * len(RRF_WEIGHTS)]
+    for s in sweeps:
+        for system, info in s["systems"].items():
+            by_weight = rrf_by_weight(info["candidates"])
+            lines.append(f"| {s['collection']} | {s['model_type']} | BM25 + {system} | " +
+                         " | ".join(f"{by_weight[w]:.4f}" if w in by_weight else "" for w in RRF_WEIGHTS) + " |")
     for s in sweeps:
         lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
                      ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"

@@ -548,6 +548,41 @@ def test_a_cluster_without_the_score_ranker_refuses_rrf_as_an_unknown_processor(
     assert put_search_pipeline(client, "older", WITHOUT_RRF.pipeline_body("min_max"), retry=FAST) == "created"
 
 
+def test_cluster_version_reads_the_root_endpoint(fake, client):
+    from finetune_assets.clients.ml_commons.search_pipelines import cluster_version
+
+    assert cluster_version(client, retry=FAST) == (3, 1, 0)
+    fake.version = "2.19.1-SNAPSHOT"
+    assert cluster_version(client, retry=FAST) == (2, 19, 1)
+    fake.version = "unknown"
+    assert cluster_version(client, retry=FAST) is None
+
+
+@pytest.mark.parametrize("version", ["3.1.0", "3.0.0"])
+def test_rrf_weights_count_from_opensearch_3_1_and_are_ignored_before(fake, client, version):
+    """The fake follows score-ranker-processor.md: weights apply from 3.1; before, the body is accepted as plain RRF."""
+    from finetune_assets.core.retrieval.fusion import FusionSetting
+    from finetune_assets_tests.fakes.ml_commons_fake import _fuse
+
+    fake.version = version
+    body = FusionSetting("rrf", model_weight=0.8).pipeline_body("check")  # BM25 0.2 / model 0.8
+    assert put_search_pipeline(client, "weighted", body, retry=FAST) == "created"
+    lists = [[(9.0, "lexical"), (1.0, "semantic")], [(0.9, "semantic"), (0.1, "lexical")]]
+    fused, problem = _fuse(fake.search_pipelines["weighted"], lists, rrf_weights=fake._rrf_weights())
+    assert problem is None
+    if version >= "3.1":
+        assert fused == pytest.approx({"lexical": 0.2 / 61 + 0.8 / 62, "semantic": 0.2 / 62 + 0.8 / 61})
+    else:
+        assert fused == pytest.approx({"lexical": 1 / 61 + 1 / 62, "semantic": 1 / 62 + 1 / 61})
+    bad = FusionSetting("rrf", model_weight=0.8).pipeline_body("check")
+    bad["phase_results_processors"][0]["score-ranker-processor"]["combination"]["parameters"]["weights"] = [0.5, 0.6]
+    if version >= "3.1":
+        with pytest.raises(MLCommonsError, match="sum of weights"):
+            put_search_pipeline(client, "bad", bad, retry=FAST)
+    else:
+        assert put_search_pipeline(client, "bad", bad, retry=FAST) == "created"
+
+
 def test_verify_neural_search_sparse_remote_model(fake, client):
     endpoint = SageMakerEndpoint("tiny-splade", "us-east-1", function_name="SPARSE_ENCODING", role_arn=ROLE_ARN)
     result = register_remote(client, endpoint)

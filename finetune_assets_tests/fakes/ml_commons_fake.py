@@ -25,7 +25,10 @@ Sources of the bodies (documentation-website, ``_ml-commons-plugin/...``; ml-com
                                   zip root; a neural_sparse query weights each distinct token by idf (default 1.0)
     search pipelines, hybrid      search-plugins/search-pipelines/normalization-processor.md (techniques, weights
                                   in [0, 1] summing to 1, one per sub-query), score-ranker-processor.md (rrf,
-                                  rank_constant), query-dsl/compound/hybrid.md (at most 5 sub-queries); the
+                                  rank_constant; weights from 3.1, neural-search #1322: each 1 / (k + rank)
+                                  times its sub-query's weight, validated as the normalization-processor's;
+                                  before 3.1 RRFScoreCombinationTechnique took no parameters, so weights were
+                                  accepted and ignored), query-dsl/compound/hybrid.md (at most 5 sub-queries); the
                                   fusion arithmetic of neural-search's ScoreNormalizer / ScoreCombiner: a
                                   sub-query's statistics over its own hits, min_max floor 0.001, absent scores
                                   left out of the mean. ``match`` scores by shared lower-case words.
@@ -43,6 +46,7 @@ Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``group_search_misses = n``   the next n model-group searches find nothing (a concurrent registration)
     ``missing_system_indices``    searches answer index_not_found_exception while nothing exists
     ``score_ranker=False``, ``pruning=False``   a cluster before 2.19: no score-ranker-processor, no pruning
+    ``version="3.0.0"``           what ``GET /`` reports; before 3.1 RRF weights are accepted and ignored
     ``fail_next(method, regex, status, times=1, drop=False, process=False)``   inject 429/5xx answers or
                                   dropped connections; ``process=True`` handles the request first and then
                                   loses the answer (a 502 from a proxy after the cluster did the work)
@@ -274,7 +278,7 @@ class FakeMLCommons:
     def __init__(self, *, settings: dict | None = None, node_roles: dict[str, list[str]] | None = None,
                  ml_commons: bool = True, no_ml_commons_status: int = 404, deploy_polls: int = 1,
                  missing_system_indices: bool = False, remote_dimension: int = 32, score_ranker: bool = True,
-                 pruning: bool = True):
+                 pruning: bool = True, version: str = "3.1.0"):
         self.persistent: dict[str, Any] = dict(settings or {})
         self.transient: dict[str, Any] = {}
         self.node_roles = node_roles or {"node-1": ["cluster_manager", "data", "ingest", "remote_cluster_client"]}
@@ -285,6 +289,7 @@ class FakeMLCommons:
         self.remote_dimension = remote_dimension
         self.score_ranker = score_ranker  # False: a cluster before 2.19, without the score-ranker-processor
         self.pruning = pruning  # False: a cluster before 2.19, whose sparse_encoding processor cannot prune
+        self.version = version  # GET /'s version.number; RRF weights apply from 3.1
         self.fail_deploy: str | None = None
         self.group_search_misses = 0
         self.requests: list[Request] = []
@@ -395,6 +400,7 @@ class FakeMLCommons:
     def _routes(self):
         m = re.compile
         return (
+            (("GET",), m(r"/"), self._info),
             (("GET",), m(r"/_cluster/settings"), self._cluster_settings),
             (("GET",), m(r"/_nodes"), self._nodes),
             (("GET", "POST"), m(ML + r"/model_groups/_search"), self._group_search),
@@ -815,8 +821,16 @@ class FakeMLCommons:
                                         "error": {"type": "illegal_argument_exception", "reason": str(exc)}}})
         return 200, {"took": 3, "errors": errors, "items": items}
 
+    def _info(self, _params, _body):
+        return 200, {"name": "node-1", "cluster_name": "fake", "version": {
+            "distribution": "opensearch", "number": self.version, "lucene_version": "10.2.1"},
+            "tagline": "The OpenSearch Project: https://opensearch.org/"}
+
+    def _rrf_weights(self) -> bool:
+        return tuple(int(p) for p in self.version.split("-")[0].split(".")[:2]) >= (3, 1)
+
     def _search_pipeline_put(self, _params, body, name: str):
-        problem = _search_pipeline_problem(body, score_ranker=self.score_ranker)
+        problem = _search_pipeline_problem(body, score_ranker=self.score_ranker, rrf_weights=self._rrf_weights())
         if problem:
             return error_body(400, "illegal_argument_exception", problem)
         self.search_pipelines[name] = body
@@ -876,7 +890,7 @@ class FakeMLCommons:
                 if error:
                     return error
                 lists.append(sorted(((s, d) for s, d in scored), key=lambda item: (-item[0], item[1])))
-            fused, problem = _fuse(self.search_pipelines[name], lists)
+            fused, problem = _fuse(self.search_pipelines[name], lists, rrf_weights=self._rrf_weights())
             if problem:
                 return error_body(400, "illegal_argument_exception", problem)
             scored = [(score, doc_id, index["docs"][doc_id]) for doc_id, score in fused.items()]
@@ -893,7 +907,13 @@ class FakeMLCommons:
                               "max_score": hits[0]["_score"] if hits else None, "hits": hits}}
 
 
-def _search_pipeline_problem(body: dict, *, score_ranker: bool = True) -> str | None:
+def _weights_problem(weights: list | None) -> str | None:
+    if weights is not None and (any(not 0.0 <= w <= 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-4):
+        return "sum of weights for combination must be equal to 1.0"
+    return None
+
+
+def _search_pipeline_problem(body: dict, *, score_ranker: bool = True, rrf_weights: bool = True) -> str | None:
     """What OpenSearch would refuse in a search pipeline body with a normalization or score-ranker processor."""
     for processor in (body or {}).get("phase_results_processors") or []:
         (kind, spec), = processor.items()
@@ -905,21 +925,25 @@ def _search_pipeline_problem(body: dict, *, score_ranker: bool = True) -> str | 
             if combination.get("technique", "arithmetic_mean") not in ("arithmetic_mean", "geometric_mean",
                                                                         "harmonic_mean"):
                 return f"provided combination technique [{combination.get('technique')}] is not supported"
-            weights = (combination.get("parameters") or {}).get("weights")
-            if weights is not None and (any(not 0.0 <= w <= 1.0 for w in weights) or abs(sum(weights) - 1.0) > 1e-4):
-                return "sum of weights for combination must be equal to 1.0"
+            problem = _weights_problem((combination.get("parameters") or {}).get("weights"))
+            if problem:
+                return problem
         elif kind == "score-ranker-processor" and score_ranker:
             combination = spec.get("combination") or {}
             if combination.get("technique") != "rrf":
                 return f"provided combination technique [{combination.get('technique')}] is not supported"
             if not 1 <= int(combination.get("rank_constant", 60)) < 10_000:
                 return "rank_constant must be >= 1 and < 10000"
+            problem = _weights_problem((combination.get("parameters") or {}).get("weights")) if rrf_weights else None
+            if problem:
+                return problem
         else:
             return f"Invalid processor type {kind}"
     return None
 
 
-def _fuse(pipeline: dict, lists: list[list[tuple[float, str]]]) -> tuple[dict[str, float], str | None]:
+def _fuse(pipeline: dict, lists: list[list[tuple[float, str]]], *,
+          rrf_weights: bool = True) -> tuple[dict[str, float], str | None]:
     """Documented fusion of ranked (score, doc id) lists: normalisation per list, then the weighted combination."""
     processors = pipeline.get("phase_results_processors") or []
     if not processors:
@@ -928,9 +952,12 @@ def _fuse(pipeline: dict, lists: list[list[tuple[float, str]]]) -> tuple[dict[st
     fused: dict[str, float] = {}
     if kind == "score-ranker-processor":
         constant = int(spec["combination"].get("rank_constant", 60))
-        for ranked in lists:
+        given = (spec["combination"].get("parameters") or {}).get("weights") if rrf_weights else None
+        if given is not None and len(given) != len(lists):
+            return {}, f"number of weights [{len(given)}] must match number of sub-queries [{len(lists)}]"
+        for ranked, weight in zip(lists, given or [1.0] * len(lists)):
             for rank, (_, doc_id) in enumerate(ranked, start=1):
-                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (constant + rank)
+                fused[doc_id] = fused.get(doc_id, 0.0) + weight / (constant + rank)
         return fused, None
     technique = (spec.get("normalization") or {}).get("technique", "min_max")
     combination = spec.get("combination") or {}

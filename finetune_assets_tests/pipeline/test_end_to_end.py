@@ -85,7 +85,7 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     assert report["recommended"] in report["results"]
     for name in ("hybrid_base", "hybrid_tuned"):  # RRF by the default rule, every candidate's figure recorded
         choice = report["hybrid"][name]["choice"]
-        assert len(choice["candidates"]) == 43 and choice["rule"] == "rrf" and choice["chosen"]["technique"] == "rrf"
+        assert len(choice["candidates"]) == 49 and choice["rule"] == "rrf" and choice["chosen"]["technique"] == "rrf"
         rrf = next(c["ndcg@10"] for c in choice["candidates"] if c["technique"] == "rrf")
         assert choice["score"] == pytest.approx(rrf, abs=1e-6)
     search = read_json(current["search_pipeline"] / "search.json")

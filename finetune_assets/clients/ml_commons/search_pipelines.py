@@ -39,6 +39,20 @@ def put_search_pipeline(client: OpenSearch, name: str, body: dict, *, retry: Ret
     return "created" if stored is None else "updated"
 
 
+def cluster_version(client: OpenSearch, *, retry: RetryPolicy | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> tuple[int, ...] | None:
+    """The cluster's OpenSearch version from `GET /` (`version.number`, e.g. (3, 1, 0)); None when it names none
+    that reads as numbers."""
+    api = Api(client, retry, sleep)
+    try:
+        info = api.call("GET", "/")
+    except os_errors.TransportError as exc:
+        raise MLCommonsError(f"GET / (the cluster's version) failed: {describe_error(exc)}") from exc
+    number = str(((info or {}).get("version") or {}).get("number", ""))
+    parts = number.split("-")[0].split(".")
+    return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
+
+
 def _same(stored: dict, body: dict) -> bool:
     """The cluster may echo numbers as floats and add defaults; compare what we set, numbers by value."""
     def norm(value):

@@ -4,7 +4,8 @@ A `hybrid` query runs each sub-query on its own and a search pipeline fuses thei
 - the `normalization-processor` rescales each sub-query's scores over that sub-query's own results
   (min_max or l2) and combines them with a weighted arithmetic, geometric or harmonic mean; a document a
   sub-query did not return counts in neither the sum nor the weights of that mean;
-- the `score-ranker-processor` (OpenSearch 2.19+) ranks by reciprocal rank fusion, sum of 1 / (rank_constant + rank).
+- the `score-ranker-processor` (OpenSearch 2.19+) ranks by reciprocal rank fusion, sum of 1 / (rank_constant + rank),
+  each term times its sub-query's weight when the pipeline gives weights (OpenSearch 3.1+; before, they are ignored).
 The functions here reproduce that arithmetic on ranked lists, so a setting can be chosen offline and written
 as the pipeline body that gives the same ranking in the cluster.
 """
@@ -20,6 +21,7 @@ RRF = "rrf"
 # OpenSearch's min_max gives the lowest result this score instead of 0 and a lone result 1.0.
 MIN_MAX_FLOOR = 0.001
 RANK_CONSTANT = 60  # the score-ranker-processor's default
+RRF_WEIGHTS_SINCE = (3, 1)  # the first OpenSearch version whose score-ranker-processor applies weights
 DEPTH = 100  # results each sub-query contributes, the hybrid query's default window
 
 ScoredList = Sequence[tuple[str, float]]  # (document id, score), best first
@@ -27,7 +29,8 @@ ScoredList = Sequence[tuple[str, float]]  # (document id, score), best first
 
 @dataclass(frozen=True)
 class FusionSetting:
-    """One way to fuse BM25 with a model: normalisation + combination + weights (BM25, model), or RRF."""
+    """One way to fuse BM25 with a model: normalisation + combination + weights (BM25, model), or RRF (weighted
+    when model_weight is not 0.5)."""
 
     technique: str  # min_max | l2 | rrf
     combination: str = "arithmetic_mean"
@@ -47,21 +50,39 @@ class FusionSetting:
         return round(1.0 - self.model_weight, 4), round(self.model_weight, 4)
 
     @property
+    def weighted_rrf(self) -> bool:
+        """RRF with unequal weights, which needs OpenSearch 3.1+ (an older cluster would ignore them)."""
+        return self.technique == RRF and self.model_weight != 0.5
+
+    @property
     def name(self) -> str:
-        if self.technique == RRF:
-            return f"rrf (rank_constant {RANK_CONSTANT})"
         bm25, model = self.weights
+        if self.technique == RRF:
+            weights = f", weights bm25 {bm25:g} / model {model:g}" if self.weighted_rrf else ""
+            return f"rrf (rank_constant {RANK_CONSTANT}){weights}"
         return f"{self.technique} + {self.combination}, weights bm25 {bm25:g} / model {model:g}"
 
     def to_dict(self) -> dict:
         if self.technique == RRF:
-            return {"technique": RRF, "rank_constant": RANK_CONSTANT}
+            weights = {"weights": list(self.weights)} if self.weighted_rrf else {}
+            return {"technique": RRF, "rank_constant": RANK_CONSTANT, **weights}
         return {"technique": self.technique, "combination": self.combination, "weights": list(self.weights)}
+
+    @classmethod
+    def from_dict(cls, setting: dict) -> FusionSetting:
+        """The setting `to_dict` wrote (a report's or benchmark's `setting`)."""
+        weights = setting.get("weights") or [0.5, 0.5]
+        if setting["technique"] == RRF:
+            return cls(RRF, model_weight=weights[1])
+        return cls(setting["technique"], setting["combination"], weights[1])
 
     def pipeline_body(self, description: str) -> dict:
         """The body of `PUT /_search/pipeline/<name>` that fuses a two-query hybrid search (BM25 first) this way."""
         if self.technique == RRF:
-            processor = {"score-ranker-processor": {"combination": {"technique": RRF, "rank_constant": RANK_CONSTANT}}}
+            combination = {"technique": RRF, "rank_constant": RANK_CONSTANT}
+            if self.weighted_rrf:
+                combination["parameters"] = {"weights": list(self.weights)}
+            processor = {"score-ranker-processor": {"combination": combination}}
         else:
             processor = {"normalization-processor": {
                 "normalization": {"technique": self.technique},
@@ -71,10 +92,13 @@ class FusionSetting:
 
 
 def candidate_settings(model_weights: Iterable[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> list[FusionSetting]:
-    """Every setting tried when choosing: each normalisation x combination x model weight, then RRF."""
+    """Every setting tried when choosing: each normalisation x combination x model weight, then RRF at equal
+    weights, then weighted RRF."""
+    model_weights = list(model_weights)
     grid = [FusionSetting(technique, combination, weight) for technique in NORMALIZATIONS
             for combination in COMBINATIONS for weight in model_weights]
-    return [*grid, FusionSetting(RRF)]
+    weighted = [FusionSetting(RRF, model_weight=weight) for weight in model_weights if weight != 0.5]
+    return [*grid, FusionSetting(RRF), *weighted]
 
 
 def normalize(scores: Sequence[float], technique: str) -> list[float]:
@@ -114,9 +138,11 @@ def fuse(bm25: ScoredList, model: ScoredList, setting: FusionSetting, *, depth: 
     lists = [list(bm25)[:depth], list(model)[:depth]]
     fused: dict[str, float] = {}
     if setting.technique == RRF:
-        for ranked in lists:
+        # Without weights in the pipeline every sub-query weighs 1.0 (the processor's default).
+        weights = setting.weights if setting.weighted_rrf else (1.0, 1.0)
+        for ranked, weight in zip(lists, weights):
             for rank, (doc, _) in enumerate(ranked, start=1):
-                fused[doc] = fused.get(doc, 0.0) + 1.0 / (RANK_CONSTANT + rank)
+                fused[doc] = fused.get(doc, 0.0) + weight / (RANK_CONSTANT + rank)
     else:
         per_doc: dict[str, list[float | None]] = {}
         for position, ranked in enumerate(lists):
@@ -205,7 +231,7 @@ def select(figures: Mapping[str, float], rule: str) -> FusionSetting:
     if rule == "synthetic_best_min_max":
         return best(lambda s: s.technique == "min_max" and s.combination == "arithmetic_mean")
     if rule == "synthetic_best_model_half_or_more":
-        return best(lambda s: s.technique == RRF or s.model_weight >= 0.5)
+        return best(lambda s: s.model_weight >= 0.5)
     if rule == "default_unless_synthetic_margin":
         top = best(lambda s: True)
         return top if dict(known).get(top.name, 0.0) > dict(known).get(default.name, 0.0) + SYNTHETIC_MARGIN \

@@ -14,7 +14,14 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
-from finetune_assets.core.retrieval.fusion import RRF, WITHOUT_RRF, FusionSetting, hybrid_query, lexical_query
+from finetune_assets.core.retrieval.fusion import (
+    RRF,
+    RRF_WEIGHTS_SINCE,
+    WITHOUT_RRF,
+    FusionSetting,
+    hybrid_query,
+    lexical_query,
+)
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
@@ -43,10 +50,7 @@ class SearchPipelineConfig(Config):
 
 def fusion_setting(entry: dict) -> FusionSetting:
     """The FusionSetting a report's hybrid entry describes."""
-    setting = entry["setting"]
-    if setting["technique"] == "rrf":
-        return FusionSetting("rrf")
-    return FusionSetting(setting["technique"], setting["combination"], setting["weights"][1])
+    return FusionSetting.from_dict(entry["setting"])
 
 
 def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
@@ -65,7 +69,7 @@ def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tup
 
 
 def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", model_type: str = "dense",
-           prune_ratio: float = 0.0) -> str:
+           prune_ratio: float = 0.0, weighted_rrf: bool = False) -> str:
     if mode == "bm25":
         return (f"# Search for '{index}'\n\nRun the BM25 query in {QUERY_FILE} against the index "
                 "(`GET /<index>/_search`); no search pipeline is needed.\n")
@@ -79,8 +83,11 @@ def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", mo
                   "(max_ratio pruning, OpenSearch 2.19+), as evaluation_report measured the model; on an older "
                   "cluster remove prune_type and prune_ratio."]
     if mode == "hybrid":
-        lines += [f"2. Create the search pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}.",
-                  f"3. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
+        lines += [f"2. Create the search pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}."]
+        if weighted_rrf:
+            lines += ["   Its reciprocal rank fusion weighs the sub-queries (OpenSearch 3.1+); an older cluster accepts "
+                      "the body but ignores the weights, so there remove `parameters` for plain RRF (2.19+)."]
+        lines += [f"3. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
                   "replacing {{query_text}} by the user's query (in both sub-queries)."]
     else:
         lines += [f"2. Search: `GET /<index>/_search` with the body in {QUERY_FILE}, replacing {{{{query_text}}}}."]
@@ -135,7 +142,8 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
         ingest = ingest_body(model_type, registration.get("model_id") or "<model id>", index,
                              text_field=config.text_field, vector_field=vector_field, prune_ratio=prune_ratio)
         write_json(folder / INGEST_FILE, ingest)
-    guide = how_to(name, mode, index, vector_field, model_type, prune_ratio if ingest else 0.0)
+    guide = how_to(name, mode, index, vector_field, model_type, prune_ratio if ingest else 0.0,
+                   weighted_rrf=bool(setting and setting.weighted_rrf))
     (folder / HOW_TO_FILE).write_text(guide, encoding="utf-8")
     write_json(folder / "search.json", {"mode": mode, "system": system, "reason": reason, "name": name,
                                         "setting": setting.to_dict() if setting else None, "cluster": created,
@@ -157,6 +165,17 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     })
 
 
+def setting_for_version(setting: FusionSetting, version: tuple[int, ...] | None) -> tuple[FusionSetting, str]:
+    """Weighted RRF where the cluster applies the weights (OpenSearch 3.1+), else RRF at equal weights, which an older
+    cluster would silently run instead; the second value says so, or is empty."""
+    if not setting.weighted_rrf or (version is not None and version >= RRF_WEIGHTS_SINCE):
+        return setting, ""
+    shown = ".".join(map(str, version)) if version else "a version it does not report"
+    return FusionSetting(RRF), (f"the cluster runs OpenSearch {shown}: its score-ranker-processor applies weights "
+                                f"from 3.1 on, so the pipeline uses {FusionSetting(RRF).name} instead of "
+                                f"{setting.name}")
+
+
 def pipeline_body(setting: FusionSetting, index: str) -> dict:
     return setting.pipeline_body(f"finetune-assets hybrid search for '{index}': {setting.name}")
 
@@ -174,15 +193,20 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
            model_type: str, storage: ArtifactStorage, index: str,
            prune_ratio: float) -> tuple[str, dict, FusionSetting, float]:
     """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index, its documents
-    indexed through the delivered ingest processor. A cluster before OpenSearch 2.19 gets WITHOUT_RRF instead of RRF
-    and no document pruning, each said in the log. Returns the status, the check's top hits, the setting the
-    cluster holds and the prune ratio it takes."""
+    indexed through the delivered ingest processor. A cluster before OpenSearch 3.1 gets RRF at equal weights instead
+    of weighted RRF (it would ignore the weights), one before 2.19 WITHOUT_RRF instead of RRF and no document
+    pruning, each said in the log. Returns the status, the check's top hits, the setting the cluster holds and the
+    prune ratio it takes."""
     from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
     from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError, UnknownProcessorError
-    from finetune_assets.clients.ml_commons.search_pipelines import put_search_pipeline
+    from finetune_assets.clients.ml_commons.search_pipelines import cluster_version, put_search_pipeline
     from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
 
     client = opensearch.client()
+    if setting.weighted_rrf:
+        setting, warning = setting_for_version(setting, cluster_version(client))
+        if warning:
+            context.log.warning(warning)
     try:
         status = put_search_pipeline(client, name, pipeline_body(setting, index))
     except UnknownProcessorError as exc:

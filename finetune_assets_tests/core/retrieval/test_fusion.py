@@ -55,6 +55,28 @@ def test_rrf_sums_reciprocal_ranks():
     assert fused["c"] == pytest.approx(1 / 62)
 
 
+def test_weighted_rrf_multiplies_each_reciprocal_rank_by_its_subquery_weight():
+    bm25, model = [("a", 3.0), ("b", 1.0)], [("b", 0.9), ("c", 0.1)]
+    weighted = FusionSetting("rrf", model_weight=0.7)
+    fused = dict(fuse(bm25, model, weighted))
+    assert fused["a"] == pytest.approx(0.3 / 61)
+    assert fused["b"] == pytest.approx(0.3 / 62 + 0.7 / 61)
+    assert fused["c"] == pytest.approx(0.7 / 62)
+    # equal weights send none: the processor's default weight 1.0 per sub-query, so scores stay unweighted sums
+    assert not FusionSetting("rrf").weighted_rrf and weighted.weighted_rrf
+    lexical, semantic = {"q": [("x", 2.0), ("y", 1.0)]}, {"q": [("y", 0.9), ("x", 0.1)]}
+    assert fuse_runs(lexical, semantic, FusionSetting("rrf", model_weight=0.3))["q"][0] == "x"
+    assert fuse_runs(lexical, semantic, FusionSetting("rrf", model_weight=0.7))["q"][0] == "y"
+
+
+def test_settings_survive_the_report_round_trip():
+    for setting in candidate_settings():
+        assert FusionSetting.from_dict(setting.to_dict()) == setting
+    names = [s.name for s in candidate_settings()]
+    assert len(names) == len(set(names))  # every candidate is told apart in the report
+    assert "rrf (rank_constant 60), weights bm25 0.3 / model 0.7" in names and "rrf (rank_constant 60)" in names
+
+
 def test_weights_move_the_ranking():
     bm25 = {"q": [("lexical", 9.0), ("semantic", 1.0)]}
     model = {"q": [("semantic", 0.9), ("lexical", 0.1)]}
@@ -104,6 +126,9 @@ def test_pipeline_bodies_follow_the_documented_processors():
     assert processor["combination"] == {"technique": "harmonic_mean", "parameters": {"weights": [0.3, 0.7]}}
     rrf = FusionSetting("rrf").pipeline_body("hybrid")["phase_results_processors"][0]
     assert rrf == {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 60}}}
+    weighted = FusionSetting("rrf", model_weight=0.6).pipeline_body("hybrid")["phase_results_processors"][0]
+    assert weighted == {"score-ranker-processor": {"combination": {
+        "technique": "rrf", "rank_constant": 60, "parameters": {"weights": [0.4, 0.6]}}}}
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -2,7 +2,13 @@
 import pytest
 
 from finetune_assets.core.retrieval.fusion import FusionSetting
-from finetune_assets.stages.deploy.search_pipeline import choose_search, fusion_setting, how_to, ingest_body
+from finetune_assets.stages.deploy.search_pipeline import (
+    choose_search,
+    fusion_setting,
+    how_to,
+    ingest_body,
+    setting_for_version,
+)
 
 
 def report(bm25, tuned, hybrid_tuned):
@@ -35,6 +41,25 @@ def test_report_entries_become_settings():
     entry = {"setting": {"technique": "l2", "combination": "harmonic_mean", "weights": [0.3, 0.7]}}
     assert fusion_setting(entry) == FusionSetting("l2", "harmonic_mean", 0.7)
     assert fusion_setting({"setting": {"technique": "rrf", "rank_constant": 60}}) == FusionSetting("rrf")
+    weighted = {"setting": {"technique": "rrf", "rank_constant": 60, "weights": [0.4, 0.6]}}
+    assert fusion_setting(weighted) == FusionSetting("rrf", model_weight=0.6)
+
+
+@pytest.mark.parametrize("version, kept", [((3, 1, 0), True), ((3, 3, 0), True), ((3, 0, 0), False),
+                                           ((2, 19, 1), False), (None, False)])
+def test_weighted_rrf_is_kept_only_where_the_cluster_applies_weights(version, kept):
+    weighted = FusionSetting("rrf", model_weight=0.7)
+    setting, warning = setting_for_version(weighted, version)
+    assert (setting == weighted) == kept and (warning == "") == kept
+    if not kept:
+        assert setting == FusionSetting("rrf") and "applies weights from 3.1" in warning
+    for other in (FusionSetting("rrf"), FusionSetting("min_max", "arithmetic_mean", 0.7)):
+        assert setting_for_version(other, version) == (other, "")
+
+
+def test_instructions_say_when_rrf_weights_need_opensearch_3_1():
+    assert "OpenSearch 3.1+" in how_to("p1", "hybrid", "docs", weighted_rrf=True)
+    assert "3.1" not in how_to("p1", "hybrid", "docs")
 
 
 def test_instructions_name_the_pipeline_only_when_there_is_one():
