@@ -21,6 +21,27 @@ from finetune_assets.core.retrieval.protocol import require_development
 SYSTEMS = ("base", "tuned")
 
 
+def synthetic_figures(storage, index: str, models: dict, base_model, evaluation: dict) -> dict[str, dict[str, float]]:
+    """Every candidate setting's nDCG@10 on the run's held-out synthetic queries, per system, as evaluation_report
+    scores them (the tuned model's documents pruned at the ratio it chose)."""
+    from finetune_assets.core.data.pairs import document_text
+    from finetune_assets.core.jsonl import read_jsonl
+    from finetune_assets.core.retrieval.evaluation import compare_systems
+    from finetune_assets.stages.evaluation.evaluation_report import held_out_judgements
+
+    documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
+    queries, qrels = held_out_judgements(list(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl")))
+    ratio = evaluation.get("document_prune_ratio", 0.0)
+    comparison = compare_systems([d["id"] for d in documents], [document_text(d) for d in documents], queries, qrels,
+                                 models, batch_size=base_model.batch_size,
+                                 document_prune_ratios={"tuned": ratio} if ratio else None)
+    figures = {}
+    for system in SYSTEMS:
+        comparison.add_hybrid(system, qrels)
+        figures[system] = {c["setting"]: c["ndcg@10"] for c in comparison.hybrid[f"hybrid_{system}"]["choice"]["candidates"]}
+    return figures
+
+
 def sweep(report_file: Path) -> dict:
     from finetune_assets.benchmark import read_beir
     from finetune_assets.core.data.pairs import document_text
@@ -57,12 +78,17 @@ def sweep(report_file: Path) -> dict:
            "benchmark": str(report_file), "single": {s: comparison.results[s]["ndcg@10"]
                                                      for s in ("bm25", "base", "tuned")}, "systems": {}}
     fused_runs = {}
+    synthetic_by_system = {system: {c["setting"]: c["ndcg@10"]
+                                    for c in evaluation["hybrid"][f"hybrid_{system}"]["choice"]["candidates"]}
+                           for system in SYSTEMS}
+    if any(s.name not in synthetic_by_system[system] for s in candidate_settings() for system in SYSTEMS):
+        # The run's report predates some candidates: score them all again on its held-out synthetic queries.
+        synthetic_by_system = synthetic_figures(storage, index, models, base_model, evaluation)
     for system in SYSTEMS:
         model = comparison.scored_runs[system]
         if system in comparison.sparsity:  # neural_sparse returns only documents sharing a term
             model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
-        synthetic = {c["setting"]: c["ndcg@10"]
-                     for c in evaluation["hybrid"][f"hybrid_{system}"]["choice"]["candidates"]}
+        synthetic = synthetic_by_system[system]
         rows = []
         for setting in candidate_settings():
             real = evaluate_run(fuse_runs(bm25, model, setting), qrels, ("ndcg@10",))["ndcg@10"]

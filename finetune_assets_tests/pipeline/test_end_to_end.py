@@ -85,9 +85,10 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     assert report["recommended"] in report["results"]
     for name in ("hybrid_base", "hybrid_tuned"):  # RRF by the default rule, every candidate's figure recorded
         choice = report["hybrid"][name]["choice"]
-        assert len(choice["candidates"]) == 49 and choice["rule"] == "rrf" and choice["chosen"]["technique"] == "rrf"
-        rrf = next(c["ndcg@10"] for c in choice["candidates"] if c["technique"] == "rrf")
-        assert choice["score"] == pytest.approx(rrf, abs=1e-6)
+        assert len(choice["candidates"]) == 49 and choice["rule"] == "rrf"
+        assert choice["chosen"] == {"technique": "rrf", "rank_constant": 60} == report["hybrid"][name]["setting"]
+        chosen = next(c["ndcg@10"] for c in choice["candidates"] if c["setting"] == choice["chosen_name"])
+        assert choice["score"] == pytest.approx(chosen, abs=1e-6)
     search = read_json(current["search_pipeline"] / "search.json")
     assert search["mode"] in ("hybrid", "model", "bm25") and search["cluster"].startswith("not applied")
     assert (current["search_pipeline"] / "query.json").exists() and (current["search_pipeline"] / "apply.md").exists()
@@ -249,7 +250,7 @@ def test_a_cluster_before_2_19_gets_the_normalization_processor_instead_of_rrf(p
 
     report = read_json(pipeline_run["storage"] / "artifacts" / INDEX / "evaluation_report" / "current" / "report.json")
     assert report["hybrid"]["hybrid_tuned"]["setting"]["technique"] == "rrf"
-    with running_fake(settings=DEV_SETTINGS, deploy_polls=1, score_ranker=False) as cluster, \
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1, score_ranker=False, version="2.17.1") as cluster, \
             DagsterInstance.ephemeral() as instance:
         resources = {**defs.resources, "storage": ArtifactStorage(root=str(pipeline_run["storage"])),
                      "opensearch": OpenSearchResource(url=cluster.url)}
@@ -260,7 +261,7 @@ def test_a_cluster_before_2_19_gets_the_normalization_processor_instead_of_rrf(p
         stored = cluster.search_pipelines[f"finetune-assets-{INDEX}"]
     metadata = run.asset_materializations_for_node("search_pipeline")[0].metadata
     assert metadata["fusion"].value == WITHOUT_RRF.name and metadata["cluster"].value == "created"
-    assert list(stored["phase_results_processors"][0]) == ["normalization-processor"]
+    assert stored == WITHOUT_RRF.pipeline_body(stored["description"])
     folder = pipeline_run["storage"] / "artifacts" / INDEX / "search_pipeline" / "current"
     assert read_json(folder / "search_pipeline.json") == stored
     assert read_json(folder / "search.json")["setting"] == WITHOUT_RRF.to_dict()

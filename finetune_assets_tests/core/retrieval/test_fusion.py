@@ -119,6 +119,18 @@ def test_a_rule_can_keep_the_model_at_half_the_weight_or_more():
     assert by_default.score == pytest.approx(next(c["ndcg@10"] for c in by_default.candidates if c["technique"] == RRF))
 
 
+def test_the_weighted_rrf_rule_ignores_the_synthetic_figures():
+    from finetune_assets.core.retrieval.fusion import RRF_MODEL_WEIGHT
+
+    bm25 = {"q1": [("lexical", 9.0), ("semantic", 1.0)]}
+    model = {"q1": [("semantic", 0.9), ("lexical", 0.1)]}
+    choice = choose_setting(bm25, model, {"q1": {"lexical": 1}}, rule="weighted_rrf")
+    assert choice.setting == FusionSetting(RRF, model_weight=RRF_MODEL_WEIGHT) and choice.setting.weighted_rrf
+    # BM25-heavy settings score best on these judgements; the rule keeps its model-leaning weights all the same
+    assert choice.score < max(c["ndcg@10"] for c in choice.candidates)
+    assert choose_setting(bm25, model, {"q1": {"lexical": 1}}).setting == FusionSetting(RRF)  # today's rule
+
+
 def test_pipeline_bodies_follow_the_documented_processors():
     body = FusionSetting("l2", "harmonic_mean", 0.7).pipeline_body("hybrid")
     processor = body["phase_results_processors"][0]["normalization-processor"]
