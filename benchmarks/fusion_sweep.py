@@ -114,9 +114,6 @@ def sweep(report_file: Path) -> dict:
     return out
 
 
-RRF_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-
-
 def rrf_by_weight(candidates: list[dict]) -> dict[float, float]:
     """The real nDCG@10 of each reciprocal-rank-fusion candidate, by the model's weight."""
     from finetune_assets.core.retrieval.fusion import RRF
@@ -136,14 +133,15 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {s['collection']} | {s['model_type']} | {s['judged_queries']} | {single['bm25']:.4f} | "
                          f"{single['base']:.4f} | {single['tuned']:.4f} | BM25 + {system} | " + " | ".join(cells) +
                          f" | {info['best_on_real']['real']:.4f} ({info['best_on_real']['setting']}) |")
+    rrf_weights = sorted({w for s in sweeps for info in s["systems"].values() for w in rrf_by_weight(info["candidates"])})
     lines += ["", "Reciprocal rank fusion by the model's weight (BM25 gets the rest; 0.5 = equal, no weights sent):", "",
-              "| collection | model | fusion | " + " | ".join(f"{w:g}" for w in RRF_WEIGHTS) + " |",
-              "|---|---|---|" + "---|" * len(RRF_WEIGHTS)]
+              "| collection | model | fusion | " + " | ".join(f"{w:g}" for w in rrf_weights) + " |",
+              "|---|---|---|" + "---|" * len(rrf_weights)]
     for s in sweeps:
         for system, info in s["systems"].items():
             by_weight = rrf_by_weight(info["candidates"])
             lines.append(f"| {s['collection']} | {s['model_type']} | BM25 + {system} | " +
-                         " | ".join(f"{by_weight[w]:.4f}" if w in by_weight else "" for w in RRF_WEIGHTS) + " |")
+                         " | ".join(f"{by_weight[w]:.4f}" if w in by_weight else "" for w in rrf_weights) + " |")
     for s in sweeps:
         lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
                      ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"

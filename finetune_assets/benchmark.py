@@ -277,10 +277,10 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.model_types import check_model_type
     from finetune_assets.core.retrieval.evaluation import compare_systems
+    from finetune_assets.core.retrieval.fusion import FusionSetting
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
-    from finetune_assets.stages.deploy.search_pipeline import fusion_setting
     from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 
     check_model_type(model_type)
@@ -368,7 +368,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     for system in ("base", "tuned"):
         entry = evaluation.get("hybrid", {}).get(f"hybrid_{system}")
         if entry and system in comparison.scored_runs:
-            comparison.add_hybrid(system, qrels, setting=fusion_setting(entry))
+            comparison.add_hybrid(system, qrels, setting=FusionSetting.from_dict(entry["setting"]))
     hybrid_gains = {}  # what the hybrid query with the tuned model adds over each thing the user has without it
     if "hybrid_tuned" in comparison.results:
         for baseline in ("bm25", "tuned", "hybrid_base"):

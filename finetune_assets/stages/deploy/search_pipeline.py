@@ -48,11 +48,6 @@ class SearchPipelineConfig(Config):
                               "models, sparse for sparse ones).")
 
 
-def fusion_setting(entry: dict) -> FusionSetting:
-    """The FusionSetting a report's hybrid entry describes."""
-    return FusionSetting.from_dict(entry["setting"])
-
-
 def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
     """(mode, system, reason): mode is hybrid, model or bm25; system is the registered model's report row."""
     if registration.get("fallback"):
@@ -112,7 +107,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
     setting, body = None, None
     prune_ratio = report.get("document_prune_ratio", base_model.prune_ratio)  # as evaluation_report measured it
     if mode == "hybrid":
-        setting = fusion_setting(report["hybrid"][f"hybrid_{system}"])
+        setting = FusionSetting.from_dict(report["hybrid"][f"hybrid_{system}"]["setting"])
         body = pipeline_body(setting, index)
         query = hybrid_query(model_type, model_id, text_field=config.text_field, vector_field=vector_field)
     elif mode == "model":

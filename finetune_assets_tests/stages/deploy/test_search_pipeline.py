@@ -4,7 +4,6 @@ import pytest
 from finetune_assets.core.retrieval.fusion import FusionSetting
 from finetune_assets.stages.deploy.search_pipeline import (
     choose_search,
-    fusion_setting,
     how_to,
     ingest_body,
     setting_for_version,
@@ -39,10 +38,10 @@ def test_the_setting_forces_a_search():
 
 def test_report_entries_become_settings():
     entry = {"setting": {"technique": "l2", "combination": "harmonic_mean", "weights": [0.3, 0.7]}}
-    assert fusion_setting(entry) == FusionSetting("l2", "harmonic_mean", 0.7)
-    assert fusion_setting({"setting": {"technique": "rrf", "rank_constant": 60}}) == FusionSetting("rrf")
+    assert FusionSetting.from_dict(entry["setting"]) == FusionSetting("l2", "harmonic_mean", 0.7)
+    assert FusionSetting.from_dict({"technique": "rrf", "rank_constant": 60}) == FusionSetting("rrf")
     weighted = {"setting": {"technique": "rrf", "rank_constant": 60, "weights": [0.4, 0.6]}}
-    assert fusion_setting(weighted) == FusionSetting("rrf", model_weight=0.6)
+    assert FusionSetting.from_dict(weighted["setting"]) == FusionSetting("rrf", model_weight=0.6)
 
 
 @pytest.mark.parametrize("version, kept", [((3, 1, 0), True), ((3, 3, 0), True), ((3, 0, 0), False),
