@@ -583,6 +583,38 @@ def test_rrf_weights_count_from_opensearch_3_1_and_are_ignored_before(fake, clie
         assert put_search_pipeline(client, "bad", bad, retry=FAST) == "created"
 
 
+def test_z_score_needs_opensearch_3_0_and_the_arithmetic_mean(fake, client):
+    from finetune_assets.core.retrieval.fusion import FusionSetting
+
+    body = FusionSetting("z_score", "arithmetic_mean", 0.6).pipeline_body("z")
+    fake.version = "2.19.1"
+    with pytest.raises(MLCommonsError, match=r"HTTP 400.*normalization technique \[z_score\] is not supported"):
+        put_search_pipeline(client, "z", body, retry=FAST)
+    fake.version = "3.0.0"
+    assert put_search_pipeline(client, "z", body, retry=FAST) == "created"
+    body["phase_results_processors"][0]["normalization-processor"]["combination"]["technique"] = "geometric_mean"
+    with pytest.raises(MLCommonsError, match="Z Score supports only arithmetic_mean"):
+        put_search_pipeline(client, "z-geometric", body, retry=FAST)
+
+
+def test_the_fake_fuses_every_candidate_setting_as_the_offline_fusion_does():
+    """The offline choice is only worth its figures if the cluster ranks the same: the documented arithmetic, twice."""
+    import random
+
+    from finetune_assets.core.retrieval.fusion import candidate_settings, fuse
+    from finetune_assets_tests.fakes.ml_commons_fake import _fuse
+
+    rng = random.Random(7)
+    for trial in range(20):
+        docs = [f"d{i}" for i in range(30)]
+        bm25 = sorted(((d, rng.uniform(0.5, 20.0)) for d in rng.sample(docs, 15)), key=lambda p: -p[1])
+        model = sorted(((d, rng.uniform(0.1, 0.9)) for d in rng.sample(docs, 12 + trial % 5)), key=lambda p: -p[1])
+        for setting in candidate_settings():
+            fused, problem = _fuse(setting.pipeline_body("check"), [[(s, d) for d, s in bm25], [(s, d) for d, s in model]])
+            assert problem is None
+            assert dict(fuse(bm25, model, setting)) == pytest.approx(fused), setting.name
+
+
 def test_verify_neural_search_sparse_remote_model(fake, client):
     endpoint = SageMakerEndpoint("tiny-splade", "us-east-1", function_name="SPARSE_ENCODING", role_arn=ROLE_ARN)
     result = register_remote(client, endpoint)

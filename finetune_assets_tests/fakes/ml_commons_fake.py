@@ -46,7 +46,8 @@ Scripting (attributes and methods of :class:`FakeMLCommons`):
     ``group_search_misses = n``   the next n model-group searches find nothing (a concurrent registration)
     ``missing_system_indices``    searches answer index_not_found_exception while nothing exists
     ``score_ranker=False``, ``pruning=False``   a cluster before 2.19: no score-ranker-processor, no pruning
-    ``version="3.0.0"``           what ``GET /`` reports; before 3.1 RRF weights are accepted and ignored
+    ``version="3.0.0"``           what ``GET /`` reports; before 3.1 RRF weights are accepted and ignored,
+                                  before 3.0 the z_score normalisation is refused
     ``fail_next(method, regex, status, times=1, drop=False, process=False)``   inject 429/5xx answers or
                                   dropped connections; ``process=True`` handles the request first and then
                                   loses the answer (a 502 from a proxy after the cluster did the work)
@@ -61,6 +62,7 @@ import math
 import random
 import re
 import socket
+import statistics
 import threading
 import zipfile
 import zlib
@@ -289,7 +291,7 @@ class FakeMLCommons:
         self.remote_dimension = remote_dimension
         self.score_ranker = score_ranker  # False: a cluster before 2.19, without the score-ranker-processor
         self.pruning = pruning  # False: a cluster before 2.19, whose sparse_encoding processor cannot prune
-        self.version = version  # GET /'s version.number; RRF weights apply from 3.1
+        self.version = version  # GET /'s version.number; RRF weights apply from 3.1, z_score from 3.0
         self.fail_deploy: str | None = None
         self.group_search_misses = 0
         self.requests: list[Request] = []
@@ -826,11 +828,15 @@ class FakeMLCommons:
             "distribution": "opensearch", "number": self.version, "lucene_version": "10.2.1"},
             "tagline": "The OpenSearch Project: https://opensearch.org/"}
 
+    def _since(self, major: int, minor: int) -> bool:
+        return tuple(int(p) for p in self.version.split("-")[0].split(".")[:2]) >= (major, minor)
+
     def _rrf_weights(self) -> bool:
-        return tuple(int(p) for p in self.version.split("-")[0].split(".")[:2]) >= (3, 1)
+        return self._since(3, 1)
 
     def _search_pipeline_put(self, _params, body, name: str):
-        problem = _search_pipeline_problem(body, score_ranker=self.score_ranker, rrf_weights=self._rrf_weights())
+        problem = _search_pipeline_problem(body, score_ranker=self.score_ranker, rrf_weights=self._rrf_weights(),
+                                           z_score=self._since(3, 0))
         if problem:
             return error_body(400, "illegal_argument_exception", problem)
         self.search_pipelines[name] = body
@@ -913,18 +919,21 @@ def _weights_problem(weights: list | None) -> str | None:
     return None
 
 
-def _search_pipeline_problem(body: dict, *, score_ranker: bool = True, rrf_weights: bool = True) -> str | None:
+def _search_pipeline_problem(body: dict, *, score_ranker: bool = True, rrf_weights: bool = True,
+                             z_score: bool = True) -> str | None:
     """What OpenSearch would refuse in a search pipeline body with a normalization or score-ranker processor."""
     for processor in (body or {}).get("phase_results_processors") or []:
         (kind, spec), = processor.items()
         if kind == "normalization-processor":
             technique = (spec.get("normalization") or {}).get("technique", "min_max")
-            if technique not in ("min_max", "l2", "z_score"):
+            if technique not in ("min_max", "l2", *(("z_score",) if z_score else ())):
                 return f"provided normalization technique [{technique}] is not supported"
             combination = spec.get("combination") or {}
             if combination.get("technique", "arithmetic_mean") not in ("arithmetic_mean", "geometric_mean",
                                                                         "harmonic_mean"):
                 return f"provided combination technique [{combination.get('technique')}] is not supported"
+            if technique == "z_score" and combination.get("technique", "arithmetic_mean") != "arithmetic_mean":
+                return "Z Score supports only arithmetic_mean combination technique"
             problem = _weights_problem((combination.get("parameters") or {}).get("weights"))
             if problem:
                 return problem
@@ -967,10 +976,16 @@ def _fuse(pipeline: dict, lists: list[list[tuple[float, str]]], *,
     per_doc: dict[str, list] = {}
     for position, ranked in enumerate(lists):
         scores = [score for score, _ in ranked]
+        if technique == "z_score" and scores:  # neural-search: the mean and sample deviation of the returned scores
+            mean = statistics.fmean(scores)
+            deviation = statistics.stdev(scores) if len(scores) > 1 else 0.0
         for score, doc_id in ranked:
             if technique == "min_max":
                 low, high = min(scores), max(scores)
                 value = 1.0 if high == low else ((score - low) / (high - low) or 0.001)
+            elif technique == "z_score":
+                z = (score - mean) / deviation if deviation else 0.0
+                value = max(scores) if score == mean else min(scores) if deviation == 0 else z if z > 0 else 0.001
             else:  # l2
                 value = score / math.sqrt(sum(s * s for s in scores))
             per_doc.setdefault(doc_id, [None] * len(lists))[position] = value

@@ -85,7 +85,7 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     assert report["recommended"] in report["results"]
     for name in ("hybrid_base", "hybrid_tuned"):  # RRF by the default rule, every candidate's figure recorded
         choice = report["hybrid"][name]["choice"]
-        assert len(choice["candidates"]) == 49 and choice["rule"] == "rrf"
+        assert len(choice["candidates"]) == 56 and choice["rule"] == "rrf"
         assert choice["chosen"] == {"technique": "rrf", "rank_constant": 60} == report["hybrid"][name]["setting"]
         chosen = next(c["ndcg@10"] for c in choice["candidates"] if c["setting"] == choice["chosen_name"])
         assert choice["score"] == pytest.approx(chosen, abs=1e-6)

@@ -2,8 +2,9 @@
 
 A `hybrid` query runs each sub-query on its own and a search pipeline fuses their results:
 - the `normalization-processor` rescales each sub-query's scores over that sub-query's own results
-  (min_max or l2) and combines them with a weighted arithmetic, geometric or harmonic mean; a document a
-  sub-query did not return counts in neither the sum nor the weights of that mean;
+  (min_max or l2; z_score from OpenSearch 3.0, with the arithmetic mean only) and combines them with a weighted
+  arithmetic, geometric or harmonic mean; a document a sub-query did not return counts in neither the sum nor the
+  weights of that mean;
 - the `score-ranker-processor` (OpenSearch 2.19+) ranks by reciprocal rank fusion, sum of 1 / (rank_constant + rank),
   each term times its sub-query's weight when the pipeline gives weights (OpenSearch 3.1+; before, they are ignored).
 The functions here reproduce that arithmetic on ranked lists, so a setting can be chosen offline and written
@@ -15,13 +16,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-NORMALIZATIONS = ("min_max", "l2")
+Z_SCORE = "z_score"
+NORMALIZATIONS = ("min_max", "l2", Z_SCORE)
 COMBINATIONS = ("arithmetic_mean", "geometric_mean", "harmonic_mean")
 RRF = "rrf"
-# OpenSearch's min_max gives the lowest result this score instead of 0 and a lone result 1.0.
+# OpenSearch's min_max gives the lowest result this score instead of 0 and a lone result 1.0; z_score gives it to
+# every result at or below the sub-query's mean.
 MIN_MAX_FLOOR = 0.001
 RANK_CONSTANT = 60  # the score-ranker-processor's default
+RRF_SINCE = (2, 19)  # the first OpenSearch version with the score-ranker-processor
 RRF_WEIGHTS_SINCE = (3, 1)  # the first OpenSearch version whose score-ranker-processor applies weights
+Z_SCORE_SINCE = (3, 0)  # the first OpenSearch version whose normalization-processor offers z_score
 DEPTH = 100  # results each sub-query contributes, the hybrid query's default window
 
 ScoredList = Sequence[tuple[str, float]]  # (document id, score), best first
@@ -32,7 +37,7 @@ class FusionSetting:
     """One way to fuse BM25 with a model: normalisation + combination + weights (BM25, model), or RRF (weighted
     when model_weight is not 0.5)."""
 
-    technique: str  # min_max | l2 | rrf
+    technique: str  # min_max | l2 | z_score | rrf
     combination: str = "arithmetic_mean"
     model_weight: float = 0.5  # the model sub-query's weight; BM25 gets 1 - model_weight
 
@@ -42,6 +47,9 @@ class FusionSetting:
                              f"not {self.technique!r}")
         if self.technique != RRF and self.combination not in COMBINATIONS:
             raise ValueError(f"fusion combination must be one of {', '.join(COMBINATIONS)}, not {self.combination!r}")
+        if self.technique == Z_SCORE and self.combination != "arithmetic_mean":
+            raise ValueError(f"z_score normalisation combines by arithmetic_mean only (OpenSearch refuses "
+                             f"{self.combination!r} with it)")
         if not 0.0 < self.model_weight < 1.0:
             raise ValueError(f"model_weight must be between 0 and 1 (exclusive), not {self.model_weight}")
 
@@ -53,6 +61,13 @@ class FusionSetting:
     def weighted_rrf(self) -> bool:
         """RRF with unequal weights, which needs OpenSearch 3.1+ (an older cluster would ignore them)."""
         return self.technique == RRF and self.model_weight != 0.5
+
+    @property
+    def since(self) -> tuple[int, int]:
+        """The first OpenSearch version that runs this setting as written (0, 0: every version with hybrid search)."""
+        if self.weighted_rrf:
+            return RRF_WEIGHTS_SINCE
+        return {RRF: RRF_SINCE, Z_SCORE: Z_SCORE_SINCE}.get(self.technique, (0, 0))
 
     @property
     def name(self) -> str:
@@ -92,11 +107,12 @@ class FusionSetting:
 
 
 def candidate_settings(model_weights: Iterable[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> list[FusionSetting]:
-    """Every setting tried when choosing: each normalisation x combination x model weight, then RRF at equal
-    weights, then weighted RRF."""
+    """Every setting tried when choosing: each normalisation x combination x model weight (z_score with the
+    arithmetic mean only), then RRF at equal weights, then weighted RRF."""
     model_weights = list(model_weights)
     grid = [FusionSetting(technique, combination, weight) for technique in NORMALIZATIONS
-            for combination in COMBINATIONS for weight in model_weights]
+            for combination in COMBINATIONS for weight in model_weights
+            if technique != Z_SCORE or combination == "arithmetic_mean"]
     weighted = [FusionSetting(RRF, model_weight=weight) for weight in model_weights if weight != 0.5]
     return [*grid, FusionSetting(RRF), *weighted]
 
@@ -113,7 +129,26 @@ def normalize(scores: Sequence[float], technique: str) -> list[float]:
     if technique == "l2":
         norm = math.sqrt(sum(s * s for s in scores))
         return [s / norm if norm else MIN_MAX_FLOOR for s in scores]
+    if technique == Z_SCORE:
+        return z_scores(scores)
     raise ValueError(f"unknown normalisation {technique!r}")
+
+
+def z_scores(scores: Sequence[float]) -> list[float]:
+    """neural-search's z_score: (score - mean) / sample standard deviation over the sub-query's results, a score
+    at or below the mean floored at MIN_MAX_FLOOR; a score equal to the mean (a lone result) takes the raw maximum,
+    and with no spread every score takes the raw minimum."""
+    mean = sum(scores) / len(scores)
+    spread = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) if len(scores) > 1 else 0.0
+    out = []
+    for s in scores:
+        if s == mean:
+            out.append(max(scores))
+        elif spread == 0.0:
+            out.append(min(scores))
+        else:
+            out.append(max((s - mean) / spread, 0.0) or MIN_MAX_FLOOR)
+    return out
 
 
 def combine(scores: Sequence[float | None], weights: Sequence[float], combination: str) -> float:

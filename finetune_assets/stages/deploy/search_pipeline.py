@@ -16,8 +16,8 @@ from pydantic import Field
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.retrieval.fusion import (
     RRF,
-    RRF_WEIGHTS_SINCE,
     WITHOUT_RRF,
+    Z_SCORE,
     FusionSetting,
     hybrid_query,
     lexical_query,
@@ -64,7 +64,7 @@ def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tup
 
 
 def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", model_type: str = "dense",
-           prune_ratio: float = 0.0, weighted_rrf: bool = False) -> str:
+           prune_ratio: float = 0.0, setting: FusionSetting | None = None) -> str:
     if mode == "bm25":
         return (f"# Search for '{index}'\n\nRun the BM25 query in {QUERY_FILE} against the index "
                 "(`GET /<index>/_search`); no search pipeline is needed.\n")
@@ -79,9 +79,12 @@ def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", mo
                   "cluster remove prune_type and prune_ratio."]
     if mode == "hybrid":
         lines += [f"2. Create the search pipeline: `PUT /_search/pipeline/{name}` with the body in {PIPELINE_FILE}."]
-        if weighted_rrf:
+        if setting is not None and setting.weighted_rrf:
             lines += ["   Its reciprocal rank fusion weighs the sub-queries (OpenSearch 3.1+); an older cluster accepts "
                       "the body but ignores the weights, so there remove `parameters` for plain RRF (2.19+)."]
+        elif setting is not None and setting.technique == Z_SCORE:
+            lines += ["   Its z_score normalisation needs OpenSearch 3.0+; an older cluster refuses the body, so there "
+                      "write min_max in its place."]
         lines += [f"3. Search: `GET /<index>/_search?search_pipeline={name}` with the body in {QUERY_FILE}, "
                   "replacing {{query_text}} by the user's query (in both sub-queries)."]
     else:
@@ -138,7 +141,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
                              text_field=config.text_field, vector_field=vector_field, prune_ratio=prune_ratio)
         write_json(folder / INGEST_FILE, ingest)
     guide = how_to(name, mode, index, vector_field, model_type, prune_ratio if ingest else 0.0,
-                   weighted_rrf=bool(setting and setting.weighted_rrf))
+                   setting=setting)
     (folder / HOW_TO_FILE).write_text(guide, encoding="utf-8")
     write_json(folder / "search.json", {"mode": mode, "system": system, "reason": reason, "name": name,
                                         "setting": setting.to_dict() if setting else None, "cluster": created,
@@ -161,14 +164,22 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
 
 
 def setting_for_version(setting: FusionSetting, version: tuple[int, ...] | None) -> tuple[FusionSetting, str]:
-    """Weighted RRF where the cluster applies the weights (OpenSearch 3.1+), else RRF at equal weights, which an older
-    cluster would silently run instead; the second value says so, or is empty."""
-    if not setting.weighted_rrf or (version is not None and version >= RRF_WEIGHTS_SINCE):
+    """The setting where the cluster runs it as written, else the nearest one it runs, and a warning that says so
+    (empty when kept): weighted RRF becomes RRF at equal weights before 3.1, which would otherwise ignore the
+    weights silently (so an unreported version counts as older); z_score becomes min_max with the same weights
+    before 3.0, which would refuse it."""
+    if version is not None and version >= setting.since:
+        return setting, ""
+    if setting.weighted_rrf:
+        replacement, needs = FusionSetting(RRF), "its score-ranker-processor applies weights from 3.1 on"
+    elif setting.technique == Z_SCORE and version is not None:
+        replacement = FusionSetting("min_max", setting.combination, setting.model_weight)
+        needs = "its normalization-processor offers z_score from 3.0 on"
+    else:
         return setting, ""
     shown = ".".join(map(str, version)) if version else "a version it does not report"
-    return FusionSetting(RRF), (f"the cluster runs OpenSearch {shown}: its score-ranker-processor applies weights "
-                                f"from 3.1 on, so the pipeline uses {FusionSetting(RRF).name} instead of "
-                                f"{setting.name}")
+    return replacement, (f"the cluster runs OpenSearch {shown}: {needs}, so the pipeline uses {replacement.name} "
+                         f"instead of {setting.name}")
 
 
 def pipeline_body(setting: FusionSetting, index: str) -> dict:
@@ -189,8 +200,8 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
            prune_ratio: float) -> tuple[str, dict, FusionSetting, float]:
     """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index, its documents
     indexed through the delivered ingest processor. A cluster before OpenSearch 3.1 gets RRF at equal weights instead
-    of weighted RRF (it would ignore the weights), one before 2.19 WITHOUT_RRF instead of RRF and no document
-    pruning, each said in the log. Returns the status, the check's top hits, the setting the cluster holds and the
+    of weighted RRF (it would ignore the weights), one before 3.0 min_max instead of z_score, one before 2.19
+    WITHOUT_RRF instead of RRF and no document pruning, each said in the log. Returns the status, the check's top hits, the setting the cluster holds and the
     prune ratio it takes."""
     from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
     from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError, UnknownProcessorError
@@ -198,7 +209,7 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
     from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
 
     client = opensearch.client()
-    if setting.weighted_rrf:
+    if setting.weighted_rrf or setting.technique == Z_SCORE:
         setting, warning = setting_for_version(setting, cluster_version(client))
         if warning:
             context.log.warning(warning)

@@ -26,6 +26,25 @@ def test_l2_divides_by_the_norm_of_the_subquery_results():
     assert normalize([3.0, 4.0], "l2") == pytest.approx([0.6, 0.8])
 
 
+def test_z_score_uses_the_sample_deviation_of_the_subquery_results_and_floors_at_the_mean():
+    deviation = math.sqrt(((5 - 2.5) ** 2 + (3 - 2.5) ** 2 + 2 * (1 - 2.5) ** 2) / 3)
+    assert normalize([5.0, 3.0, 1.0, 1.0], "z_score") == pytest.approx(
+        [2.5 / deviation, 0.5 / deviation, MIN_MAX_FLOOR, MIN_MAX_FLOOR])
+    # neural-search's equal-to-the-mean branch: a lone result, or any result exactly at the mean, takes the raw maximum
+    assert normalize([7.5], "z_score") == [7.5]
+    assert normalize([4.0, 3.0, 2.0], "z_score") == [1.0, 4.0, MIN_MAX_FLOOR]
+
+
+def test_z_score_combines_by_arithmetic_mean_only():
+    assert FusionSetting("z_score", "arithmetic_mean", 0.6).since == (3, 0)
+    with pytest.raises(ValueError, match="arithmetic_mean only"):
+        FusionSetting("z_score", "harmonic_mean", 0.5)
+    z_settings = [s for s in candidate_settings() if s.technique == "z_score"]
+    assert [s.model_weight for s in z_settings] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    assert {s.combination for s in z_settings} == {"arithmetic_mean"}
+    assert FusionSetting("min_max").since < FusionSetting("rrf").since < FusionSetting("rrf", model_weight=0.7).since
+
+
 def test_arithmetic_mean_leaves_a_missing_subquery_out_of_the_weights():
     # A document only BM25 returned keeps its BM25 score: OpenSearch skips the absent sub-query entirely.
     assert combine([0.8, None], (0.3, 0.7), "arithmetic_mean") == pytest.approx(0.8)

@@ -56,9 +56,21 @@ def test_weighted_rrf_is_kept_only_where_the_cluster_applies_weights(version, ke
         assert setting_for_version(other, version) == (other, "")
 
 
-def test_instructions_say_when_rrf_weights_need_opensearch_3_1():
-    assert "OpenSearch 3.1+" in how_to("p1", "hybrid", "docs", weighted_rrf=True)
-    assert "3.1" not in how_to("p1", "hybrid", "docs")
+@pytest.mark.parametrize("version, kept", [((3, 0, 0), True), ((3, 1, 0), True), ((2, 19, 1), False),
+                                           (None, True)])
+def test_z_score_becomes_min_max_on_a_cluster_that_would_refuse_it(version, kept):
+    z_score = FusionSetting("z_score", "arithmetic_mean", 0.7)
+    setting, warning = setting_for_version(z_score, version)
+    assert (setting == z_score) == kept and (warning == "") == kept
+    if not kept:  # an unreported version keeps it: the cluster's refusal is loud, unlike ignored RRF weights
+        assert setting == FusionSetting("min_max", "arithmetic_mean", 0.7) and "z_score from 3.0" in warning
+
+
+def test_instructions_say_which_settings_need_opensearch_3():
+    assert "OpenSearch 3.1+" in how_to("p1", "hybrid", "docs", setting=FusionSetting("rrf", model_weight=0.6))
+    assert "OpenSearch 3.0+" in how_to("p1", "hybrid", "docs", setting=FusionSetting("z_score"))
+    for plain in (None, FusionSetting("rrf"), FusionSetting("l2", "geometric_mean", 0.3)):
+        assert "OpenSearch 3" not in how_to("p1", "hybrid", "docs", setting=plain)
 
 
 def test_instructions_name_the_pipeline_only_when_there_is_one():
