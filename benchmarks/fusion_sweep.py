@@ -114,11 +114,16 @@ def sweep(report_file: Path) -> dict:
     return out
 
 
-def rrf_by_weight(candidates: list[dict]) -> dict[float, float]:
-    """The real nDCG@10 of each reciprocal-rank-fusion candidate, by the model's weight."""
-    from finetune_assets.core.retrieval.fusion import RRF
+# The families tabulated by the model's weight: (technique, combination or None for RRF, heading).
+WEIGHT_TABLES = (("rrf", None, "Reciprocal rank fusion (0.5 = equal, no weights sent)"),
+                 ("min_max", "arithmetic_mean", "min_max + arithmetic mean (OpenSearch's default at 0.5)"),
+                 ("z_score", "arithmetic_mean", "z_score + arithmetic mean (OpenSearch 3.0+)"))
 
-    return {(c.get("weights") or [0.5, 0.5])[1]: c["real"] for c in candidates if c.get("technique") == RRF}
+
+def by_weight(candidates: list[dict], technique: str, combination: str | None = None) -> dict[float, float]:
+    """The real nDCG@10 of one fusion family's candidates, by the model's weight."""
+    return {(c.get("weights") or [0.5, 0.5])[1]: c["real"] for c in candidates
+            if c.get("technique") == technique and c.get("combination") == combination}
 
 
 def markdown(sweeps: list[dict]) -> str:
@@ -133,15 +138,18 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {s['collection']} | {s['model_type']} | {s['judged_queries']} | {single['bm25']:.4f} | "
                          f"{single['base']:.4f} | {single['tuned']:.4f} | BM25 + {system} | " + " | ".join(cells) +
                          f" | {info['best_on_real']['real']:.4f} ({info['best_on_real']['setting']}) |")
-    rrf_weights = sorted({w for s in sweeps for info in s["systems"].values() for w in rrf_by_weight(info["candidates"])})
-    lines += ["", "Reciprocal rank fusion by the model's weight (BM25 gets the rest; 0.5 = equal, no weights sent):", "",
-              "| collection | model | fusion | " + " | ".join(f"{w:g}" for w in rrf_weights) + " |",
-              "|---|---|---|" + "---|" * len(rrf_weights)]
-    for s in sweeps:
-        for system, info in s["systems"].items():
-            by_weight = rrf_by_weight(info["candidates"])
-            lines.append(f"| {s['collection']} | {s['model_type']} | BM25 + {system} | " +
-                         " | ".join(f"{by_weight[w]:.4f}" if w in by_weight else "" for w in rrf_weights) + " |")
+    for technique, combination, heading in WEIGHT_TABLES:
+        tables = {(s["collection"], s["model_type"], system): by_weight(info["candidates"], technique, combination)
+                  for s in sweeps for system, info in s["systems"].items()}
+        weights = sorted({w for table in tables.values() for w in table})
+        if not weights:
+            continue
+        lines += ["", f"{heading}, by the model's weight (BM25 gets the rest):", "",
+                  "| collection | model | fusion | " + " | ".join(f"{w:g}" for w in weights) + " |",
+                  "|---|---|---|" + "---|" * len(weights)]
+        for (collection, model_type, system), table in tables.items():
+            lines.append(f"| {collection} | {model_type} | BM25 + {system} | " +
+                         " | ".join(f"{table[w]:.4f}" if w in table else "" for w in weights) + " |")
     for s in sweeps:
         lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
                      ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"
