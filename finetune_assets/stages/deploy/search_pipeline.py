@@ -164,19 +164,21 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
 
 
 def setting_for_version(setting: FusionSetting, version: tuple[int, ...] | None) -> tuple[FusionSetting, str]:
-    """The setting where the cluster runs it as written, else the nearest one it runs, and a warning that says so
-    (empty when kept): weighted RRF becomes RRF at equal weights before 3.1, which would otherwise ignore the
-    weights silently (so an unreported version counts as older); z_score becomes min_max with the same weights
-    before 3.0, which would refuse it."""
+    """The setting where the cluster runs it as written (`FusionSetting.since`), else the nearest one it runs, and a
+    warning that says so (empty when kept): weighted RRF becomes RRF at equal weights before 3.1, which would
+    otherwise ignore the weights silently (so an unreported version counts as older); z_score becomes min_max with
+    the same weights before 3.0, and RRF becomes WITHOUT_RRF before 2.19, where either would be refused."""
     if version is not None and version >= setting.since:
         return setting, ""
     if setting.weighted_rrf:
         replacement, needs = FusionSetting(RRF), "its score-ranker-processor applies weights from 3.1 on"
-    elif setting.technique == Z_SCORE and version is not None:
+    elif version is None:
+        return setting, ""  # a refusal is loud: put_search_pipeline's UnknownProcessorError still catches RRF
+    elif setting.technique == Z_SCORE:
         replacement = FusionSetting("min_max", setting.combination, setting.model_weight)
         needs = "its normalization-processor offers z_score from 3.0 on"
     else:
-        return setting, ""
+        replacement, needs = WITHOUT_RRF, "the score-ranker-processor (reciprocal rank fusion) arrived in 2.19"
     shown = ".".join(map(str, version)) if version else "a version it does not report"
     return replacement, (f"the cluster runs OpenSearch {shown}: {needs}, so the pipeline uses {replacement.name} "
                          f"instead of {setting.name}")
@@ -199,17 +201,16 @@ def _apply(context, opensearch: OpenSearchResource, name: str, setting: FusionSe
            model_type: str, storage: ArtifactStorage, index: str,
            prune_ratio: float) -> tuple[str, dict, FusionSetting, float]:
     """Create the pipeline, then prove it: one hybrid query through a scratch copy on a scratch index, its documents
-    indexed through the delivered ingest processor. A cluster before OpenSearch 3.1 gets RRF at equal weights instead
-    of weighted RRF (it would ignore the weights), one before 3.0 min_max instead of z_score, one before 2.19
-    WITHOUT_RRF instead of RRF and no document pruning, each said in the log. Returns the status, the check's top hits, the setting the cluster holds and the
-    prune ratio it takes."""
+    indexed through the delivered ingest processor. An older cluster gets the nearest setting it runs
+    (`setting_for_version`) and, before 2.19, no document pruning, each said in the log. Returns the status, the
+    check's top hits, the setting the cluster holds and the prune ratio it takes."""
     from finetune_assets.clients.ml_commons.api import DENSE, SPARSE
     from finetune_assets.clients.ml_commons.errors import PruningUnsupportedError, UnknownProcessorError
     from finetune_assets.clients.ml_commons.search_pipelines import cluster_version, put_search_pipeline
     from finetune_assets.clients.ml_commons.verify import verify_hybrid_search
 
     client = opensearch.client()
-    if setting.weighted_rrf or setting.technique == Z_SCORE:
+    if setting.since > (0, 0):
         setting, warning = setting_for_version(setting, cluster_version(client))
         if warning:
             context.log.warning(warning)

@@ -1,7 +1,7 @@
 """Which search the deploy stage delivers, from the held-out figures and the registration."""
 import pytest
 
-from finetune_assets.core.retrieval.fusion import FusionSetting
+from finetune_assets.core.retrieval.fusion import WITHOUT_RRF, FusionSetting
 from finetune_assets.stages.deploy.search_pipeline import (
     choose_search,
     how_to,
@@ -64,6 +64,15 @@ def test_z_score_becomes_min_max_on_a_cluster_that_would_refuse_it(version, kept
     assert (setting == z_score) == kept and (warning == "") == kept
     if not kept:  # an unreported version keeps it: the cluster's refusal is loud, unlike ignored RRF weights
         assert setting == FusionSetting("min_max", "arithmetic_mean", 0.7) and "z_score from 3.0" in warning
+
+
+@pytest.mark.parametrize("version, kept", [((2, 19, 0), True), ((3, 1, 0), True), ((2, 17, 1), False), (None, True)])
+def test_rrf_becomes_the_normalization_processor_before_2_19(version, kept):
+    setting, warning = setting_for_version(FusionSetting("rrf"), version)
+    assert (setting == FusionSetting("rrf")) == kept and (warning == "") == kept
+    if not kept:
+        assert setting == WITHOUT_RRF and "arrived in 2.19" in warning and "2.17.1" in warning
+    assert setting_for_version(FusionSetting("min_max", "arithmetic_mean", 0.7), (2, 17, 1))[1] == ""
 
 
 def test_instructions_say_which_settings_need_opensearch_3():
