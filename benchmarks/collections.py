@@ -46,20 +46,27 @@ def summarise(name: str, runs: dict[int, dict]) -> dict:
     systems = [s for s in SYSTEMS if all(s in r["results"] for r in runs.values())]
     means = {s: statistics.mean(r["results"][s]["ndcg@10"] for r in runs.values()) for s in systems}
     gains = {seed: r["tuned_minus_base_ndcg@10"] for seed, r in runs.items()}
+    delivered = {}  # what search_pipeline gave the user, per seed (runs from before it was recorded have none)
+    if all("delivered" in r for r in runs.values()):
+        delivered = {"ndcg@10_mean": statistics.mean(r["delivered"]["ndcg@10"] for r in runs.values()),
+                     "rows": {str(seed): r["delivered"]["row"] for seed, r in runs.items()}}
     return {"collection": name, "role": role(name), "judged_queries": first["judged_queries"],
             "documents": first["documents"], "seeds": sorted(runs), "ndcg@10_mean": means,
             "gain_mean": statistics.mean(g["mean"] for g in gains.values()),
             "gains": {str(seed): {"mean": g["mean"], "ci95": g["ci95"]} for seed, g in gains.items()},
             "cpu_minutes_mean": statistics.mean(r["cpu_minutes"]["pipeline_total"] for r in runs.values()),
-            "hybrid": {seed: r.get("hybrid", {}) for seed, r in runs.items()}}
+            "hybrid": {seed: r.get("hybrid", {}) for seed, r in runs.items()}, "delivered": delivered}
 
 
 def markdown(rows: list[dict]) -> str:
     columns = [s for s in SYSTEMS if any(s in r["ndcg@10_mean"] for r in rows)]
-    lines = ["| collection | role | judged queries | " + " | ".join(columns) + " | tuned - base (per seed, 95% CI) "
-             "| mean gain | seeds | CPU min |", "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|"]
+    lines = ["| collection | role | judged queries | " + " | ".join(columns) + " | delivered (row per seed) "
+             "| tuned - base (per seed, 95% CI) | mean gain | seeds | CPU min |",
+             "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|"]
     for r in rows:
         cells = [f"{r['ndcg@10_mean'][s]:.4f}" if s in r["ndcg@10_mean"] else "" for s in columns]
+        delivered = r.get("delivered")
+        cells.append(f"{delivered['ndcg@10_mean']:.4f} ({', '.join(delivered['rows'].values())})" if delivered else "")
         per_seed = "; ".join(f"{g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})" for g in r["gains"].values())
         lines.append(f"| {r['collection']} | {r['role']} | {r['judged_queries']} | " + " | ".join(cells) +
                      f" | {per_seed} | {r['gain_mean']:+.4f} | {len(r['seeds'])} | {r['cpu_minutes_mean']:.1f} |")

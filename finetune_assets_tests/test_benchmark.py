@@ -152,6 +152,47 @@ def test_the_table_shows_what_the_hybrid_query_adds_with_its_interval():
     assert not any(line.startswith("hybrid_tuned - bm25") for line in table)  # only the gains the run reported
 
 
+@pytest.mark.parametrize(("search", "row"), [({"mode": "hybrid", "system": "tuned"}, "hybrid_tuned"),
+                                             ({"mode": "hybrid", "system": "base"}, "hybrid_base"),
+                                             ({"mode": "model", "system": "tuned"}, "tuned"),
+                                             ({"mode": "bm25", "system": ""}, "bm25")])
+def test_the_delivered_search_maps_to_its_report_row(search, row):
+    from finetune_assets.benchmark import delivered_row
+
+    assert delivered_row(search) == row
+
+
+def test_delivered_figures_score_the_delivered_search_against_the_best_row():
+    from finetune_assets.benchmark import BenchmarkRunError, delivered_figures, format_table
+    from finetune_assets.core.retrieval.evaluation import Comparison
+
+    per_query = {"bm25": [0.2, 0.4, 0.3], "tuned": [0.6, 0.5, 0.4], "hybrid_tuned": [0.5, 0.5, 0.3]}
+    comparison = Comparison(
+        judged_queries=3, documents=10,
+        results={name: {"ndcg@10": sum(v) / 3} for name, v in per_query.items()},
+        ndcg_per_query={name: {f"q{i}": x for i, x in enumerate(v)} for name, v in per_query.items()})
+    search = {"mode": "hybrid", "system": "tuned", "reason": "best held-out nDCG@10"}
+    figures = delivered_figures(comparison, search)
+    assert figures["row"] == "hybrid_tuned" and figures["best_row"] == "tuned"
+    assert figures["ndcg@10"] == pytest.approx(0.4333, abs=1e-4)
+    assert figures["minus_best_ndcg@10"]["mean"] == pytest.approx(-0.0667, abs=1e-4)
+    low, high = figures["minus_best_ndcg@10"]["ci95"]
+    assert low <= -0.0667 <= high <= 0
+    best = delivered_figures(comparison, {**search, "mode": "model"})
+    assert best["row"] == "tuned" and "minus_best_ndcg@10" not in best
+    comparison.results["hybrid_tuned"]["ndcg@10"] = comparison.results["tuned"]["ndcg@10"]
+    tied = delivered_figures(comparison, search)
+    assert tied["best_row"] == "hybrid_tuned" and "minus_best_ndcg@10" not in tied  # a tie is no shortfall
+    report = {"collection": "cranfield", "judged_queries": 3, "documents": 10, "delivered": figures,
+              "results": {n: {"ndcg@10": v["ndcg@10"], "mrr@10": 0, "recall@100": 0}
+                          for n, v in comparison.results.items()},
+              "tuned_minus_base_ndcg@10": {"mean": 0.0, "ci95": [0.0, 0.0]}, "timings_s": {"pipeline_total": 1.0}}
+    assert "delivered by search_pipeline: hybrid_tuned 0.4333 (-0.0667 against the best row, tuned, 95% CI" in (
+        format_table(report))
+    with pytest.raises(BenchmarkRunError, match="delivered 'hybrid_base', which the real-query evaluation did not"):
+        delivered_figures(comparison, {**search, "system": "base"})
+
+
 def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
     from finetune_assets.benchmark import format_table
 
@@ -166,3 +207,37 @@ def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
     assert "base sparsity: 58.1 active dims per query, 230.3 per document, FLOPS 12.200" in lines
     assert ("tuned sparsity: 51.7 active dims per query, 99.7 per document, FLOPS 7.530 (documents pruned at "
             "max_ratio 0.2; unpruned FLOPS 13.560)") in lines
+
+
+@pytest.mark.slow
+def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
+    """The whole graph on a small BEIR folder (real documents, queries judged against them), then the real-query
+    evaluation: every system and hybrid row, and the search that search_pipeline delivered, scored."""
+    from finetune_assets.benchmark import format_table, run_benchmark
+    from finetune_assets.core.data.demo_corpus import python_docs_documents
+    from finetune_assets_tests.conftest import RUN_CONFIG
+
+    folder = tmp_path / "docs-collection"
+    (folder / "qrels").mkdir(parents=True)
+    docs = python_docs_documents()[:24]
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d["id"], "title": d["title"],
+                                                               "text": d["text"]}) for d in docs))
+    judged = docs[::4]  # each query is a document's title, judged relevant to that document
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{n}", "text": d["title"]})
+                                                    for n, d in enumerate(judged)))
+    (folder / "qrels" / "test.tsv").write_text("".join(f"q{n}\t{d['id']}\t1\n" for n, d in enumerate(judged)))
+    report = run_benchmark(folder, tmp_path / "out.json", max_docs=10, corpus_docs=0, work_dir=tmp_path / "work",
+                           run_config={"ops": RUN_CONFIG["ops"]}, base_model="local:all-MiniLM-L6-v2")
+
+    assert report["judged_queries"] == len(judged) and report["documents"] == len(docs)
+    assert report["settings"]["base_model"] == "local:all-MiniLM-L6-v2"
+    assert set(report["results"]) == {"bm25", "base", "tuned", "hybrid_base", "hybrid_tuned"}
+    search = json.loads(next((tmp_path / "work").glob("storage/artifacts/*/search_pipeline/current/search.json"))
+                        .read_text())
+    delivered = report["delivered"]
+    assert delivered["search"] == search["mode"] and delivered["reason"] == search["reason"]
+    assert delivered["ndcg@10"] == report["results"][delivered["row"]]["ndcg@10"]
+    best = max(report["results"].values(), key=lambda values: values["ndcg@10"])["ndcg@10"]
+    assert ("minus_best_ndcg@10" in delivered) == (delivered["ndcg@10"] < best)
+    assert json.loads((tmp_path / "out.json").read_text())["delivered"] == delivered
+    assert f"delivered by search_pipeline: {delivered['row']}" in format_table(report)

@@ -248,7 +248,7 @@ def cost_estimate(context: AssetExecutionContext, config: CostEstimateConfig, st
     markdown = estimate.to_markdown(title, [plan_summary(plan), enforcement, memory_note(memory),
                                             f"training: {length.describe()}", *filter(None, [training_memory])])
 
-    folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "cost_estimate", run_id=context.run.run_id)
     write_json(folder / "estimate.json", {**estimate.to_dict(), "bedrock_batch_plan": plan, "max_cost_usd": limit,
                                           "enforced_for": groups, "enforced_usd": enforced_usd,
                                           "exceeds_max_cost": exceeded})

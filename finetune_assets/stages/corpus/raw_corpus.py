@@ -120,7 +120,7 @@ def raw_corpus(context: AssetExecutionContext, config: RawCorpusConfig, storage:
                              title_field=config.title_field or None, txt_mode=config.txt_mode,
                              max_documents=config.max_documents or None, seed=config.seed)
     sample = sample_documents(result.documents, config.max_documents or None, config.seed)
-    folder = storage.artifact_dir(index, "raw_corpus", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "raw_corpus", run_id=context.run.run_id)
     write_jsonl(folder / "documents.jsonl", sample)
     write_quarantine(folder / "quarantine.jsonl", result.quarantined)
     valid = len(result.documents) + result.not_sampled  # duplicates removed where the sample met them

@@ -63,7 +63,7 @@ def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, 
     check_run_config(context)
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
-    folder = storage.artifact_dir(index, "model_endpoint", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "model_endpoint", run_id=context.run.run_id)
     deployment = sagemaker_endpoint.default_deployment if config.deployment == "auto" else config.deployment
     passed, gate = quality_gate(report)
     if not passed and deployment != "none":

@@ -30,7 +30,7 @@ def model_package(context: AssetExecutionContext, config: ModelPackageConfig,
     check_run_config(context)
     index = context.partition_key
     model_dir = storage.fetch(index, "trained_model") / "model"
-    folder = storage.artifact_dir(index, "model_package", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "model_package", run_id=context.run.run_id)
     model_type = detect_model_type(model_dir)
     name, about = f"finetune-assets/{index}", f"fine-tuned on index '{index}' by finetune-assets"
     extra = {}

@@ -27,7 +27,7 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     endpoint = deployed_endpoint(storage, index)
     package_dir = None if endpoint else storage.fetch(index, "model_package")
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
-    folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run.run_id)
     source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
     passed, gate = quality_gate(report)
     if not passed:

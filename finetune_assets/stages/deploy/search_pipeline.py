@@ -122,7 +122,7 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
         context.log.warning(f"search_pipeline {reason}: delivering plain BM25 search")
     else:
         context.log.info(f"search_pipeline delivers {mode} search: {reason}")
-    folder = storage.artifact_dir(index, "search_pipeline", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "search_pipeline", run_id=context.run.run_id)
     if body is not None:
         write_json(folder / PIPELINE_FILE, body)
     write_json(folder / QUERY_FILE, query)

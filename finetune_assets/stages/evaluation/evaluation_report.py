@@ -85,7 +85,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
               "document_prune_ratio": comparison.sparsity.get("tuned", {}).get("document_prune_ratio", 0.0),
               "evaluated_on": "held-out synthetic queries (documents never seen in training)",
               "recommended": recommended}
-    folder = storage.artifact_dir(index, "evaluation_report", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "evaluation_report", run_id=context.run.run_id)
     write_json(folder / REPORT_FILE, report)
     (folder / "report.md").write_text(comparison.markdown() + "\n", encoding="utf-8")
     chart = metric_bars_png(comparison.results, TABLE_METRICS)

@@ -52,7 +52,7 @@ def bedrock_batch_outputs(context: AssetExecutionContext, config: QueryGeneratio
     started = time.perf_counter()
     bedrock_metadata = {}
     tokens = None
-    folder = storage.artifact_dir(index, "bedrock_batch_outputs", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "bedrock_batch_outputs", run_id=context.run.run_id)
     if query_generator.is_bedrock:
         result = generate_with_bedrock(context, storage, query_generator, documents, queries_per_type,
                                        config.max_document_chars, folder)

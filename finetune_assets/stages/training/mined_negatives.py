@@ -160,7 +160,7 @@ def mined_negatives(context: AssetExecutionContext, config: MinedNegativesConfig
                                  [document_text(d) for d in documents], settings,
                                  batch_size=base_model.batch_size, teacher=teacher)
     teacher_metadata = score_with_teacher(context, teacher, result.rows)
-    folder = storage.artifact_dir(index, "mined_negatives", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "mined_negatives", run_id=context.run.run_id)
     write_jsonl(folder / "train.jsonl", result.rows)
     write_json(folder / COUNTS_FILE, {"rows": len(result.rows), "training_pairs": available})
     if automatic or isinstance(teacher, HybridTeacher):  # each query's top documents and scores, for batch_kl

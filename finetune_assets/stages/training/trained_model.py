@@ -296,7 +296,7 @@ def trained_model(context: AssetExecutionContext, config: TrainedModelConfig, st
         context.log.info(f"training a soup of {hp.soup_size} models (seeds {hp.seed} to {hp.seed + hp.soup_size - 1}), "
                          f"saved as the average of their weights; soup_size: 1 trains one model in a "
                          f"{hp.soup_size}th of the time")
-    folder = storage.artifact_dir(index, "trained_model", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "trained_model", run_id=context.run.run_id)
     write_json(folder / "hyperparameters.json", hp.to_dict())
     model_dir = folder / "model"
     command = [*TRAINING_COMMAND, "--train-dir", str(train_dir), "--model-dir", str(model_dir),

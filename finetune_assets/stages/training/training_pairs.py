@@ -100,7 +100,7 @@ def training_pairs(context: AssetExecutionContext, config: TrainingPairsConfig,
                                   seed=config.seed, reserved_queries={normalize(p["query"]) for p in result.held_out})
         result.train = augmented.pairs
         context.log.info(f"{augmented.added} synonym variants added ({dictionary.terms} dictionary terms)")
-    folder = storage.artifact_dir(index, "training_pairs", run_id=context.run_id)
+    folder = storage.artifact_dir(index, "training_pairs", run_id=context.run.run_id)
     write_jsonl(folder / "train.jsonl", result.train)
     write_jsonl(folder / "held_out.jsonl", result.held_out)
     kept = generated_train + len(result.held_out)

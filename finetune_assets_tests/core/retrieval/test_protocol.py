@@ -35,6 +35,18 @@ def test_the_collections_table_averages_seeds_and_marks_check_collections():
     assert "hybrid_tuned" not in row["ndcg@10_mean"]  # only systems every seed reported
     table = markdown([row])
     assert "| med | check | 30 |" in table and "+0.0400 (+0.0300..+0.0500)" in table and "| 11.0 |" in table
+    assert row["delivered"] == {}  # runs from before search_pipeline's delivery was recorded
+
+
+def test_the_collections_table_shows_what_search_pipeline_delivered_per_seed():
+    from benchmarks.collections import markdown, summarise
+
+    runs = {0: _run(0.6, 0.5, 0.54, 0.04, 10.0), 1: _run(0.6, 0.5, 0.52, 0.02, 12.0)}
+    runs[0]["delivered"] = {"row": "hybrid_tuned", "ndcg@10": 0.58}
+    runs[1]["delivered"] = {"row": "tuned", "ndcg@10": 0.52}
+    row = summarise("lisa", runs)
+    assert row["delivered"]["ndcg@10_mean"] == pytest.approx(0.55)
+    assert "| 0.5500 (hybrid_tuned, tuned) |" in markdown([row])
 
 
 def test_the_fusion_sweep_refuses_a_check_collection(tmp_path, capsys):
