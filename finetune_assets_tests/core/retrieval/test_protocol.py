@@ -1,4 +1,6 @@
 """The evaluation protocol: only development collections may inform a choice of settings."""
+import json
+
 import pytest
 
 from finetune_assets.core.retrieval.protocol import collection_name, require_development, role
@@ -91,3 +93,24 @@ def test_the_pruning_table_shows_each_ratio_and_the_change_from_unpruned():
     lines = table([{"collection": "cranfield", "judged_queries": 225, "rows": rows}]).splitlines()
     assert lines[2] == "| cranfield (225) | tuned | 0.0 | 0.3800 | 0.7600 | 182.2 | 13.56 |  |"
     assert lines[3].endswith("| 10.45 | -0.0027 (-0.0062..+0.0003) |")
+
+
+def test_the_three_way_probe_refuses_a_check_collection_and_fuses_as_opensearch_does(tmp_path, capsys):
+    import random
+
+    from benchmarks.three_way_hybrid import main, rrf
+    from finetune_assets.core.retrieval.fusion import RRF, FusionSetting, fuse
+
+    report = tmp_path / "med.json"
+    report.write_text(json.dumps({"collection": "../shared/ir-data/med", "settings": {"model_type": "dense"},
+                                  "work_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match="may read only the development collections"):
+        main([str(report), "--out", str(tmp_path / "out.json")])
+    rng = random.Random(3)
+    docs = [f"d{i}" for i in range(150)]
+    first, second = ({"q": [(d, 1.0 - n / 200) for n, d in enumerate(rng.sample(docs, 120))]} for _ in range(2))
+    # two sub-queries by RRF at equal weights: the same ranking as the two-list fusion every report uses
+    assert rrf([first, second])["q"] == [d for d, _ in fuse(first["q"], second["q"], FusionSetting(RRF))][:100]
+    last = first["q"][99][0]  # the last document the first sub-query contributes
+    third = {"q": [(last, 1.0)]}  # a third sub-query that returns it first moves it up
+    assert rrf([first, second, third])["q"].index(last) < rrf([first, second])["q"].index(last)
