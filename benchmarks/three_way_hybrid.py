@@ -8,7 +8,9 @@ Each input is a dense `finetune-assets benchmark` JSON whose work dir still hold
 so an index could carry the tuned dense field and an untuned SPLADE field (`neural_sparse`, documents pruned as the
 ingest pipeline prunes them) side by side. This scores such combinations by RRF at equal weights (rank_constant
 60, each sub-query's top 100) beside BM25 + tuned, with paired intervals against the tuned model alone and against
-BM25 + tuned. It reads real judgements, so it refuses check collections (`core/retrieval/protocol.py`).
+BM25 + tuned. `--rank-constants` also scores BM25 + base and BM25 + tuned at other values of the processor's
+rank_constant (a parameter of its `rrf` combination, 60 by default). It reads real judgements, so it refuses check
+collections (`core/retrieval/protocol.py`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ COMBINATIONS = (("bm25", "base"), ("bm25", "tuned"), ("bm25", "base", "splade"),
 SPLADE_PRUNE_RATIO = 0.1  # the sparse types' default document pruning (base_model.document_prune_ratio)
 
 
-def rrf(runs: list[dict[str, list[tuple[str, float]]]]) -> dict[str, list[str]]:
+def rrf(runs: list[dict[str, list[tuple[str, float]]]], rank_constant: int = RANK_CONSTANT) -> dict[str, list[str]]:
     """Reciprocal rank fusion of any number of scored runs at equal weights, as the score-ranker-processor fuses
     a hybrid query's sub-queries: sum of 1 / (rank_constant + rank) over each sub-query's top DEPTH results."""
     fused = {}
@@ -33,12 +35,12 @@ def rrf(runs: list[dict[str, list[tuple[str, float]]]]) -> dict[str, list[str]]:
         scores: dict[str, float] = {}
         for run in runs:
             for rank, (doc, _) in enumerate(run.get(query, [])[:DEPTH], start=1):
-                scores[doc] = scores.get(doc, 0.0) + 1.0 / (RANK_CONSTANT + rank)
+                scores[doc] = scores.get(doc, 0.0) + 1.0 / (rank_constant + rank)
         fused[query] = [doc for doc, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))][:DEPTH]
     return fused
 
 
-def probe(report_file: Path) -> dict:
+def probe(report_file: Path, rank_constants: tuple[int, ...] = ()) -> dict:
     from finetune_assets.benchmark import read_beir
     from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.jsonl import read_json
@@ -82,7 +84,14 @@ def probe(report_file: Path) -> dict:
             if label != baseline:
                 mean, low, high = paired_bootstrap([per[baseline][q] for q in judged], [per[label][q] for q in judged])
                 paired[f"{label} minus {baseline}"] = {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]}
+    by_constant = {}  # the two-sub-query rows at other rank constants
+    for constant in rank_constants:
+        for system in ("base", "tuned"):
+            run = rrf([scored["bm25"], scored[system]], constant)
+            by_constant.setdefault(f"bm25 + {system}", {})[str(constant)] = round(
+                evaluate_run(run, qrels, ("ndcg@10",))["ndcg@10"], 4)
     return {"collection": name, "judged_queries": comparison.judged_queries, "benchmark": str(report_file),
+            "by_rank_constant": by_constant,
             "single": {s: round(comparison.results[s]["ndcg@10"], 4) for s in ("bm25", "base", "tuned", "splade")},
             "splade_sparsity": comparison.sparsity.get("splade"), "fused": rows, "paired": paired}
 
@@ -99,6 +108,14 @@ def markdown(probes: list[dict]) -> str:
         lines.append(f"| {p['collection']} ({p['judged_queries']}) | {s['bm25']:.4f} | {s['base']:.4f} | "
                      f"{s['tuned']:.4f} | {s['splade']:.4f} | " + " | ".join(f"{p['fused'][lb]:.4f}" for lb in labels)
                      + f" | {shown} |")
+    constants = sorted({int(c) for p in probes for row in p.get("by_rank_constant", {}).values() for c in row})
+    if constants:
+        lines += ["", "| collection | fusion | " + " | ".join(f"rank_constant {c}" for c in constants) + " |",
+                  "|---|---|" + "---|" * len(constants)]
+        for p in probes:
+            for label, row in p["by_rank_constant"].items():
+                lines.append(f"| {p['collection']} | {label} | " + " | ".join(
+                    f"{row[str(c)]:.4f}" if str(c) in row else "" for c in constants) + " |")
     return "\n".join(lines)
 
 
@@ -106,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path, help="dense benchmark JSONs of development collections")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write (a .md table beside it)")
+    parser.add_argument("--rank-constants", type=int, nargs="*", default=[],
+                        help="also score the two-sub-query rows by RRF at these rank constants")
     args = parser.parse_args(argv)
+    if any(c < 1 for c in args.rank_constants):
+        parser.error("--rank-constants: OpenSearch takes a rank_constant of 1 or more")
     probes = []
     for report in args.reports:
-        probes.append(probe(report))
+        probes.append(probe(report, tuple(args.rank_constants)))
         args.out.write_text(json.dumps(probes, indent=2), encoding="utf-8")
     table = markdown(probes)
     args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")

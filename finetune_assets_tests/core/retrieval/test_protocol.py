@@ -114,3 +114,10 @@ def test_the_three_way_probe_refuses_a_check_collection_and_fuses_as_opensearch_
     last = first["q"][40][0]  # a document in the middle of the first sub-query's results
     third = {"q": [(last, 1.0)]}  # a third sub-query that returns it first moves it up
     assert rrf([first, second, third])["q"].index(last) < rrf([first, second])["q"].index(last)
+    # the rank constant decides between a document one sub-query ranks first and one both rank fifth
+    one, other = ({"q": [(d, 1.0 / n) for n, d in enumerate(ids, start=1)]} for ids in
+                  (["a", "x1", "x2", "x3", "b"], ["x4", "x5", "x6", "x7", "b"]))
+    assert rrf([one, other], rank_constant=1)["q"].index("a") < rrf([one, other], rank_constant=1)["q"].index("b")
+    assert rrf([one, other])["q"].index("b") < rrf([one, other])["q"].index("a")
+    with pytest.raises(SystemExit):
+        main([str(report), "--out", str(tmp_path / "out.json"), "--rank-constants", "0"])
