@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from finetune_assets.core.retrieval.fusion import DEPTH, RANK_CONSTANT
+from finetune_assets.core.retrieval.fusion import DEPTH, RANK_CONSTANT, reciprocal_rank_fusion
 from finetune_assets.core.retrieval.protocol import require_development
 
 # Sub-query combinations scored, each a tuple of systems fused by RRF; the first two are today's hybrid rows.
@@ -32,10 +32,8 @@ def rrf(runs: list[dict[str, list[tuple[str, float]]]], rank_constant: int = RAN
     a hybrid query's sub-queries: sum of 1 / (rank_constant + rank) over each sub-query's top DEPTH results."""
     fused = {}
     for query in sorted(set().union(*runs)):
-        scores: dict[str, float] = {}
-        for run in runs:
-            for rank, (doc, _) in enumerate(run.get(query, [])[:DEPTH], start=1):
-                scores[doc] = scores.get(doc, 0.0) + 1.0 / (rank_constant + rank)
+        scores = reciprocal_rank_fusion([run.get(query, [])[:DEPTH] for run in runs], [1.0] * len(runs),
+                                        rank_constant=rank_constant)
         fused[query] = [doc for doc, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))][:DEPTH]
     return fused
 

@@ -242,18 +242,13 @@ def _effective_settings(result, storage, index: str) -> dict:
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 
 
-def delivered_row(search: dict) -> str:
-    """The report row whose search search_pipeline delivered (its search.json): hybrid_<system>, the system, or bm25."""
-    mode = search["mode"]
-    if mode == "hybrid":
-        return f"hybrid_{search['system']}"
-    return search["system"] if mode == "model" else "bm25"
-
-
 def delivered_figures(comparison, search: dict) -> dict:
     """What the user gets: the delivered search scored on the real queries, against the best row of the run (the
-    search the held-out synthetic queries should have picked), with a paired interval on the difference."""
-    row = delivered_row(search)
+    search the held-out synthetic queries should have picked), with a paired interval on the difference. `search`
+    is search_pipeline's search.json."""
+    from finetune_assets.stages.deploy.search_pipeline import report_row
+
+    row = report_row(search["mode"], search["system"])
     if row not in comparison.results:
         raise BenchmarkRunError(f"search_pipeline delivered '{row}', which the real-query evaluation did not score "
                                 f"(rows: {sorted(comparison.results)})")

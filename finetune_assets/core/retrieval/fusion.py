@@ -168,16 +168,23 @@ def combine(scores: Sequence[float | None], weights: Sequence[float], combinatio
     raise ValueError(f"unknown combination {combination!r}")
 
 
+def reciprocal_rank_fusion(lists: Sequence[ScoredList], weights: Sequence[float], *,
+                           rank_constant: int = RANK_CONSTANT) -> dict[str, float]:
+    """The score-ranker-processor's score of each document: the sum over sub-queries (any number) of the
+    sub-query's weight / (rank_constant + the document's rank in it)."""
+    fused: dict[str, float] = {}
+    for ranked, weight in zip(lists, weights, strict=True):
+        for rank, (doc, _) in enumerate(ranked, start=1):
+            fused[doc] = fused.get(doc, 0.0) + weight / (rank_constant + rank)
+    return fused
+
+
 def fuse(bm25: ScoredList, model: ScoredList, setting: FusionSetting, *, depth: int = DEPTH) -> list[tuple[str, float]]:
     """The fused ranking of one query from each sub-query's top `depth` results, best first (ties by id)."""
     lists = [list(bm25)[:depth], list(model)[:depth]]
-    fused: dict[str, float] = {}
     if setting.technique == RRF:
         # Without weights in the pipeline every sub-query weighs 1.0 (the processor's default).
-        weights = setting.weights if setting.weighted_rrf else (1.0, 1.0)
-        for ranked, weight in zip(lists, weights):
-            for rank, (doc, _) in enumerate(ranked, start=1):
-                fused[doc] = fused.get(doc, 0.0) + weight / (RANK_CONSTANT + rank)
+        fused: dict[str, float] = reciprocal_rank_fusion(lists, setting.weights if setting.weighted_rrf else (1.0, 1.0))
     else:
         per_doc: dict[str, list[float | None]] = {}
         for position, ranked in enumerate(lists):

@@ -48,6 +48,11 @@ class SearchPipelineConfig(Config):
                               "models, sparse for sparse ones).")
 
 
+def report_row(mode: str, system: str) -> str:
+    """The evaluation report's row that scores a search mode: hybrid_<system>, the system alone, or bm25."""
+    return {"hybrid": f"hybrid_{system}", "model": system, "bm25": "bm25"}[mode]
+
+
 def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
     """(mode, system, reason): mode is hybrid, model or bm25; system is the registered model's report row."""
     if registration.get("fallback"):
@@ -56,8 +61,8 @@ def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tup
     if wanted != "auto":
         return wanted, system, f"set by the search setting ({wanted})"
     results = report["results"]
-    figures = {"hybrid": results.get(f"hybrid_{system}", {}).get("ndcg@10", float("-inf")),
-               "model": results[system]["ndcg@10"], "bm25": results["bm25"]["ndcg@10"]}
+    figures = {"hybrid": results.get(report_row("hybrid", system), {}).get("ndcg@10", float("-inf")),
+               **{name: results[report_row(name, system)]["ndcg@10"] for name in ("model", "bm25")}}
     mode = max(PREFERENCE, key=lambda name: (figures[name], -PREFERENCE.index(name)))
     shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
     return mode, system, f"best held-out nDCG@10 ({shown} on {report['judged_queries']} queries)"

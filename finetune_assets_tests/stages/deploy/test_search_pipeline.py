@@ -6,6 +6,7 @@ from finetune_assets.stages.deploy.search_pipeline import (
     choose_search,
     how_to,
     ingest_body,
+    report_row,
     setting_for_version,
 )
 
@@ -101,3 +102,9 @@ def test_the_ingest_pipeline_prunes_sparse_documents_as_they_were_measured():
     guide = how_to("p1", "model", "docs", "sparse", "sparse", 0.1)
     assert "PUT /_ingest/pipeline/p1-ingest" in guide and "rank_features" in guide and "0.1 of its largest" in guide
     assert "knn_vector" in how_to("p1", "hybrid", "docs") and "prune" not in how_to("p1", "hybrid", "docs")
+
+
+@pytest.mark.parametrize(("mode", "system", "row"), [("hybrid", "tuned", "hybrid_tuned"), ("hybrid", "base", "hybrid_base"),
+                                                     ("model", "tuned", "tuned"), ("bm25", "", "bm25")])
+def test_each_search_mode_is_scored_by_its_report_row(mode, system, row):
+    assert report_row(mode, system) == row
