@@ -121,3 +121,57 @@ def test_the_three_way_probe_refuses_a_check_collection_and_fuses_as_opensearch_
     assert rrf([one, other])["q"].index("b") < rrf([one, other])["q"].index("a")
     with pytest.raises(SystemExit):
         main([str(report), "--out", str(tmp_path / "out.json"), "--rank-constants", "0"])
+
+
+def _choice_run(tmp_path, collection: str, synthetic: dict, real: dict, *, in_json: bool = True):
+    """A benchmark JSON for benchmarks.search_choice; without `in_json` the synthetic figures sit in its work dir."""
+    import json
+
+    work = tmp_path / f"work-{collection}"
+    bench = {"collection": f"../shared/ir-data/{collection}", "judged_queries": 50, "work_dir": str(work),
+             "settings": {"model_type": "dense"}, "results": {row: {"ndcg@10": v} for row, v in real.items()}}
+    if in_json:
+        bench["delivered"] = {"held_out_synthetic": {"queries": 80, "ndcg@10": synthetic}}
+    else:
+        report = work / "storage" / "artifacts" / collection / "evaluation_report" / "current" / "report.json"
+        report.parent.mkdir(parents=True)
+        report.write_text(json.dumps({"judged_queries": 85,
+                                      "results": {row: {"ndcg@10": v} for row, v in synthetic.items()}}))
+    path = tmp_path / f"{collection}.json"
+    path.write_text(json.dumps(bench))
+    return path
+
+
+def test_the_search_choice_scores_todays_rule_and_margin_rules_on_real_queries(tmp_path):
+    import json
+
+    from benchmarks.search_choice import main
+
+    # Synthetic queries lead the hybrid query by more where the real ones want the model alone, as on Cranfield.
+    first = _choice_run(tmp_path, "cranfield", {"bm25": 0.63, "tuned": 0.57, "hybrid_tuned": 0.65},
+                        {"bm25": 0.35, "tuned": 0.41, "hybrid_tuned": 0.40}, in_json=False)
+    second = _choice_run(tmp_path, "cacm", {"bm25": 0.62, "tuned": 0.60, "hybrid_tuned": 0.64},
+                         {"bm25": 0.50, "tuned": 0.51, "hybrid_tuned": 0.57})
+    assert main([str(first), str(second), "--out", str(tmp_path / "choice.json")]) == 0
+    runs = json.loads((tmp_path / "choice.json").read_text())["runs"]
+    assert [run["held_out_queries"] for run in runs] == [85, 80]
+    cranfield, cacm = (run["rules"] for run in runs)
+    assert cranfield["today"] == {"search": "hybrid", "real": 0.40} and cacm["today"]["search"] == "hybrid"
+    # A lead of 0.08 on Cranfield and 0.04 on CACM: a margin of 0.06 turns each to the wrong search.
+    assert cranfield["hybrid if it leads the model by >= 0.06"] == {"search": "hybrid", "real": 0.40}
+    assert cacm["hybrid if it leads the model by >= 0.06"] == {"search": "model", "real": 0.51}
+    assert cranfield["hybrid if it leads the model by >= 0.1"]["search"] == "model"
+    assert cacm["always bm25"] == {"search": "bm25", "real": 0.50}
+    table = (tmp_path / "choice.md").read_text()
+    assert "| today | hybrid 0.4000 | hybrid 0.5700 | 0.4850 | 0.0050 |" in table
+
+
+def test_the_search_choice_refuses_a_check_collection(tmp_path, capsys):
+    from benchmarks.search_choice import main
+
+    run = _choice_run(tmp_path, "med", {"bm25": 0.6, "tuned": 0.6, "hybrid_tuned": 0.6},
+                      {"bm25": 0.7, "tuned": 0.8, "hybrid_tuned": 0.8})
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run), "--out", str(tmp_path / "choice.json")])
+    assert stopped.value.code == 2 and "'med'" in capsys.readouterr().err
+    assert not (tmp_path / "choice.json").exists()
