@@ -242,10 +242,10 @@ def _effective_settings(result, storage, index: str) -> dict:
             "teacher": mined_metadata["teacher"].value if "teacher" in mined_metadata else None}
 
 
-def delivered_figures(comparison, search: dict) -> dict:
+def delivered_figures(comparison, search: dict, evaluation: dict) -> dict:
     """What the user gets: the delivered search scored on the real queries, against the best row of the run (the
-    search the held-out synthetic queries should have picked), with a paired interval on the difference. `search`
-    is search_pipeline's search.json."""
+    search the held-out synthetic queries should have picked), with a paired interval on the difference, and the
+    held-out figures the choice was made on. `search` is search_pipeline's search.json, `evaluation` the report."""
     from finetune_assets.stages.deploy.search_pipeline import report_row
 
     row = report_row(search["mode"], search["system"])
@@ -259,6 +259,11 @@ def delivered_figures(comparison, search: dict) -> dict:
     if best != row:
         gain, low, high = comparison.gain_interval(row, best)
         figures["minus_best_ndcg@10"] = {"mean": round(gain, 4), "ci95": [round(low, 4), round(high, 4)]}
+    # The same rows on the held-out synthetic queries: beside the real figures they show how far the choice's
+    # evidence is from what the real queries say.
+    figures["held_out_synthetic"] = {"queries": evaluation["judged_queries"],
+                                     "ndcg@10": {name: round(values["ndcg@10"], 4)
+                                                 for name, values in evaluation["results"].items()}}
     return figures
 
 
@@ -397,7 +402,8 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
                 hybrid_gains[f"hybrid_tuned_minus_{baseline}_ndcg@10"] = {
                     "mean": round(gain, 4), "ci95": [round(low, 4), round(high, 4)]}
     gate_passed, _ = quality_gate(evaluation)
-    delivered = delivered_figures(comparison, read_json(storage.fetch(index, "search_pipeline") / "search.json"))
+    delivered = delivered_figures(comparison, read_json(storage.fetch(index, "search_pipeline") / "search.json"),
+                                   evaluation)
     timings["real_qrels_evaluation"] = round(time.perf_counter() - started, 2)
     cpu_minutes["real_qrels_evaluation"] = round((_process_cpu_seconds() - cpu_before) / 60, 2)
     mean, low, high = comparison.gain_interval()
@@ -454,6 +460,9 @@ def format_table(report: dict) -> str:
         lines.append(f"delivered by search_pipeline: {delivered['row']} {delivered['ndcg@10']:.4f} ("
                      + (f"{behind['mean']:+.4f} against the best row, {delivered['best_row']}, 95% CI "
                         f"{behind['ci95'][0]:+.4f} .. {behind['ci95'][1]:+.4f})" if behind else "the best row)"))
+        if held_out := delivered.get("held_out_synthetic"):
+            lines.append(f"chosen on {held_out['queries']} held-out synthetic queries: " +
+                         ", ".join(f"{name} {value:.4f}" for name, value in held_out["ndcg@10"].items()))
     for name, figures in report.get("sparsity", {}).items():
         lines.append(f"{name} sparsity: {figures['avg_active_dims_query']:.1f} active dims per query, "
                      f"{figures['avg_active_dims_document']:.1f} per document, FLOPS {figures['flops']:.3f}"

@@ -162,25 +162,30 @@ def test_delivered_figures_score_the_delivered_search_against_the_best_row():
         results={name: {"ndcg@10": sum(v) / 3} for name, v in per_query.items()},
         ndcg_per_query={name: {f"q{i}": x for i, x in enumerate(v)} for name, v in per_query.items()})
     search = {"mode": "hybrid", "system": "tuned", "reason": "best held-out nDCG@10"}
-    figures = delivered_figures(comparison, search)
+    held_out = {"judged_queries": 80, "results": {"bm25": {"ndcg@10": 0.61234}, "tuned": {"ndcg@10": 0.5},
+                                                  "hybrid_tuned": {"ndcg@10": 0.65}}}
+    figures = delivered_figures(comparison, search, held_out)
     assert figures["row"] == "hybrid_tuned" and figures["best_row"] == "tuned"
     assert figures["ndcg@10"] == pytest.approx(0.4333, abs=1e-4)
     assert figures["minus_best_ndcg@10"]["mean"] == pytest.approx(-0.0667, abs=1e-4)
     low, high = figures["minus_best_ndcg@10"]["ci95"]
     assert low <= -0.0667 <= high <= 0
-    best = delivered_figures(comparison, {**search, "mode": "model"})
+    assert figures["held_out_synthetic"] == {"queries": 80,
+                                             "ndcg@10": {"bm25": 0.6123, "tuned": 0.5, "hybrid_tuned": 0.65}}
+    best = delivered_figures(comparison, {**search, "mode": "model"}, held_out)
     assert best["row"] == "tuned" and "minus_best_ndcg@10" not in best
     comparison.results["hybrid_tuned"]["ndcg@10"] = comparison.results["tuned"]["ndcg@10"]
-    tied = delivered_figures(comparison, search)
+    tied = delivered_figures(comparison, search, held_out)
     assert tied["best_row"] == "hybrid_tuned" and "minus_best_ndcg@10" not in tied  # a tie is no shortfall
     report = {"collection": "cranfield", "judged_queries": 3, "documents": 10, "delivered": figures,
               "results": {n: {"ndcg@10": v["ndcg@10"], "mrr@10": 0, "recall@100": 0}
                           for n, v in comparison.results.items()},
               "tuned_minus_base_ndcg@10": {"mean": 0.0, "ci95": [0.0, 0.0]}, "timings_s": {"pipeline_total": 1.0}}
-    assert "delivered by search_pipeline: hybrid_tuned 0.4333 (-0.0667 against the best row, tuned, 95% CI" in (
-        format_table(report))
+    table = format_table(report)
+    assert "delivered by search_pipeline: hybrid_tuned 0.4333 (-0.0667 against the best row, tuned, 95% CI" in table
+    assert "chosen on 80 held-out synthetic queries: bm25 0.6123, tuned 0.5000, hybrid_tuned 0.6500" in table
     with pytest.raises(BenchmarkRunError, match="delivered 'hybrid_base', which the real-query evaluation did not"):
-        delivered_figures(comparison, {**search, "system": "base"})
+        delivered_figures(comparison, {**search, "system": "base"}, held_out)
 
 
 def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
@@ -233,5 +238,13 @@ def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
         assert best_row != delivered["row"] and delivered["minus_best_ndcg@10"]["mean"] <= 0
     else:
         assert best_row == delivered["row"]
+    report_file = next((tmp_path / "work").glob("storage/artifacts/*/evaluation_report/current/report.json"))
+    held_out = json.loads(report_file.read_text())
+    assert delivered["held_out_synthetic"] == {
+        "queries": held_out["judged_queries"],
+        "ndcg@10": {name: round(values["ndcg@10"], 4) for name, values in held_out["results"].items()}}
+    assert set(delivered["held_out_synthetic"]["ndcg@10"]) == set(report["results"])
     assert json.loads((tmp_path / "out.json").read_text())["delivered"] == delivered
-    assert f"delivered by search_pipeline: {delivered['row']}" in format_table(report)
+    table = format_table(report)
+    assert f"delivered by search_pipeline: {delivered['row']}" in table
+    assert f"chosen on {held_out['judged_queries']} held-out synthetic queries: bm25 " in table
