@@ -4,7 +4,7 @@
         --out benchmarks/results/fusion-sweep-DATE.json
 
 Each input is a `finetune-assets benchmark` JSON whose work dir still holds its run (the tuned model and the
-evaluation report). For BM25 + base and BM25 + tuned this writes, per candidate setting, nDCG@10 on the held-out
+evaluation report); a tuned sparse model's documents are pruned at the ratio the report chose, as delivered. For BM25 + base and BM25 + tuned this writes, per candidate setting, nDCG@10 on the held-out
 synthetic queries (what evaluation_report chooses on) and on the real judged queries, and the real figure of
 each selection rule in `fusion.SELECTION_RULES`. It reads real judgements, so it refuses check collections: a
 rule may be chosen from development collections only (`core/retrieval/protocol.py`).
@@ -71,8 +71,10 @@ def sweep(report_file: Path) -> dict:
     base_model = BaseModelResource(model_type=settings["model_type"], base_model=settings["base_model"])
     models = {"base": base_model.load_baseline(texts),
               "tuned": base_model.load(str(storage.fetch(index, "trained_model") / "model"))}
+    ratio = evaluation.get("document_prune_ratio", 0.0)  # the tuned sparse model's documents as delivered
     comparison = compare_systems([str(d["_id"]) for d in corpus], texts, queries, qrels, models,
-                                 batch_size=base_model.batch_size)
+                                 batch_size=base_model.batch_size,
+                                 document_prune_ratios={"tuned": ratio} if ratio else None)
     bm25 = comparison.scored_runs["bm25"]
     out = {"collection": name, "judged_queries": comparison.judged_queries, "model_type": settings["model_type"],
            "benchmark": str(report_file), "single": {s: comparison.results[s]["ndcg@10"]
