@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.output import write_table
 from finetune_assets.core.retrieval.protocol import collection_name, role
 
 SYSTEMS = ("bm25", "base", "tuned", "hybrid_base", "hybrid_tuned")
@@ -92,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                  queries_dir=args.queries_root / name, max_docs=args.max_docs, extra=extra)
         rows.append(summarise(name, runs))
         args.out.write_text(json.dumps({"model_type": args.model_type, "rows": rows}, indent=2), encoding="utf-8")
-    table = markdown(rows)
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    write_table(args.out, markdown(rows))
     return 0
 
 

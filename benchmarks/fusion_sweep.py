@@ -4,9 +4,10 @@
         --out benchmarks/results/fusion-sweep-DATE.json
 
 Each input is a `finetune-assets benchmark` JSON whose work dir still holds its run (the tuned model and the
-evaluation report); a tuned sparse model's documents are pruned at the ratio the report chose, as delivered. For BM25 + base and BM25 + tuned this writes, per candidate setting, nDCG@10 on the held-out
-synthetic queries (what evaluation_report chooses on) and on the real judged queries, and the real figure of
-each selection rule in `fusion.SELECTION_RULES`. It reads real judgements, so it refuses check collections: a
+evaluation report); a tuned sparse model's documents are pruned at the ratio the report chose, as delivered. For
+BM25 + base and BM25 + tuned this writes, per candidate setting, nDCG@10 on the held-out synthetic queries (what
+evaluation_report chooses on) and on the real judged queries, and the real figure of each selection rule in
+`fusion.SELECTION_RULES`. It reads real judgements, so it refuses check collections: a
 rule may be chosen from development collections only (`core/retrieval/protocol.py`).
 """
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks.output import write_table
 from finetune_assets.core.retrieval.protocol import require_development
 
 SYSTEMS = ("base", "tuned")
 
 
-def synthetic_figures(storage, index: str, models: dict, base_model, evaluation: dict) -> dict[str, dict[str, float]]:
+def synthetic_figures(storage, index: str, models: dict, base_model, evaluation: dict,
+                      prune_ratios: dict | None) -> dict[str, dict[str, float]]:
     """Every candidate setting's nDCG@10 on the run's held-out synthetic queries, per system, as evaluation_report
     scores them (the tuned model's documents pruned at the ratio it chose)."""
     from finetune_assets.core.data.pairs import document_text
@@ -31,10 +34,8 @@ def synthetic_figures(storage, index: str, models: dict, base_model, evaluation:
 
     documents = list(read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl"))
     queries, qrels = held_out_judgements(list(read_jsonl(storage.fetch(index, "training_pairs") / "held_out.jsonl")))
-    ratio = evaluation.get("document_prune_ratio", 0.0)
     comparison = compare_systems([d["id"] for d in documents], [document_text(d) for d in documents], queries, qrels,
-                                 models, batch_size=base_model.batch_size,
-                                 document_prune_ratios={"tuned": ratio} if ratio else None)
+                                 models, batch_size=base_model.batch_size, document_prune_ratios=prune_ratios)
     figures = {}
     for system in SYSTEMS:
         comparison.add_hybrid(system, qrels)
@@ -72,9 +73,9 @@ def sweep(report_file: Path) -> dict:
     models = {"base": base_model.load_baseline(texts),
               "tuned": base_model.load(str(storage.fetch(index, "trained_model") / "model"))}
     ratio = evaluation.get("document_prune_ratio", 0.0)  # the tuned sparse model's documents as delivered
+    prune_ratios = {"tuned": ratio} if ratio else None
     comparison = compare_systems([str(d["_id"]) for d in corpus], texts, queries, qrels, models,
-                                 batch_size=base_model.batch_size,
-                                 document_prune_ratios={"tuned": ratio} if ratio else None)
+                                 batch_size=base_model.batch_size, document_prune_ratios=prune_ratios)
     bm25 = comparison.scored_runs["bm25"]
     out = {"collection": name, "judged_queries": comparison.judged_queries, "model_type": settings["model_type"],
            "benchmark": str(report_file), "single": {s: comparison.results[s]["ndcg@10"]
@@ -85,7 +86,7 @@ def sweep(report_file: Path) -> dict:
                            for system in SYSTEMS}
     if any(s.name not in synthetic_by_system[system] for s in candidate_settings() for system in SYSTEMS):
         # The run's report predates some candidates: score them all again on its held-out synthetic queries.
-        synthetic_by_system = synthetic_figures(storage, index, models, base_model, evaluation)
+        synthetic_by_system = synthetic_figures(storage, index, models, base_model, evaluation, prune_ratios)
     for system in SYSTEMS:
         model = comparison.scored_runs[system]
         if system in comparison.sparsity:  # neural_sparse returns only documents sharing a term
@@ -173,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     args.out.write_text(json.dumps({"sweeps": sweeps}, indent=2) + "\n", encoding="utf-8")
-    table = markdown(sweeps)
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    write_table(args.out, markdown(sweeps))
     return 0
 
 

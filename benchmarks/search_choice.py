@@ -18,6 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks.output import write_table
 from finetune_assets.core.retrieval.protocol import require_development
 
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
@@ -26,13 +27,18 @@ SEARCHES = ("hybrid", "model", "bm25")
 
 def held_out_figures(bench: dict) -> tuple[int, dict[str, float]]:
     """(queries, nDCG@10 per row) on the run's held-out synthetic queries."""
+    from finetune_assets.benchmark import partition_name
+    from finetune_assets.core.jsonl import read_json
+    from finetune_assets.resources.storage import ArtifactStorage, ArtifactStorageError, MissingArtifact
+
     if held_out := bench.get("delivered", {}).get("held_out_synthetic"):
         return held_out["queries"], held_out["ndcg@10"]
-    reports = sorted(Path(bench["work_dir"]).glob("storage/artifacts/*/evaluation_report/current/report.json"))
-    if not reports:
+    storage = ArtifactStorage(root=str(Path(bench["work_dir"]) / "storage"))
+    try:
+        report = read_json(storage.fetch(partition_name(Path(bench["collection"])), "evaluation_report") / "report.json")
+    except (MissingArtifact, ArtifactStorageError) as error:
         raise ValueError(f"{bench['collection']}: the benchmark JSON has no held-out synthetic figures and its work "
-                         f"dir {bench['work_dir']} holds no evaluation report")
-    report = json.loads(reports[0].read_text())
+                         f"dir has no evaluation report ({error})") from error
     return report["judged_queries"], {name: values["ndcg@10"] for name, values in report["results"].items()}
 
 
@@ -92,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     args.out.write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
-    table = markdown(runs)
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    write_table(args.out, markdown(runs))
     return 0
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.output import write_table
 from finetune_assets.core.retrieval.fusion import DEPTH, RANK_CONSTANT, reciprocal_rank_fusion
 from finetune_assets.core.retrieval.protocol import require_development
 
@@ -130,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     for report in args.reports:
         probes.append(probe(report, tuple(args.rank_constants)))
         args.out.write_text(json.dumps(probes, indent=2), encoding="utf-8")
-    table = markdown(probes)
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    write_table(args.out, markdown(probes))
     return 0
 
 

@@ -123,20 +123,24 @@ def test_the_three_way_probe_refuses_a_check_collection_and_fuses_as_opensearch_
         main([str(report), "--out", str(tmp_path / "out.json"), "--rank-constants", "0"])
 
 
-def _choice_run(tmp_path, collection: str, synthetic: dict, real: dict, *, in_json: bool = True):
-    """A benchmark JSON for benchmarks.search_choice; without `in_json` the synthetic figures sit in its work dir."""
+def _choice_run(tmp_path, collection: str, synthetic: dict | None, real: dict, *, in_json: bool = True):
+    """A benchmark JSON for benchmarks.search_choice; without `in_json` the synthetic figures sit in its work dir's
+    evaluation report, published as the pipeline publishes it (none at all when `synthetic` is None)."""
     import json
+
+    from finetune_assets.resources.storage import ArtifactStorage
 
     work = tmp_path / f"work-{collection}"
     bench = {"collection": f"../shared/ir-data/{collection}", "judged_queries": 50, "work_dir": str(work),
              "settings": {"model_type": "dense"}, "results": {row: {"ndcg@10": v} for row, v in real.items()}}
-    if in_json:
+    if synthetic is not None and in_json:
         bench["delivered"] = {"held_out_synthetic": {"queries": 80, "ndcg@10": synthetic}}
-    else:
-        report = work / "storage" / "artifacts" / collection / "evaluation_report" / "current" / "report.json"
-        report.parent.mkdir(parents=True)
-        report.write_text(json.dumps({"judged_queries": 85,
-                                      "results": {row: {"ndcg@10": v} for row, v in synthetic.items()}}))
+    elif synthetic is not None:
+        storage = ArtifactStorage(root=str(work / "storage"))
+        version = storage.artifact_dir(collection, "evaluation_report")
+        (version / "report.json").write_text(json.dumps(
+            {"judged_queries": 85, "results": {row: {"ndcg@10": v} for row, v in synthetic.items()}}))
+        storage.publish(collection, "evaluation_report", version)
     path = tmp_path / f"{collection}.json"
     path.write_text(json.dumps(bench))
     return path
@@ -174,4 +178,15 @@ def test_the_search_choice_refuses_a_check_collection(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([str(run), "--out", str(tmp_path / "choice.json")])
     assert stopped.value.code == 2 and "'med'" in capsys.readouterr().err
+    assert not (tmp_path / "choice.json").exists()
+
+
+def test_the_search_choice_names_a_run_without_held_out_figures(tmp_path, capsys):
+    from benchmarks.search_choice import main
+
+    run = _choice_run(tmp_path, "cacm", None, {"bm25": 0.5, "tuned": 0.5, "hybrid_tuned": 0.5})
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run), "--out", str(tmp_path / "choice.json")])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "../shared/ir-data/cacm: the benchmark JSON has no held-out synthetic" in error
     assert not (tmp_path / "choice.json").exists()
