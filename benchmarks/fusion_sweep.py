@@ -49,11 +49,11 @@ def sweep(report_file: Path) -> dict:
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.retrieval.evaluation import compare_systems
     from finetune_assets.core.retrieval.fusion import (
-        SELECTION_RULE,
         SELECTION_RULES,
         candidate_settings,
         fuse_runs,
         select,
+        selection_rule,
     )
     from finetune_assets.core.retrieval.metrics import evaluate_run, per_query
     from finetune_assets.core.retrieval.retrieval import paired_bootstrap
@@ -101,7 +101,7 @@ def sweep(report_file: Path) -> dict:
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
         picks = {rule: select(figures, rule).name for rule in SELECTION_RULES}
         rules = {rule: {"chosen": name, "real": real_by_name[name]} for rule, name in picks.items()}
-        fused_runs[system] = fuse_runs(bm25, model, select(figures, SELECTION_RULE))
+        fused_runs[system] = fuse_runs(bm25, model, select(figures, selection_rule(settings["model_type"], system)))
         best = max(rows, key=lambda r: r["real"])
         out["systems"][system] = {"candidates": rows, "rules": rules,
                                   "best_on_real": {"setting": best["setting"], "real": best["real"]}}
@@ -109,7 +109,7 @@ def sweep(report_file: Path) -> dict:
     per = {name: per_query(run, qrels, "ndcg@10") for name, run in
            {**comparison.runs, **{f"hybrid_{s}": run for s, run in fused_runs.items()}}.items()}
     judged = sorted(per["hybrid_tuned"])
-    out["rule"] = SELECTION_RULE
+    out["rule"] = {system: selection_rule(settings["model_type"], system) for system in SYSTEMS}
     out["hybrid_tuned_minus"] = {}
     for other in ("bm25", "tuned", "hybrid_base"):
         mean, low, high = paired_bootstrap([per[other][q] for q in judged], [per["hybrid_tuned"][q] for q in judged])
@@ -154,7 +154,7 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {collection} | {model_type} | BM25 + {system} | " +
                          " | ".join(f"{table[w]:.4f}" if w in table else "" for w in weights) + " |")
     for s in sweeps:
-        lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
+        lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']['tuned']}) minus: " +
                      ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"
                                for other, g in s["hybrid_tuned_minus"].items()))
     for rule in SELECTION_RULES:

@@ -205,22 +205,29 @@ def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
 
 
 @pytest.mark.slow
-def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
-    """The whole graph on a small BEIR folder (real documents, queries judged against them), then the real-query
-    evaluation: every system and hybrid row, and the search that search_pipeline delivered, scored."""
-    from finetune_assets.benchmark import format_table, run_benchmark
+def write_docs_collection(folder):
+    """24 real documents; every fourth one's title is a query judged relevant to it. Returns (documents, judged)."""
     from finetune_assets.core.data.demo_corpus import python_docs_documents
-    from finetune_assets_tests.conftest import RUN_CONFIG
 
-    folder = tmp_path / "docs-collection"
     (folder / "qrels").mkdir(parents=True)
     docs = python_docs_documents()[:24]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d["id"], "title": d["title"],
                                                                "text": d["text"]}) for d in docs))
-    judged = docs[::4]  # each query is a document's title, judged relevant to that document
+    judged = docs[::4]
     (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{n}", "text": d["title"]})
                                                     for n, d in enumerate(judged)))
     (folder / "qrels" / "test.tsv").write_text("".join(f"q{n}\t{d['id']}\t1\n" for n, d in enumerate(judged)))
+    return docs, judged
+
+
+def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
+    """The whole graph on a small BEIR folder (real documents, queries judged against them), then the real-query
+    evaluation: every system and hybrid row, and the search that search_pipeline delivered, scored."""
+    from finetune_assets.benchmark import format_table, run_benchmark
+    from finetune_assets_tests.conftest import RUN_CONFIG
+
+    folder = tmp_path / "docs-collection"
+    docs, judged = write_docs_collection(folder)
     report = run_benchmark(folder, tmp_path / "out.json", max_docs=10, corpus_docs=0, work_dir=tmp_path / "work",
                            run_config={"ops": RUN_CONFIG["ops"]}, base_model="local:all-MiniLM-L6-v2")
 
@@ -248,3 +255,41 @@ def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
     table = format_table(report)
     assert f"delivered by search_pipeline: {delivered['row']}" in table
     assert f"chosen on {held_out['judged_queries']} held-out synthetic queries: bm25 " in table
+
+
+def test_a_sparse_run_fuses_the_tuned_model_by_z_score_and_the_base_by_rrf(tmp_path):
+    """The sparse type through the whole graph: evaluation_report picks each hybrid row's fusion by its rule
+    (fusion.selection_rule), the benchmark scores the real queries with that same setting, and search_pipeline
+    writes a neural_sparse sub-query and, for a delivered hybrid query, the chosen setting's processor."""
+    from finetune_assets.benchmark import format_table, run_benchmark
+    from finetune_assets.core.retrieval.fusion import FusionSetting
+    from finetune_assets_tests.conftest import RUN_CONFIG
+
+    folder = tmp_path / "docs-collection"
+    write_docs_collection(folder)
+    ops = {**RUN_CONFIG["ops"], "search_pipeline": {"config": {"search": "hybrid"}}}
+    report = run_benchmark(folder, tmp_path / "out.json", max_docs=10, corpus_docs=0, model_type="sparse",
+                           work_dir=tmp_path / "work", run_config={"ops": ops})
+    held_out = json.loads(next((tmp_path / "work").glob(
+        "storage/artifacts/*/evaluation_report/current/report.json")).read_text())
+    assert held_out["model_type"] == "sparse"
+    chosen = {row: held_out["hybrid"][row]["choice"] for row in ("hybrid_base", "hybrid_tuned")}
+    assert (chosen["hybrid_tuned"]["rule"], chosen["hybrid_base"]["rule"]) == ("z_score", "rrf")
+    assert chosen["hybrid_tuned"]["chosen"] == FusionSetting("z_score", "arithmetic_mean", 0.5).to_dict()
+    assert chosen["hybrid_base"]["chosen"] == FusionSetting("rrf").to_dict()
+    for row in ("hybrid_base", "hybrid_tuned"):  # the real queries are fused by the setting chosen on synthetic ones
+        assert report["hybrid"][row]["setting"] == chosen[row]["chosen"]
+    # The z_score row is also scored by RRF (what the rule changes); the RRF row needs no such comparison.
+    against = report["hybrid"]["hybrid_tuned"]["against_rrf"]
+    assert "against_rrf" not in report["hybrid"]["hybrid_base"] and against["setting"] == "rrf (rank_constant 60)"
+    difference = report["results"]["hybrid_tuned"]["ndcg@10"] - against["ndcg@10"]
+    assert against["row_minus_it"]["mean"] == pytest.approx(difference, abs=2e-4)
+    assert against["row_minus_it"]["ci95"][0] <= against["row_minus_it"]["mean"] <= against["row_minus_it"]["ci95"][1]
+    assert "hybrid_tuned by rrf (rank_constant 60) instead: " in format_table(report)
+    assert "tuned" in report["sparsity"] and report["sparsity"]["tuned"]["flops"] > 0
+    search_dir = next((tmp_path / "work").glob("storage/artifacts/*/search_pipeline/current"))
+    assert json.loads((search_dir / "search.json").read_text())["mode"] == "hybrid"
+    processor = json.loads((search_dir / "search_pipeline.json").read_text())["phase_results_processors"][0]
+    assert processor["normalization-processor"]["normalization"]["technique"] == "z_score"
+    sub_queries = json.loads((search_dir / "query.json").read_text())["query"]["hybrid"]["queries"]
+    assert "neural_sparse" in sub_queries[1]

@@ -256,3 +256,12 @@ def test_selection_rules_pick_from_synthetic_figures():
     assert select(figures, "default_unless_synthetic_margin") == default  # within the margin: the default stays
     with pytest.raises(ValueError, match="unknown selection rule"):
         select(figures, "best_on_real_queries")
+
+
+def test_the_rule_fuses_a_tuned_sparse_model_by_z_score_and_everything_else_by_rrf():
+    from finetune_assets.core.retrieval.fusion import select, selection_rule
+
+    figures = {s.name: 0.0 for s in candidate_settings()}  # the fixed rules ignore the figures
+    assert select(figures, selection_rule("sparse", "tuned")) == FusionSetting("z_score", "arithmetic_mean", 0.5)
+    for model_type, system in (("sparse", "base"), ("dense", "tuned"), ("dense", "base"), ("inference_free", "tuned")):
+        assert select(figures, selection_rule(model_type, system)) == FusionSetting(RRF)
