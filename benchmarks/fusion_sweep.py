@@ -49,11 +49,11 @@ def sweep(report_file: Path) -> dict:
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.retrieval.evaluation import compare_systems
     from finetune_assets.core.retrieval.fusion import (
+        SELECTION_RULE,
         SELECTION_RULES,
         candidate_settings,
         fuse_runs,
         select,
-        selection_rule,
     )
     from finetune_assets.core.retrieval.metrics import evaluate_run, per_query
     from finetune_assets.core.retrieval.retrieval import paired_bootstrap
@@ -100,8 +100,12 @@ def sweep(report_file: Path) -> dict:
         real_by_name = {r["setting"]: r["real"] for r in rows}
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
         picks = {rule: select(figures, rule).name for rule in SELECTION_RULES}
-        rules = {rule: {"chosen": name, "real": real_by_name[name]} for rule, name in picks.items()}
-        fused_runs[system] = fuse_runs(bm25, model, select(figures, selection_rule(settings["model_type"], system)))
+        by_setting = {s.name: s for s in candidate_settings()}
+        rules = {rule: {"chosen": name, "real": real_by_name[name],  # and query by query, for seeds pooled later
+                        "per_query": {q: round(v, 4) for q, v in
+                                      per_query(fuse_runs(bm25, model, by_setting[name]), qrels, "ndcg@10").items()}}
+                 for rule, name in picks.items()}
+        fused_runs[system] = fuse_runs(bm25, model, select(figures, SELECTION_RULE))
         best = max(rows, key=lambda r: r["real"])
         out["systems"][system] = {"candidates": rows, "rules": rules,
                                   "best_on_real": {"setting": best["setting"], "real": best["real"]}}
@@ -109,7 +113,7 @@ def sweep(report_file: Path) -> dict:
     per = {name: per_query(run, qrels, "ndcg@10") for name, run in
            {**comparison.runs, **{f"hybrid_{s}": run for s, run in fused_runs.items()}}.items()}
     judged = sorted(per["hybrid_tuned"])
-    out["rule"] = {system: selection_rule(settings["model_type"], system) for system in SYSTEMS}
+    out["rule"] = SELECTION_RULE
     out["hybrid_tuned_minus"] = {}
     for other in ("bm25", "tuned", "hybrid_base"):
         mean, low, high = paired_bootstrap([per[other][q] for q in judged], [per["hybrid_tuned"][q] for q in judged])
@@ -154,14 +158,46 @@ def markdown(sweeps: list[dict]) -> str:
             lines.append(f"| {collection} | {model_type} | BM25 + {system} | " +
                          " | ".join(f"{table[w]:.4f}" if w in table else "" for w in weights) + " |")
     for s in sweeps:
-        lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']['tuned']}) minus: " +
+        lines.append(f"\n{s['collection']} {s['model_type']}, BM25 + tuned by today's rule ({s['rule']}) minus: " +
                      ", ".join(f"{other} {g['mean']:+.4f} ({g['ci95'][0]:+.4f}..{g['ci95'][1]:+.4f})"
                                for other, g in s["hybrid_tuned_minus"].items()))
     for rule in SELECTION_RULES:
         gains = [s["systems"]["tuned"]["rules"][rule]["real"] - max(s["single"].values()) for s in sweeps]
         lines.append(f"\n{rule}: BM25 + tuned minus the best single system, mean {statistics.mean(gains):+.4f} "
                      f"(per run: {', '.join(f'{g:+.4f}' for g in gains)})")
+    lines += ["", "Each rule's BM25 + tuned minus RRF at equal weights, per collection over its runs (each judged "
+              "query's figure averaged over the runs, then a paired bootstrap over the queries):", "",
+              "| collection | runs | fusion | " + " | ".join(SELECTION_RULES) + " |",
+              "|---|---|---|" + "---|" * len(SELECTION_RULES)]
+    for (collection, model_type), runs in group_runs(sweeps).items():
+        for system in ("base", "tuned"):
+            cells = []
+            for rule in SELECTION_RULES:
+                mean, low, high = rule_minus_rrf(runs, system, rule)
+                cells.append(f"{mean:+.4f} ({low:+.4f}..{high:+.4f})")
+            lines.append(f"| {collection} {model_type} | {len(runs)} | BM25 + {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def group_runs(sweeps: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The sweeps by (collection, model type): the runs (seeds) of one collection share its judged queries."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for s in sweeps:
+        groups.setdefault((s["collection"], s["model_type"]), []).append(s)
+    return groups
+
+
+def rule_minus_rrf(runs: list[dict], system: str, rule: str) -> tuple[float, float, float]:
+    """BM25 + `system` fused by `rule` minus by RRF at equal weights, over runs of one collection: each query's
+    nDCG@10 averaged over the runs, then the mean difference with its paired-bootstrap 95% interval."""
+    from finetune_assets.core.retrieval.retrieval import paired_bootstrap
+
+    queries = sorted(runs[0]["systems"][system]["rules"]["rrf"]["per_query"])
+
+    def averaged(name: str) -> list[float]:
+        return [statistics.mean(r["systems"][system]["rules"][name]["per_query"][q] for r in runs) for q in queries]
+
+    return paired_bootstrap(averaged("rrf"), averaged(rule))
 
 
 def main(argv: list[str] | None = None) -> int:

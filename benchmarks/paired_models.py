@@ -1,5 +1,5 @@
 """Two trained models of the same base on one collection's real judgements, query by query: nDCG@10 of each alone
-and fused with BM25 (by the pipeline's fusion rule for a tuned model of that type), and B minus A with its paired-bootstrap 95% interval.
+and fused with BM25 (RRF, the pipeline's fusion rule), and B minus A with its paired-bootstrap 95% interval.
 
 Used to choose between two training settings that ran on the same queries and seed (each a `finetune-assets
 benchmark` work dir), since the benchmark's own intervals compare a tuned model with its base, not two tuned models;
@@ -21,7 +21,7 @@ def compare(collection: Path, model_type: str, model_a: str, model_b: str) -> di
     from finetune_assets.benchmark import read_beir
     from finetune_assets.core.data.pairs import document_text
     from finetune_assets.core.retrieval.evaluation import compare_systems
-    from finetune_assets.core.retrieval.fusion import select, selection_rule
+    from finetune_assets.core.retrieval.fusion import RRF, FusionSetting
     from finetune_assets.definitions import defs
     from finetune_assets.resources.base_model import BaseModelResource
 
@@ -35,15 +35,14 @@ def compare(collection: Path, model_type: str, model_a: str, model_b: str) -> di
     comparison = compare_systems([str(d["_id"]) for d in corpus], texts, queries, qrels,
                                  {"base": resource.load(model_a), "tuned": resource.load(model_b)},
                                  batch_size=resource.batch_size)
-    setting = select({}, selection_rule(model_type, "tuned"))  # both are tuned models
     for system in ("base", "tuned"):
-        comparison.add_hybrid(system, qrels, setting=setting)
+        comparison.add_hybrid(system, qrels, setting=FusionSetting(RRF))
     alone = comparison.gain_interval()
     fused = comparison.gain_interval("hybrid_tuned", "hybrid_base")
     names = {"bm25": "bm25", "base": "a", "tuned": "b", "hybrid_base": "bm25+a", "hybrid_tuned": "bm25+b"}
     return {"collection": str(collection), "model_type": model_type, "a": model_a, "b": model_b,
             "judged_queries": comparison.judged_queries,
-            "fusion": setting.name, "ndcg@10": {names[n]: round(v["ndcg@10"], 4) for n, v in comparison.results.items()},
+            "ndcg@10": {names[n]: round(v["ndcg@10"], 4) for n, v in comparison.results.items()},
             "b_minus_a": {"mean": round(alone[0], 4), "ci95": [round(alone[1], 4), round(alone[2], 4)]},
             "bm25+b_minus_bm25+a": {"mean": round(fused[0], 4), "ci95": [round(fused[1], 4), round(fused[2], 4)]}}
 

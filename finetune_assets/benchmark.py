@@ -302,7 +302,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
     from finetune_assets.core.jsonl import read_json
     from finetune_assets.core.model_types import check_model_type
     from finetune_assets.core.retrieval.evaluation import compare_systems
-    from finetune_assets.core.retrieval.fusion import RRF, FusionSetting
+    from finetune_assets.core.retrieval.fusion import FusionSetting
     from finetune_assets.definitions import all_assets, defs
     from finetune_assets.resources.base_model import BaseModelResource
     from finetune_assets.resources.storage import ArtifactStorage
@@ -394,11 +394,6 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         entry = evaluation.get("hybrid", {}).get(f"hybrid_{system}")
         if entry and system in comparison.scored_runs:
             comparison.add_hybrid(system, qrels, setting=FusionSetting.from_dict(entry["setting"]))
-    # A row fused otherwise than by RRF at equal weights (the rule of every other row) is also scored by RRF, so
-    # that each collection shows what its rule changes.
-    against_rrf = {name: comparison.against_setting(name.removeprefix("hybrid_"), qrels, FusionSetting(RRF))
-                   for name, info in comparison.hybrid.items()
-                   if FusionSetting.from_dict(info["setting"]) != FusionSetting(RRF)}
     hybrid_gains = {}  # what the hybrid query with the tuned model adds over each thing the user has without it
     if "hybrid_tuned" in comparison.results:
         for baseline in ("bm25", "tuned", "hybrid_base"):
@@ -429,8 +424,7 @@ def run_benchmark(beir_dir: str | Path, out: str | Path, *, max_docs: int = 200,
         "delivered": delivered,
         **({"sparsity": comparison.sparsity} if comparison.sparsity else {}),
         **({"hybrid": {name: {"setting": info["setting"], "name": info["name"],
-                              "chosen_on": "held-out synthetic queries (evaluation_report)",
-                              **({"against_rrf": against_rrf[name]} if name in against_rrf else {})}
+                              "chosen_on": "held-out synthetic queries (evaluation_report)"}
                        for name, info in comparison.hybrid.items()}} if comparison.hybrid else {}),
         "timings_s": {**timings, "pipeline_total": round(pipeline_seconds, 1)},
         # CPU time of this process and its reaped subprocesses; on 2 cores, at most 2 CPU-minutes per minute
@@ -455,10 +449,6 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<13} {values['ndcg@10']:>8.4f} {values['mrr@10']:>8.4f} {values['recall@100']:>8.4f}")
     for name, info in report.get("hybrid", {}).items():
         lines.append(f"{name}: {info['name']} (chosen on the held-out synthetic queries)")
-        if other := info.get("against_rrf"):
-            minus = other["row_minus_it"]
-            lines.append(f"{name} by {other['setting']} instead: {other['ndcg@10']:.4f}; {name} minus it "
-                         f"{minus['mean']:+.4f} (95% CI {minus['ci95'][0]:+.4f} .. {minus['ci95'][1]:+.4f})")
     gain = report["tuned_minus_base_ndcg@10"]
     lines.append(f"tuned - base nDCG@10: {gain['mean']:+.4f} (95% CI {gain['ci95'][0]:+.4f} .. {gain['ci95'][1]:+.4f})")
     for baseline in ("bm25", "tuned", "hybrid_base"):

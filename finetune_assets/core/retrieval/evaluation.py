@@ -46,18 +46,20 @@ class Comparison:
                 "results": self.results, "seconds": self.seconds, **sparse, **hybrid, **low_high}
 
     def add_hybrid(self, system: str, qrels: Qrels, *, setting: FusionSetting | None = None,
-                   choose_on: Qrels | None = None, rule: str | None = None,
-                   metrics: Sequence[str] = DEFAULT_METRICS) -> str:
-        """Add the row `hybrid_<system>`: BM25 fused with `system` by `setting`, or by the setting `rule`
-        (fusion.SELECTION_RULES, default fusion.SELECTION_RULE) picks from every candidate's figures on `choose_on`
-        (judgements of other queries than those scored here, or the same ones when none are given).
+                   choose_on: Qrels | None = None, metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+        """Add the row `hybrid_<system>`: BM25 fused with `system` by `setting`, or by the setting that scores best
+        on `choose_on` (judgements of other queries than those scored here, or the same ones when none are given).
         Returns the row's name."""
-        bm25, model = self._fusable_runs(system)
+        if "bm25" not in self.scored_runs or system not in self.scored_runs:
+            raise ValueError(f"hybrid rows need scored runs of bm25 and {system}; have {sorted(self.scored_runs)}")
+        bm25, model = self.scored_runs["bm25"], self.scored_runs[system]
+        if system in self.sparsity:  # a neural_sparse query returns only documents sharing a term (score > 0)
+            model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
         choice: FusionChoice | None = None
         if setting is None:
             judged = choose_on if choose_on is not None else qrels
             choice = choose_setting({q: bm25[q] for q in judged if q in bm25},
-                                    {q: model[q] for q in judged if q in model}, judged, rule=rule)
+                                    {q: model[q] for q in judged if q in model}, judged)
             setting = choice.setting
         name = f"hybrid_{system}"
         run = fuse_runs(bm25, model, setting)
@@ -67,26 +69,6 @@ class Comparison:
         self.hybrid[name] = {"setting": setting.to_dict(), "name": setting.name,
                              **({"choice": choice.to_dict()} if choice else {})}
         return name
-
-    def _fusable_runs(self, system: str) -> tuple[dict, dict]:
-        """BM25's and `system`'s scored runs as a hybrid query's sub-queries return them."""
-        if "bm25" not in self.scored_runs or system not in self.scored_runs:
-            raise ValueError(f"hybrid rows need scored runs of bm25 and {system}; have {sorted(self.scored_runs)}")
-        bm25, model = self.scored_runs["bm25"], self.scored_runs[system]
-        if system in self.sparsity:  # a neural_sparse query returns only documents sharing a term (score > 0)
-            model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
-        return bm25, model
-
-    def against_setting(self, system: str, qrels: Qrels, setting: FusionSetting) -> dict:
-        """Row `hybrid_<system>` against BM25 fused with `system` by another `setting` on the same queries: that
-        setting's nDCG@10, and the row minus it with its paired-bootstrap 95% interval. Adds no row."""
-        run = fuse_runs(*self._fusable_runs(system), setting)
-        other = per_query(run, qrels, "ndcg@10")
-        row = self.ndcg_per_query[f"hybrid_{system}"]
-        queries = sorted(row)
-        mean, low, high = paired_bootstrap([other.get(q, 0.0) for q in queries], [row[q] for q in queries])
-        return {"setting": setting.name, "ndcg@10": round(evaluate_run(run, qrels, ("ndcg@10",))["ndcg@10"], 4),
-                "row_minus_it": {"mean": round(mean, 4), "ci95": [round(low, 4), round(high, 4)]}}
 
     def markdown(self, metrics: Sequence[str] = TABLE_METRICS) -> str:
         lines = ["| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]

@@ -17,7 +17,6 @@ from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import metric_bars_png
 from finetune_assets.core.retrieval.evaluation import TABLE_METRICS, compare_systems
-from finetune_assets.core.retrieval.fusion import selection_rule
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -77,7 +76,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     )
     # Hybrid rows: BM25 fused with each model as an OpenSearch hybrid query, the setting chosen on these queries.
     for system in ("base", "tuned"):
-        comparison.add_hybrid(system, qrels, rule=selection_rule(base_model.model_type, system))
+        comparison.add_hybrid(system, qrels)
     gain = comparison.gain()
     recommended = recommended_system(comparison.results)
     report = {**comparison.to_dict(), "index": index, "model_type": base_model.model_type,

@@ -258,10 +258,12 @@ def test_selection_rules_pick_from_synthetic_figures():
         select(figures, "best_on_real_queries")
 
 
-def test_the_rule_fuses_a_tuned_sparse_model_by_z_score_and_everything_else_by_rrf():
-    from finetune_assets.core.retrieval.fusion import select, selection_rule
 
-    figures = {s.name: 0.0 for s in candidate_settings()}  # the fixed rules ignore the figures
-    assert select(figures, selection_rule("sparse", "tuned")) == FusionSetting("z_score", "arithmetic_mean", 0.5)
-    for model_type, system in (("sparse", "base"), ("dense", "tuned"), ("dense", "base"), ("inference_free", "tuned")):
-        assert select(figures, selection_rule(model_type, system)) == FusionSetting(RRF)
+def test_the_fixed_rules_ignore_the_synthetic_figures():
+    from finetune_assets.core.retrieval.fusion import RRF_MODEL_WEIGHT, select
+
+    favour_min_max = {s.name: 1.0 if s.technique == "min_max" else 0.0 for s in candidate_settings()}
+    assert select(favour_min_max, "synthetic_best").technique == "min_max"
+    assert select(favour_min_max, "rrf") == FusionSetting(RRF)
+    assert select(favour_min_max, "weighted_rrf") == FusionSetting(RRF, model_weight=RRF_MODEL_WEIGHT)
+    assert select(favour_min_max, "z_score") == FusionSetting("z_score", "arithmetic_mean", 0.5)

@@ -190,3 +190,36 @@ def test_the_search_choice_names_a_run_without_held_out_figures(tmp_path, capsys
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and "../shared/ir-data/cacm: the benchmark JSON has no held-out synthetic" in error
     assert not (tmp_path / "choice.json").exists()
+
+
+def _sweep_run(collection: str, rrf: dict, z_score: dict) -> dict:
+    """A fusion sweep's figures for one run: BM25 + each system query by query, by RRF and by the z_score rule."""
+    from finetune_assets.core.retrieval.fusion import SELECTION_RULES
+
+    def rules(system: str) -> dict:
+        by_rule = {rule: rrf for rule in SELECTION_RULES} | {"z_score": z_score}
+        return {rule: {"chosen": rule, "real": sum(v.values()) / len(v), "per_query": v}
+                for rule, v in by_rule.items()}
+
+    return {"collection": collection, "model_type": "sparse", "judged_queries": len(rrf),
+            "single": {"bm25": 0.3, "base": 0.3, "tuned": 0.3}, "rule": {"base": "rrf", "tuned": "z_score"},
+            "hybrid_tuned_minus": {}, "systems": {system: {"rules": rules(system), "candidates": [],
+                                                           "best_on_real": {"setting": "rrf", "real": 0.5}}
+                                                  for system in ("base", "tuned")}}
+
+
+def test_the_fusion_sweep_pools_seeds_query_by_query_before_the_interval():
+    from benchmarks.fusion_sweep import markdown, rule_minus_rrf
+
+    # Two seeds on one collection: z_score is +0.2 on q1 in the first and -0.1 on q1 in the second, so +0.05 a query
+    # on average over q1 and q2; a second collection is kept apart.
+    first = _sweep_run("cranfield", {"q1": 0.5, "q2": 0.5}, {"q1": 0.7, "q2": 0.5})
+    second = _sweep_run("cranfield", {"q1": 0.5, "q2": 0.5}, {"q1": 0.4, "q2": 0.5})
+    other = _sweep_run("cacm", {"q9": 0.2}, {"q9": 0.1})
+    mean, low, high = rule_minus_rrf([first, second], "tuned", "z_score")
+    assert mean == pytest.approx(0.025) and low <= mean <= high
+    assert rule_minus_rrf([other], "tuned", "z_score")[0] == pytest.approx(-0.1)
+    assert rule_minus_rrf([first, second], "tuned", "rrf") == (0.0, 0.0, 0.0)
+    table = markdown([first, second, other])
+    assert "| cranfield sparse | 2 | BM25 + tuned | " in table and "| cacm sparse | 1 | BM25 + tuned | " in table
+    assert "+0.0250 (" in table and "-0.1000 (-0.1000..-0.1000)" in table
