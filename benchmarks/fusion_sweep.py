@@ -92,20 +92,19 @@ def sweep(report_file: Path) -> dict:
         if system in comparison.sparsity:  # neural_sparse returns only documents sharing a term
             model = {q: [(d, s) for d, s in docs if s > 0] for q, docs in model.items()}
         synthetic = synthetic_by_system[system]
-        rows = []
-        for setting in candidate_settings():
-            real = evaluate_run(fuse_runs(bm25, model, setting), qrels, ("ndcg@10",))["ndcg@10"]
+        rows, runs = [], {}
+        for setting in candidate_settings():  # each candidate fused once; the rules below reuse its run
+            runs[setting.name] = fuse_runs(bm25, model, setting)
+            real = evaluate_run(runs[setting.name], qrels, ("ndcg@10",))["ndcg@10"]
             rows.append({"setting": setting.name, **setting.to_dict(), "synthetic": synthetic.get(setting.name),
                          "real": round(real, 4)})
         real_by_name = {r["setting"]: r["real"] for r in rows}
         figures = {s: v for s, v in synthetic.items() if s in real_by_name}
         picks = {rule: select(figures, rule).name for rule in SELECTION_RULES}
-        by_setting = {s.name: s for s in candidate_settings()}
         rules = {rule: {"chosen": name, "real": real_by_name[name],  # and query by query, for seeds pooled later
-                        "per_query": {q: round(v, 4) for q, v in
-                                      per_query(fuse_runs(bm25, model, by_setting[name]), qrels, "ndcg@10").items()}}
+                        "per_query": {q: round(v, 4) for q, v in per_query(runs[name], qrels, "ndcg@10").items()}}
                  for rule, name in picks.items()}
-        fused_runs[system] = fuse_runs(bm25, model, select(figures, SELECTION_RULE))
+        fused_runs[system] = runs[picks[SELECTION_RULE]]
         best = max(rows, key=lambda r: r["real"])
         out["systems"][system] = {"candidates": rows, "rules": rules,
                                   "best_on_real": {"setting": best["setting"], "real": best["real"]}}

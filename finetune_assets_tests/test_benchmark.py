@@ -204,7 +204,6 @@ def test_the_table_shows_the_pruned_sparsity_beside_the_unpruned_flops():
             "max_ratio 0.2; unpruned FLOPS 13.560)") in lines
 
 
-@pytest.mark.slow
 def write_docs_collection(folder):
     """24 real documents; every fourth one's title is a query judged relevant to it. Returns (documents, judged)."""
     from finetune_assets.core.data.demo_corpus import python_docs_documents
@@ -213,13 +212,14 @@ def write_docs_collection(folder):
     docs = python_docs_documents()[:24]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d["id"], "title": d["title"],
                                                                "text": d["text"]}) for d in docs))
-    judged = docs[::4]
+    judged = docs[::4]  # each query is a document's title, judged relevant to that document
     (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{n}", "text": d["title"]})
                                                     for n, d in enumerate(judged)))
     (folder / "qrels" / "test.tsv").write_text("".join(f"q{n}\t{d['id']}\t1\n" for n, d in enumerate(judged)))
     return docs, judged
 
 
+@pytest.mark.slow
 def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
     """The whole graph on a small BEIR folder (real documents, queries judged against them), then the real-query
     evaluation: every system and hybrid row, and the search that search_pipeline delivered, scored."""
@@ -257,6 +257,7 @@ def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
     assert f"chosen on {held_out['judged_queries']} held-out synthetic queries: bm25 " in table
 
 
+@pytest.mark.slow
 def test_a_sparse_run_goes_through_the_whole_graph_and_delivers_a_neural_sparse_hybrid_query(tmp_path):
     """The sparse type through the whole graph: evaluation_report fuses each hybrid row by the rule (RRF at equal
     weights), the benchmark scores the real queries with that same setting, and search_pipeline writes a

@@ -258,7 +258,6 @@ def test_selection_rules_pick_from_synthetic_figures():
         select(figures, "best_on_real_queries")
 
 
-
 def test_the_fixed_rules_ignore_the_synthetic_figures():
     from finetune_assets.core.retrieval.fusion import RRF_MODEL_WEIGHT, select
 

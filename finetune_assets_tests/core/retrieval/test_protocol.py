@@ -202,7 +202,7 @@ def _sweep_run(collection: str, rrf: dict, z_score: dict) -> dict:
                 for rule, v in by_rule.items()}
 
     return {"collection": collection, "model_type": "sparse", "judged_queries": len(rrf),
-            "single": {"bm25": 0.3, "base": 0.3, "tuned": 0.3}, "rule": {"base": "rrf", "tuned": "z_score"},
+            "single": {"bm25": 0.3, "base": 0.3, "tuned": 0.3}, "rule": "rrf",
             "hybrid_tuned_minus": {}, "systems": {system: {"rules": rules(system), "candidates": [],
                                                            "best_on_real": {"setting": "rrf", "real": 0.5}}
                                                   for system in ("base", "tuned")}}
