@@ -69,7 +69,8 @@ class TrainedModelConfig(Config):
     num_negatives: Optional[int] = _hyperparameter("num_negatives", None, "Mined negatives per row to train with "
                                                    "(null = all that mined_negatives wrote).")
     precision: Literal[PRECISIONS] = Field(default="auto", description="Training precision: auto = bf16 on a GPU "
-                                           "that supports it, fp16 on other GPUs, fp32 on CPU.")
+                                           "that supports it, fp16 on other GPUs, fp32 on CPU but bf16 "
+                                           "autocast for batch_kl on CPUs with AVX-512 BF16 or AMX.")
     seed: int = _hyperparameter("seed", 0, "Seed of the batch order and of any newly initialised weights.")
     loss: Literal[("auto", *LOSSES)] = Field(default="auto", description="batch_kl (distil the hybrid teacher's "
                                              "scores over every document in a batch), mnrl (in-batch plus mined "
