@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.precision_step CORPUS_JSONL --out FILE.json [--model local:bge-small-en]
 
 The step is the dense batch_kl step's shape: 32 queries and 128 documents (4 candidates each) at 256 tokens,
-documents encoded in chunks of 32, forward, backward and an AdamW update. Steps alternate (bf16, fp32, ...) so that
+documents encoded in chunks of 32, attention dropout 0, forward, backward and an AdamW update. Steps alternate (bf16, fp32, ...) so that
 drift in machine load hits both; the first of each is a warm-up and not counted. Medians and the ratio are reported.
 """
 from __future__ import annotations
@@ -62,12 +62,13 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from finetune_assets.core.offline_models import resolve_base_model
-    from finetune_assets.core.training.batch_distillation import cpu_has_bf16
+    from finetune_assets.core.training.batch_distillation import cpu_has_bf16, set_attention_dropout
 
     documents = read_texts(args.corpus_jsonl, DOCUMENTS)
     queries = [text[:80] for text in documents[:QUERIES]]  # query-length texts; the timing is what matters
     model = SentenceTransformer(resolve_base_model(args.model), device="cpu")
     model.max_seq_length = args.max_seq_length
+    set_attention_dropout(model, 0.0)  # as the dense default trains: fused attention, no stored attention matrices
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
