@@ -2,9 +2,10 @@
 
     .venv/bin/python -m benchmarks.precision_step CORPUS_JSONL --out FILE.json [--model local:bge-small-en]
 
-The step is the dense batch_kl step's shape: 32 queries and 128 documents (4 candidates each) at 256 tokens,
-documents encoded in chunks of 32, attention dropout 0, forward, backward and an AdamW update. Steps alternate (bf16, fp32, ...) so that
-drift in machine load hits both; the first of each is a warm-up and not counted. Medians and the ratio are reported.
+The step has the dense batch_kl default's shape (the smart-defaults table's queries a step, candidates per query
+and training length; documents encoded in batch_kl's chunks; attention dropout 0): forward, backward and an AdamW
+update. Steps alternate (bf16, fp32, ...) so that drift in machine load hits both; the first of each is a warm-up
+and not counted. Medians and the ratio are reported.
 """
 from __future__ import annotations
 
@@ -17,24 +18,21 @@ import time
 from pathlib import Path
 
 from benchmarks.output import write_table
-
-QUERIES, DOCUMENTS, CHUNK = 32, 128, 32
+from finetune_assets.core.jsonl import read_jsonl
 
 
 def read_texts(corpus: Path, count: int) -> list[str]:
+    """The first `count` documents' texts; a bad record stops the command with its file and record number."""
     texts = []
-    with corpus.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise SystemExit(f"{corpus}:{number}: not JSON ({error.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise SystemExit(f"{corpus}:{number}: a record without a 'text' string")
-                texts.append(record["text"])
+    try:
+        for number, record in enumerate(read_jsonl(corpus), 1):
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SystemExit(f"{corpus}: record {number} has no 'text' string")
+            texts.append(record["text"])
             if len(texts) == count:
                 return texts
+    except ValueError as error:  # read_jsonl names the file and line of a line that is not JSON
+        raise SystemExit(str(error)) from None
     raise SystemExit(f"{corpus} has {len(texts)} documents; the step needs {count}")
 
 
@@ -54,20 +52,21 @@ def main() -> int:
     parser.add_argument("corpus_jsonl", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="local:bge-small-en")
-    parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
     from finetune_assets.core.offline_models import resolve_base_model
-    from finetune_assets.core.training.batch_distillation import cpu_has_bf16, set_attention_dropout
+    from finetune_assets.core.training.batch_distillation import ENCODE_CHUNK, cpu_has_bf16, set_attention_dropout
 
-    documents = read_texts(args.corpus_jsonl, DOCUMENTS)
-    queries = [text[:80] for text in documents[:QUERIES]]  # query-length texts; the timing is what matters
+    shape = batch_kl_lookup("dense")
+    documents = read_texts(args.corpus_jsonl, shape.batch_size * shape.candidates_per_query)
+    queries = [text[:80] for text in documents[:shape.batch_size]]  # query-length texts; the timing is what matters
     model = SentenceTransformer(resolve_base_model(args.model), device="cpu")
-    model.max_seq_length = args.max_seq_length
+    model.max_seq_length = shape.max_seq_length
     set_attention_dropout(model, 0.0)  # as the dense default trains: fused attention, no stored attention matrices
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -78,7 +77,8 @@ def main() -> int:
     def step(bf16: bool) -> float:
         began = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            scores = embed(queries) @ torch.cat([embed(documents[i:i + CHUNK]) for i in range(0, DOCUMENTS, CHUNK)]).T
+            chunks = [embed(documents[i:i + ENCODE_CHUNK]) for i in range(0, len(documents), ENCODE_CHUNK)]
+            scores = embed(queries) @ torch.cat(chunks).T
             loss = scores.float().logsumexp(-1).mean()
         loss.backward()
         optimizer.step()
@@ -93,7 +93,8 @@ def main() -> int:
         print(f"repeat {repeat + 1}: bf16 {seconds['bf16'][-1]:.2f} s, fp32 {seconds['fp32'][-1]:.2f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     report = {
-        "model": args.model, "queries": QUERIES, "documents": DOCUMENTS, "max_seq_length": args.max_seq_length,
+        "model": args.model, "queries": len(queries), "documents": len(documents),
+        "max_seq_length": shape.max_seq_length,
         "repeats": args.repeats, "seconds": seconds, "median_seconds": medians,
         "fp32_over_bf16": medians["fp32"] / medians["bf16"], "cpu_has_bf16": cpu_has_bf16(),
         "machine": {"platform": platform.platform(), "cpu": cpu_name(), "cpus": os.cpu_count(),

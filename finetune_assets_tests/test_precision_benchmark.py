@@ -13,14 +13,14 @@ def test_read_texts_takes_the_first_documents_and_skips_blank_lines(tmp_path):
 def test_read_texts_names_the_file_and_line_of_a_record_without_text(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"_id": "1", "text": "first"}\n{"_id": "2", "body": "no text"}\n')
-    with pytest.raises(SystemExit, match=r"corpus.jsonl:2: a record without a 'text' string"):
+    with pytest.raises(SystemExit, match=r"corpus.jsonl: record 2 has no 'text' string"):
         read_texts(corpus, 2)
 
 
 def test_read_texts_names_the_line_that_is_not_json(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"_id": "1", "text": "first"}\n{"_id": "2", "text": \n')
-    with pytest.raises(SystemExit, match=r"corpus.jsonl:2: not JSON"):
+    with pytest.raises(SystemExit, match=r"corpus.jsonl:2: not valid JSON"):
         read_texts(corpus, 2)
 
 
