@@ -267,6 +267,30 @@ def test_a_setting_run_twice_on_a_collection_counts_with_its_mean_gain():
     assert sparse["learning_rate"] == 5e-5 and "cacm +0.0200, cranfield +0.0200 (mean of 2 runs)" in sparse["basis"]
 
 
+def test_fewer_steps_win_within_the_steps_margin_of_the_best_mean_gain():
+    from benchmarks.smart_defaults import STEPS_MARGIN
+
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+
+    def steps_run(collection, gain, steps):
+        run = batch_kl_report(collection, gain, "sparse", config={"trained_model": {"config": {"max_steps": steps}}})
+        run["effective_settings"]["max_steps"] = steps
+        return describe_batch_kl_run(run, defaults, sizes)
+
+    dense = [steps_run("cacm", 0.01, 160), steps_run("cranfield", 0.01, 160)]
+    for dense_run in dense:
+        dense_run["model_type"] = "dense"
+    full = [steps_run("cacm", 0.040, 160), steps_run("cranfield", 0.030, 160)]
+    close = [steps_run("cacm", 0.040 - STEPS_MARGIN / 2, 80), steps_run("cranfield", 0.030, 80)]
+    entries = {e["model_type"]: e for e in build_batch_kl_entries(dense + full + close)}
+    assert entries["sparse"]["max_steps"] == 80  # half the training, mean gain within the margin
+    far = [steps_run("cacm", 0.040 - 3 * STEPS_MARGIN, 80), steps_run("cranfield", 0.030, 80)]
+    assert {e["model_type"]: e for e in build_batch_kl_entries(dense + full + far)}["sparse"]["max_steps"] == 160
+    worse_somewhere = [steps_run("cacm", 0.045, 80), steps_run("cranfield", -0.001, 80)]
+    entries = {e["model_type"]: e for e in build_batch_kl_entries(dense + full + worse_somewhere)}
+    assert entries["sparse"]["max_steps"] == 160  # never worse than base comes before the margin
+
+
 def test_a_run_with_another_seed_is_a_repeat_of_its_setting():
     defaults, sizes = current_defaults(), benchmark_sample_sizes()
     seed_1 = {"trained_model": {"config": {"seed": 1}}}
