@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
+from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
 from finetune_assets.core.jsonl import read_json
 from finetune_assets_tests.conftest import write_tiny_corpus
 
@@ -79,7 +80,8 @@ def test_local_backends_show_the_aws_estimate_without_enforcing_it(tmp_path):
     assert 0 < metadata["peak_memory_gib"].value < metadata["free_memory_gib"].value
     assert f"GiB at the peak ({metadata['peak_memory_stage'].value}) for {sampled} sampled documents" in markdown
     # The training length is shown before anything trains: a tiny sample's rows run out before the table's steps.
-    assert metadata["training_steps_set_by"].value == "rows" and 0 < metadata["training_steps"].value < 160
+    table_steps = batch_kl_lookup("dense").max_steps
+    assert metadata["training_steps_set_by"].value == "rows" and 0 < metadata["training_steps"].value < table_steps
     assert f"training: {metadata['training_steps'].value} steps of 32 rows, set by the epochs" in markdown
 
 
