@@ -12,8 +12,8 @@ ones get rows by a stated rule, marked "rule:" in the table.
 batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with today's default teacher (as many
 signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
 entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length); the same ranking picks the winner,
-except that the setting with the fewest max_steps wins when its mean gain is within STEPS_MARGIN of the best. A result file with a `superseded_by` key (its code has changed since)
-counts for neither. Results of a check collection (med, lisa, any other) are refused: the table is chosen on the
+except that the setting with the fewest max_steps wins when its mean gain is within STEPS_MARGIN of the best. A
+result file with a `superseded_by` key (its code has changed since) counts for neither. Results of a check collection (med, lisa, any other) are refused: the table is chosen on the
 development collections alone (core/retrieval/protocol.py); keep check results in benchmarks/results/check/.
 """
 from __future__ import annotations
@@ -208,15 +208,14 @@ def best_settings(runs: list[dict], cost: str = "epochs", margin: float = 0.0) -
     if not complete:
         return None
 
-    def quality(item) -> tuple[bool, float]:
-        gains = [r["gain"] for r in item[1].values()]
-        return min(gains) >= 0, sum(gains) / len(gains)
-
-    never_worse, best_mean = max(quality(item) for item in complete.items())
-    close = [item for item in complete.items()
-             if quality(item)[0] == never_worse and quality(item)[1] >= best_mean - margin - 1e-9]
-    setting, per_collection = max(close, key=lambda item: (-dict(item[0])[cost], quality(item)[1]))
-    return dict(setting), sorted(per_collection.values(), key=lambda r: r["collection"])
+    quality = {}  # setting -> (never worse than base on any collection, mean gain)
+    for setting, per_collection in complete.items():
+        gains = [r["gain"] for r in per_collection.values()]
+        quality[setting] = (min(gains) >= 0, sum(gains) / len(gains))
+    never_worse, best_mean = max(quality.values())
+    close = [s for s, (ok, mean) in quality.items() if ok == never_worse and mean >= best_mean - margin - 1e-9]
+    setting = max(close, key=lambda s: (-dict(s)[cost], quality[s][1]))
+    return dict(setting), sorted(complete[setting].values(), key=lambda r: r["collection"])
 
 
 def describe_gains(behind: list[dict]) -> str:

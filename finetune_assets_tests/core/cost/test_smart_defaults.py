@@ -272,14 +272,13 @@ def test_fewer_steps_win_within_the_steps_margin_of_the_best_mean_gain():
 
     defaults, sizes = current_defaults(), benchmark_sample_sizes()
 
-    def steps_run(collection, gain, steps):
-        run = batch_kl_report(collection, gain, "sparse", config={"trained_model": {"config": {"max_steps": steps}}})
+    def steps_run(collection, gain, steps, model_type="sparse"):
+        config = {"trained_model": {"config": {"max_steps": steps}}}
+        run = batch_kl_report(collection, gain, model_type, config=config)
         run["effective_settings"]["max_steps"] = steps
         return describe_batch_kl_run(run, defaults, sizes)
 
-    dense = [steps_run("cacm", 0.01, 160), steps_run("cranfield", 0.01, 160)]
-    for dense_run in dense:
-        dense_run["model_type"] = "dense"
+    dense = [steps_run("cacm", 0.01, 160, "dense"), steps_run("cranfield", 0.01, 160, "dense")]
     full = [steps_run("cacm", 0.040, 160), steps_run("cranfield", 0.030, 160)]
     close = [steps_run("cacm", 0.040 - STEPS_MARGIN / 2, 80), steps_run("cranfield", 0.030, 80)]
     entries = {e["model_type"]: e for e in build_batch_kl_entries(dense + full + close)}
