@@ -185,8 +185,12 @@ def setting_for_version(setting: FusionSetting, version: tuple[int, ...] | None)
     else:
         replacement, needs = WITHOUT_RRF, "the score-ranker-processor (reciprocal rank fusion) arrived in 2.19"
     shown = ".".join(map(str, version)) if version else "a version it does not report"
-    return replacement, (f"the cluster runs OpenSearch {shown}: {needs}, so the pipeline uses {replacement.name} "
-                         f"instead of {setting.name}")
+    warning = (f"the cluster runs OpenSearch {shown}: {needs}, so the pipeline uses {replacement.name} instead of "
+               f"{setting.name}")
+    if version is not None and replacement.since > version:  # weighted RRF before 2.19: no RRF at all
+        replacement, further = setting_for_version(replacement, version)
+        warning = f"{warning}; {further}"
+    return replacement, warning
 
 
 def pipeline_body(setting: FusionSetting, index: str) -> dict:

@@ -57,6 +57,12 @@ def test_weighted_rrf_is_kept_only_where_the_cluster_applies_weights(version, ke
         assert setting_for_version(other, version) == (other, "")
 
 
+def test_weighted_rrf_before_2_19_steps_down_twice_to_the_normalization_processor():
+    setting, warning = setting_for_version(FusionSetting("rrf", model_weight=0.7), (2, 17, 1))
+    assert setting == WITHOUT_RRF
+    assert "applies weights from 3.1" in warning and "arrived in 2.19" in warning and "2.17.1" in warning
+
+
 @pytest.mark.parametrize("version, kept", [((3, 0, 0), True), ((3, 1, 0), True), ((2, 19, 1), False),
                                            (None, True)])
 def test_z_score_becomes_min_max_on_a_cluster_that_would_refuse_it(version, kept):
