@@ -162,15 +162,17 @@ def test_delivered_figures_score_the_delivered_search_against_the_best_row():
         results={name: {"ndcg@10": sum(v) / 3} for name, v in per_query.items()},
         ndcg_per_query={name: {f"q{i}": x for i, x in enumerate(v)} for name, v in per_query.items()})
     search = {"mode": "hybrid", "system": "tuned", "reason": "best held-out nDCG@10"}
+    by_type = {"factoid": {"queries": 40, "bm25": 0.7, "tuned": 0.5, "hybrid_tuned": 0.68}}
     held_out = {"judged_queries": 80, "results": {"bm25": {"ndcg@10": 0.61234}, "tuned": {"ndcg@10": 0.5},
-                                                  "hybrid_tuned": {"ndcg@10": 0.65}}}
+                                                  "hybrid_tuned": {"ndcg@10": 0.65}},
+                "ndcg@10_by_query_type": by_type}
     figures = delivered_figures(comparison, search, held_out)
     assert figures["row"] == "hybrid_tuned" and figures["best_row"] == "tuned"
     assert figures["ndcg@10"] == pytest.approx(0.4333, abs=1e-4)
     assert figures["minus_best_ndcg@10"]["mean"] == pytest.approx(-0.0667, abs=1e-4)
     low, high = figures["minus_best_ndcg@10"]["ci95"]
     assert low <= -0.0667 <= high <= 0
-    assert figures["held_out_synthetic"] == {"queries": 80,
+    assert figures["held_out_synthetic"] == {"queries": 80, "by_query_type": by_type,
                                              "ndcg@10": {"bm25": 0.6123, "tuned": 0.5, "hybrid_tuned": 0.65}}
     best = delivered_figures(comparison, {**search, "mode": "model"}, held_out)
     assert best["row"] == "tuned" and "minus_best_ndcg@10" not in best
@@ -249,7 +251,8 @@ def test_a_benchmark_run_scores_every_row_and_the_search_it_delivered(tmp_path):
     held_out = json.loads(report_file.read_text())
     assert delivered["held_out_synthetic"] == {
         "queries": held_out["judged_queries"],
-        "ndcg@10": {name: round(values["ndcg@10"], 4) for name, values in held_out["results"].items()}}
+        "ndcg@10": {name: round(values["ndcg@10"], 4) for name, values in held_out["results"].items()},
+        "by_query_type": held_out["ndcg@10_by_query_type"]}
     assert set(delivered["held_out_synthetic"]["ndcg@10"]) == set(report["results"])
     assert json.loads((tmp_path / "out.json").read_text())["delivered"] == delivered
     table = format_table(report)

@@ -83,6 +83,9 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
     report = read_json(current["evaluation_report"] / "report.json")
     assert set(report["results"]) == {"bm25", "base", "tuned", "hybrid_base", "hybrid_tuned"}
     assert report["recommended"] in report["results"]
+    by_type = report["ndcg@10_by_query_type"]  # every held-out query in one group, every system in each group
+    assert by_type and sum(group["queries"] for group in by_type.values()) == report["judged_queries"]
+    assert all(set(group) == {"queries", *report["results"]} for group in by_type.values())
     for name in ("hybrid_base", "hybrid_tuned"):  # RRF by the default rule, every candidate's figure recorded
         choice = report["hybrid"][name]["choice"]
         assert len(choice["candidates"]) == 56 and choice["rule"] == "rrf"

@@ -35,6 +35,17 @@ class Comparison:
         return paired_bootstrap([self.ndcg_per_query[baseline][q] for q in queries],
                                 [self.ndcg_per_query[system][q] for q in queries])
 
+    def ndcg_by_group(self, groups: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+        """Every system's mean nDCG@10 over each group of judged query ids (the held-out queries by query type,
+        say), with the group's size; a group with no judged query is left out."""
+        out = {}
+        for group, ids in groups.items():
+            judged = [q for q in ids if all(q in figures for figures in self.ndcg_per_query.values())]
+            if judged:
+                out[group] = {"queries": len(judged), **{system: round(sum(f[q] for q in judged) / len(judged), 4)
+                                                         for system, f in self.ndcg_per_query.items()}}
+        return out
+
     def to_dict(self) -> dict:
         low_high = {}
         if {"tuned", "base"} <= set(self.results):

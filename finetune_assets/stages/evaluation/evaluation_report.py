@@ -44,6 +44,14 @@ def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, di
     return queries, qrels
 
 
+def held_out_query_types(pairs: list[dict]) -> dict[str, list[str]]:
+    """The query ids of held_out_judgements grouped by the generator's query type (factoid, conceptual, ...)."""
+    groups: dict[str, list[str]] = {}
+    for number, pair in enumerate(pairs, start=1):
+        groups.setdefault(pair.get("query_type") or "unknown", []).append(f"q{number}")
+    return groups
+
+
 def recommended_system(results: dict[str, dict[str, float]], metric: str = "ndcg@10") -> str:
     """The system to deploy: the best by `metric`; on a tie the one listed first in HYBRID_PREFERENCE."""
     ranked = [name for name in HYBRID_PREFERENCE if name in results]
@@ -84,6 +92,8 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
               "tuned_model": str(tuned_dir), "tolerance": config.tolerance,
               "document_prune_ratio": comparison.sparsity.get("tuned", {}).get("document_prune_ratio", 0.0),
               "evaluated_on": "held-out synthetic queries (documents never seen in training)",
+              # factoid queries share their document's words and favour BM25 more than the rest do
+              "ndcg@10_by_query_type": comparison.ndcg_by_group(held_out_query_types(pairs)),
               "recommended": recommended}
     folder = storage.artifact_dir(index, "evaluation_report", run_id=context.run.run_id)
     write_json(folder / REPORT_FILE, report)
@@ -109,6 +119,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
         "ndcg@10_hybrid_tuned": comparison.results["hybrid_tuned"]["ndcg@10"],
         "hybrid_setting_tuned": comparison.hybrid["hybrid_tuned"]["name"],
         "recommended": recommended,
+        "ndcg@10_by_query_type": MetadataValue.json(report["ndcg@10_by_query_type"]),
         "report": MetadataValue.md(comparison.markdown()),
         "chart": image(chart, "metrics per system"),
     })

@@ -214,6 +214,22 @@ def test_hybrid_rows_fuse_real_bm25_and_dense_runs(python_docs):
     assert "hybrid_base" in comparison.to_dict()["hybrid"] and "| hybrid_base |" in comparison.markdown()
 
 
+def test_ndcg_by_group_averages_each_systems_per_query_figures_over_the_group(python_docs):
+    from finetune_assets.core.retrieval.evaluation import compare_systems
+
+    docs, queries, qrels = python_docs
+    ids = sorted(qrels)
+    # "base" returns each query's relevant document first for the first query only, nothing useful for the rest
+    run = {q: ([next(iter(qrels[q]))] if q == ids[0] else ["nothing"]) for q in queries}
+    comparison = compare_systems([d["id"] for d in docs], [d["text"] for d in docs], queries, qrels, {},
+                                 precomputed={"base": (run, None)})
+    groups = comparison.ndcg_by_group({"first": ids[:1], "rest": ids[1:], "unjudged": ["no-such-query"]})
+    assert set(groups) == {"first", "rest"}  # a group without a judged query is left out
+    assert groups["first"] == {"queries": 1, "bm25": pytest.approx(comparison.ndcg_per_query["bm25"][ids[0]], abs=1e-4),
+                               "base": 1.0}
+    assert groups["rest"]["queries"] == len(ids) - 1 and groups["rest"]["base"] == 0.0
+
+
 def test_hybrid_rows_need_scored_runs(python_docs):
     from finetune_assets.core.retrieval.evaluation import compare_systems
 
