@@ -13,8 +13,9 @@ batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with tod
 signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
 entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length); the same ranking picks the winner,
 except that the setting with the fewest max_steps wins when its mean gain is within STEPS_MARGIN of the best. A
-result file with a `superseded_by` key (its code has changed since) counts for neither. Results of a check collection (med, lisa, any other) are refused: the table is chosen on the
-development collections alone (core/retrieval/protocol.py); keep check results in benchmarks/results/check/.
+result file with a `superseded_by` key (its code has changed since) counts for neither. Results of a check
+collection (med, lisa, any other) are refused: the table is chosen on the development collections alone
+(core/retrieval/protocol.py); keep check results in benchmarks/results/check/.
 """
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ def delivered_figures(comparison, search: dict, evaluation: dict) -> dict:
     figures["held_out_synthetic"] = {"queries": evaluation["judged_queries"],
                                      "ndcg@10": {name: round(values["ndcg@10"], 4)
                                                  for name, values in evaluation["results"].items()},
-                                     "by_query_type": evaluation.get("ndcg@10_by_query_type", {})}
+                                     "by_query_type": evaluation["ndcg@10_by_query_type"]}
     return figures
 
 

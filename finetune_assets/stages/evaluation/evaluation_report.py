@@ -47,8 +47,8 @@ def held_out_judgements(pairs: list[dict]) -> tuple[dict[str, str], dict[str, di
 def held_out_query_types(pairs: list[dict]) -> dict[str, list[str]]:
     """The query ids of held_out_judgements grouped by the generator's query type (factoid, conceptual, ...)."""
     groups: dict[str, list[str]] = {}
-    for number, pair in enumerate(pairs, start=1):
-        groups.setdefault(pair.get("query_type") or "unknown", []).append(f"q{number}")
+    for query_id, pair in zip(held_out_judgements(pairs)[0], pairs):  # the same ids, in the same order
+        groups.setdefault(pair.get("query_type") or "unknown", []).append(query_id)
     return groups
 
 
