@@ -15,7 +15,7 @@ LINEAGE = {
     "mined_negatives": ["raw_corpus", "training_pairs"],
     "trained_model": ["mined_negatives"],
     "evaluation_report": ["raw_corpus", "training_pairs", "trained_model"],
-    "model_package": ["trained_model"],
+    "model_package": ["trained_model", "evaluation_report", "raw_corpus"],
     "model_endpoint": ["trained_model", "evaluation_report"],
     "registered_model_id": ["model_package", "model_endpoint", "evaluation_report"],
     "search_pipeline": ["evaluation_report", "registered_model_id"],
@@ -36,7 +36,7 @@ def test_quality_gate_is_blocking_and_job_exists():
     check_names = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert {"tuned_not_worse_than_base", "few_records_quarantined", "held_out_documents_unseen"} <= check_names
     gate = next(c for c in defs.asset_checks if "tuned_not_worse_than_base" in {k.name for k in c.check_keys})
-    # Not blocking: a failed gate must still let the deploy stage deliver its stated BM25 fallback.
+    # Not blocking: a failed gate must still let the deploy stage deliver its stated fallback.
     assert not any(spec.blocking for spec in gate.check_specs)
     assert defs.resolve_job_def("finetune").partitions_def == index_partitions
 

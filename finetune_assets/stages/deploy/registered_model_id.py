@@ -9,6 +9,7 @@ from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.stages.deploy.model_endpoint import deployed_endpoint
+from finetune_assets.stages.deploy.model_package import PACKAGE_FILE
 from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 
 
@@ -16,21 +17,30 @@ from finetune_assets.stages.evaluation.evaluation_report import quality_gate
        deps=["model_package", "model_endpoint", "evaluation_report"], kinds={"opensearch"})
 def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage, opensearch: OpenSearchResource,
                         sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
-    """The ml-commons model id to use in `neural` (dense) or `neural_sparse` queries; when the quality gate failed,
-    nothing is registered and the metadata says so (fallback). An inference-free sparse model also gets a
-    query_model_id: its SPARSE_TOKENIZE query side.
+    """The ml-commons model id to use in `neural` (dense) or `neural_sparse` queries. When the quality gate failed,
+    the base model is registered from its package if model_package packaged it (its search beats BM25 on the
+    held-out queries), else nothing is; either way the metadata says fallback. An inference-free sparse model also
+    gets a query_model_id: its SPARSE_TOKENIZE query side.
 
     A model that model_endpoint deployed is registered as a remote model (connector to the endpoint); otherwise the
     exported package is uploaded to the cluster.
     """
     index = context.partition_key
-    endpoint = deployed_endpoint(storage, index)
-    package_dir = None if endpoint else storage.fetch(index, "model_package")
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
+    passed, gate = quality_gate(report)
+    packaged = packaged_system(storage, index)
+    fallback = not passed
+    # A fallback's base model is never behind an endpoint: model_endpoint deploys only a tuned model that passed.
+    endpoint = deployed_endpoint(storage, index) if passed else None
+    package_dir = None if endpoint else storage.fetch(index, "model_package")
     folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run.run_id)
     source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
-    passed, gate = quality_gate(report)
-    if not passed:
+    system = "base" if fallback and packaged == "base" else "tuned"
+    if fallback and system == "base":
+        source = f"{source} (the base model)"
+        context.log.warning(f"fallback to the base model: the tuned model failed the quality gate ({gate}), and the "
+                            "base model's search beats BM25 on the held-out queries")
+    elif fallback:
         message = f"fallback to BM25 search, nothing registered: {gate}"
         context.log.warning(message)
         write_json(folder / "registration.json", {"model_id": None, "system": None, "fallback": True,
@@ -49,12 +59,14 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
         message = (f"No OpenSearch cluster is configured, so nothing was registered. The model to register is the "
                    f"{source} (set the opensearch resource's url to register it).")
         context.log.info(message)
-        write_json(folder / "registration.json", {"model_id": None, "system": "tuned", "source": source,
-                                                  "note": message})
+        write_json(folder / "registration.json", {"model_id": None, "system": system, "fallback": fallback,
+                                                  "source": source, "note": message})
         uri = storage.publish(index, "registered_model_id", folder)
         return MaterializeResult(metadata={
             "model_id": MetadataValue.text("none (no cluster configured)"),
             "registered": False,
+            "system": system,
+            "fallback": fallback,
             "source": source,
             "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
             "note": message,
@@ -85,12 +97,16 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
                                               "model_group_id": result.model_group_id,
                                               "connector_id": result.connector_id, "reused": result.reused,
                                               "source": source, "verification_top_hit": top_hit,
-                                              "system": "tuned"})
+                                              "system": system, "fallback": fallback,
+                                              **({"note": f"the tuned model failed the quality gate: {gate}"}
+                                                 if fallback else {})})
     uri = storage.publish(index, "registered_model_id", folder)
     return MaterializeResult(metadata={
         "model_id": MetadataValue.text(result.model_id),
         **{key: MetadataValue.text(value) for key, value in query_ids.items()},
         "registered": True,
+        "system": system,
+        "fallback": fallback,
         "model_group_id": result.model_group_id,
         "reused_existing_model": result.reused,
         "source": source,
@@ -99,6 +115,14 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
         "ndcg@10_tuned": report["results"]["tuned"]["ndcg@10"],
         "path": MetadataValue.path(uri),
     })
+
+
+def packaged_system(storage: ArtifactStorage, index: str) -> str:
+    """Which model model_package exported: tuned, or base as a fallback (a package without its record is tuned)."""
+    try:
+        return read_json(storage.fetch(index, "model_package") / PACKAGE_FILE).get("system", "tuned")
+    except FileNotFoundError:
+        return "tuned"
 
 
 def register_sagemaker_endpoint(client, endpoint: dict, connector_role_arn: str, index: str):

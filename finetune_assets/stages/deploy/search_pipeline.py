@@ -4,8 +4,9 @@ Writes the search pipeline body (`PUT /_search/pipeline/<name>`), the ingest pip
 field (a sparse model's documents pruned as evaluation_report measured them), a ready query, and how to apply
 them; with a cluster and a registered model it creates the search pipeline (idempotent) and runs one hybrid query
 through both pipelines on a scratch index. Which search is delivered follows the held-out figures of
-evaluation_report: the hybrid query, the model alone, or plain BM25 when neither model search beats it, or when
-the quality gate stopped the model.
+evaluation_report: the hybrid query, the model alone, or plain BM25 when neither model search beats it. When the
+quality gate stopped the tuned model, the same choice is made among the base model's searches (model_package
+packaged the base model for it), or plain BM25 when none of them beats BM25.
 """
 
 from typing import Literal
@@ -39,8 +40,9 @@ PREFERENCE = ("hybrid", "model", "bm25")
 
 class SearchPipelineConfig(Config):
     search: Literal["auto", "hybrid", "model", "bm25"] = Field(default="auto", description="The search to deliver: "
-                                                               "auto = the best on the held-out queries; a failed "
-                                                               "quality gate always gives bm25.")
+                                                               "auto = the best on the held-out queries; after a "
+                                                               "failed quality gate, the base model's, or bm25 when "
+                                                               "no model was registered.")
     name: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", description="Search pipeline name ('' = "
                       "finetune-assets-<index>).")
     text_field: str = Field(default="text", min_length=1, description="The index field the BM25 sub-query matches.")
@@ -53,19 +55,27 @@ def report_row(mode: str, system: str) -> str:
     return {"hybrid": f"hybrid_{system}", "model": system, "bm25": "bm25"}[mode]
 
 
-def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
-    """(mode, system, reason): mode is hybrid, model or bm25; system is the registered model's report row."""
-    if registration.get("fallback"):
-        return "bm25", "", f"fallback: {registration.get('note', 'no model was registered')}"
-    system = registration.get("system") or "tuned"
-    if wanted != "auto":
-        return wanted, system, f"set by the search setting ({wanted})"
+def best_search(report: dict, system: str) -> tuple[str, dict[str, float]]:
+    """The search mode with `system`'s best held-out nDCG@10 in the evaluation report, and each mode's figure."""
     results = report["results"]
     figures = {"hybrid": results.get(report_row("hybrid", system), {}).get("ndcg@10", float("-inf")),
                **{name: results[report_row(name, system)]["ndcg@10"] for name in ("model", "bm25")}}
-    mode = max(PREFERENCE, key=lambda name: (figures[name], -PREFERENCE.index(name)))
+    return max(PREFERENCE, key=lambda name: (figures[name], -PREFERENCE.index(name))), figures
+
+
+def choose_search(report: dict, registration: dict, wanted: str = "auto") -> tuple[str, str, str]:
+    """(mode, system, reason): mode is hybrid, model or bm25; system is the registered model's report row (base
+    when the gate failed and the base model was registered in its place; empty when nothing was)."""
+    fallback = registration.get("fallback")
+    system = registration.get("system") or ("" if fallback else "tuned")
+    if not system:
+        return "bm25", "", f"fallback: {registration.get('note', 'no model was registered')}"
+    said = "fallback: the tuned model failed the quality gate, so the base model stands in; " if fallback else ""
+    if wanted != "auto":
+        return wanted, system, f"{said}set by the search setting ({wanted})"
+    mode, figures = best_search(report, system)
     shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items())
-    return mode, system, f"best held-out nDCG@10 ({shown} on {report['judged_queries']} queries)"
+    return mode, system, f"{said}best held-out nDCG@10 ({shown} on {report['judged_queries']} queries)"
 
 
 def how_to(name: str, mode: str, index: str, vector_field: str = "embedding", model_type: str = "dense",
@@ -123,8 +133,9 @@ def search_pipeline(context: AssetExecutionContext, config: SearchPipelineConfig
                                                    vector_field=vector_field)["query"]["hybrid"]["queries"][1]}
     else:
         query = lexical_query(text_field=config.text_field)
-    if mode == "bm25" and reason.startswith("fallback"):
-        context.log.warning(f"search_pipeline {reason}: delivering plain BM25 search")
+    if reason.startswith("fallback"):
+        what = "plain BM25 search" if mode == "bm25" else f"{mode} search with the {system} model"
+        context.log.warning(f"search_pipeline {reason}: delivering {what}")
     else:
         context.log.info(f"search_pipeline delivers {mode} search: {reason}")
     folder = storage.artifact_dir(index, "search_pipeline", run_id=context.run.run_id)

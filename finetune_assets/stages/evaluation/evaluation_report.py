@@ -130,8 +130,8 @@ def quality_gate(report: dict) -> tuple[bool, str]:
     base, tuned = report["results"]["base"]["ndcg@10"], report["results"]["tuned"]["ndcg@10"]
     tolerance = report["tolerance"]
     passed = tuned >= base - tolerance
-    verdict = ("passes" if passed else "FAILS: the tuned model is not deployed; registered_model_id and "
-               "search_pipeline fall back to plain BM25 search")
+    verdict = ("passes" if passed else "FAILS: the tuned model is not deployed; the deploy stage falls back to the "
+               "base model's search where it beats BM25 on these queries, else to plain BM25 search")
     return passed, (f"tuned nDCG@10 {tuned:.4f} vs base {base:.4f} (gain {tuned - base:+.4f}, tolerance "
                     f"{tolerance}) on {report['judged_queries']} held-out queries: {verdict}")
 

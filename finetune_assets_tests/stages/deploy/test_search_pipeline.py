@@ -33,6 +33,15 @@ def test_a_failed_gate_always_gives_bm25_and_says_fallback():
     assert chosen == "bm25" and reason.startswith("fallback: gate failed")
 
 
+def test_a_failed_gate_with_the_base_model_registered_chooses_among_the_base_searches():
+    figures = {"bm25": 0.55, "base": 0.60, "hybrid_base": 0.70, "tuned": 0.40, "hybrid_tuned": 0.90}
+    held_out = {"judged_queries": 12, "results": {row: {"ndcg@10": value} for row, value in figures.items()}}
+    chosen, system, reason = choose_search(held_out, {"model_id": "m2", "system": "base", "fallback": True})
+    assert (chosen, system) == ("hybrid", "base") and reason.startswith("fallback: ") and "hybrid 0.7000" in reason
+    held_out["results"]["bm25"]["ndcg@10"] = 0.75
+    assert choose_search(held_out, {"model_id": "m2", "system": "base", "fallback": True})[0] == "bm25"
+
+
 def test_the_setting_forces_a_search():
     assert choose_search(report(0.9, 0.5, 0.5), {"model_id": "m"}, wanted="hybrid")[0] == "hybrid"
 
