@@ -16,7 +16,7 @@ LINEAGE = {
     "trained_model": ["mined_negatives"],
     "evaluation_report": ["raw_corpus", "training_pairs", "trained_model"],
     "model_package": ["trained_model", "evaluation_report", "raw_corpus"],
-    "model_endpoint": ["trained_model", "evaluation_report"],
+    "model_endpoint": ["trained_model", "evaluation_report", "raw_corpus"],
     "registered_model_id": ["model_package", "model_endpoint", "evaluation_report"],
     "search_pipeline": ["evaluation_report", "registered_model_id"],
 }

@@ -1,5 +1,8 @@
-"""model_endpoint: the tuned model served from a SageMaker endpoint (real-time or serverless), or nothing."""
+"""model_endpoint: the tuned model served from a SageMaker endpoint (real-time or serverless), or nothing; the base
+model after a failed quality gate when its search beats BM25 on the held-out queries."""
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -15,8 +18,10 @@ from finetune_assets.clients.sagemaker_endpoint import (
 from finetune_assets.core.cost import cost
 from finetune_assets.core.jsonl import read_json, write_json
 from finetune_assets.partitions import index_partitions
+from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
+from finetune_assets.stages.deploy.model_package import base_stands_in, save_baseline
 from finetune_assets.stages.evaluation.evaluation_report import quality_gate
 from finetune_assets.stages.run_config import check_run_config
 
@@ -54,19 +59,20 @@ def deployed_endpoint(storage: ArtifactStorage, index: str) -> dict | None:
     return record if record.get("deployed") else None
 
 
-@asset(partitions_def=index_partitions, group_name="deploy", deps=["trained_model", "evaluation_report"],
+@asset(partitions_def=index_partitions, group_name="deploy", deps=["trained_model", "evaluation_report", "raw_corpus"],
        kinds={"sagemaker"})
 def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, storage: ArtifactStorage,
-                   sagemaker_endpoint: SageMakerEndpointResource) -> MaterializeResult:
-    """A SageMaker endpoint answering ml-commons' embedding requests; nothing is deployed when the quality gate
-    failed."""
+                   sagemaker_endpoint: SageMakerEndpointResource, base_model: BaseModelResource) -> MaterializeResult:
+    """A SageMaker endpoint answering ml-commons' embedding requests. When the quality gate failed it serves the base
+    model if its search beats BM25 on the held-out queries (as model_package packages it), else nothing."""
     check_run_config(context)
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     folder = storage.artifact_dir(index, "model_endpoint", run_id=context.run.run_id)
     deployment = sagemaker_endpoint.default_deployment if config.deployment == "auto" else config.deployment
     passed, gate = quality_gate(report)
-    if not passed and deployment != "none":
+    base = base_stands_in(report)
+    if not passed and not base and deployment != "none":
         note = f"quality gate: {gate}; no endpoint was deployed"
         context.log.warning(note)
         write_json(folder / ENDPOINT_FILE, {"deployed": False, "mode": "none", "fallback": True, "note": note})
@@ -87,15 +93,25 @@ def model_endpoint(context: AssetExecutionContext, config: ModelEndpointConfig, 
                         memory_mb=config.memory_mb, max_concurrency=config.max_concurrency,
                         image_uri=config.image_uri)
     spec.validate()  # before any download or upload
-    model_dir = storage.fetch(index, "trained_model") / "model"
     storage_bucket = urlparse(storage.root).netloc if storage.is_s3 else ""
-    deployment, shape = sagemaker_endpoint.deploy(model_dir, spec, index=index, storage_bucket=storage_bucket,
-                                                  on_status=context.log.info)
+    with tempfile.TemporaryDirectory(prefix="finetune-base-") as scratch:
+        if base:
+            context.log.warning(f"fallback to the base model: {gate}; the base model's search beats BM25 on the "
+                                "held-out queries, so the endpoint serves the base model")
+            model_dir = save_baseline(base_model, storage, index, Path(scratch))
+        else:
+            model_dir = storage.fetch(index, "trained_model") / "model"
+        deployment, shape = sagemaker_endpoint.deploy(model_dir, spec, index=index, storage_bucket=storage_bucket,
+                                                      on_status=context.log.info)
     record = deployment.to_dict()
+    system = "base" if base else "tuned"
     context.log.info(f"endpoint {record['endpoint_name']} {deployment.action}; smoke test answered {shape}")
-    write_json(folder / ENDPOINT_FILE, {"deployed": True, **record, "smoke_test": shape})
+    write_json(folder / ENDPOINT_FILE, {"deployed": True, **record, "smoke_test": shape, "system": system,
+                                        "fallback": base})
     return MaterializeResult(metadata={
         "deployed": True,
+        "system": system,
+        "fallback": base,
         **{key: record[key] for key in ("endpoint_name", "endpoint_arn", "mode", "action", "kind", "model_name",
                                         "endpoint_config_name")},
         "console_url": MetadataValue.url(deployment.console_url),

@@ -44,13 +44,11 @@ def model_package(context: AssetExecutionContext, config: ModelPackageConfig, st
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / REPORT_FILE)
     passed, gate = quality_gate(report)
-    fallback = not passed and best_search(report, "base")[0] != "bm25"
+    fallback = base_stands_in(report)
     folder = storage.artifact_dir(index, "model_package", run_id=context.run.run_id)
     with tempfile.TemporaryDirectory(prefix="finetune-base-") as scratch:
         if fallback:
-            texts = [document_text(d) for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")]
-            model_dir = Path(scratch) / "model"
-            base_model.load_baseline(texts).save_pretrained(str(model_dir))  # inference-free: this corpus's IDF
+            model_dir = save_baseline(base_model, storage, index, Path(scratch))
             note = (f"the tuned model failed the quality gate ({gate}); packaged the base model "
                     f"{base_model.model_name}, whose search beats BM25 on the held-out queries")
             context.log.warning(note)
@@ -77,6 +75,20 @@ def model_package(context: AssetExecutionContext, config: ModelPackageConfig, st
         "export_cosine_vs_original": package.cosine,
         **extra,
     })
+
+
+def base_stands_in(report: dict) -> bool:
+    """Whether the deploy stage serves the base model: the tuned one failed the quality gate, and the base model's
+    best search (with BM25 or alone) beats BM25 on the held-out queries."""
+    return not quality_gate(report)[0] and best_search(report, "base")[0] != "bm25"
+
+
+def save_baseline(base_model: BaseModelResource, storage: ArtifactStorage, index: str, scratch: Path) -> Path:
+    """The base model saved as evaluation_report scored it (an inference-free one with this corpus's IDF)."""
+    texts = [document_text(d) for d in read_jsonl(storage.fetch(index, "raw_corpus") / "documents.jsonl")]
+    model_dir = scratch / "model"
+    base_model.load_baseline(texts).save_pretrained(str(model_dir))
+    return model_dir
 
 
 def export_package(model_dir: Path, folder: Path, model_format: str, name: str, about: str):

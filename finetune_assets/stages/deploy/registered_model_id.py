@@ -28,14 +28,14 @@ def registered_model_id(context: AssetExecutionContext, storage: ArtifactStorage
     index = context.partition_key
     report = read_json(storage.fetch(index, "evaluation_report") / "report.json")
     passed, gate = quality_gate(report)
-    packaged = packaged_system(storage, index)
     fallback = not passed
-    # A fallback's base model is never behind an endpoint: model_endpoint deploys only a tuned model that passed.
-    endpoint = deployed_endpoint(storage, index) if passed else None
+    system = "base" if fallback and packaged_system(storage, index) == "base" else "tuned"
+    endpoint = deployed_endpoint(storage, index)
+    if endpoint and endpoint.get("system", "tuned") != system:
+        endpoint = None  # an endpoint left from another run serves the other model
     package_dir = None if endpoint else storage.fetch(index, "model_package")
     folder = storage.artifact_dir(index, "registered_model_id", run_id=context.run.run_id)
     source = f"SageMaker endpoint {endpoint['endpoint_name']}" if endpoint else f"package {package_dir}"
-    system = "base" if fallback and packaged == "base" else "tuned"
     if fallback and system == "base":
         source = f"{source} (the base model)"
         context.log.warning(f"fallback to the base model: the tuned model failed the quality gate ({gate}), and the "

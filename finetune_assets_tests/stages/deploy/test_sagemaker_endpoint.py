@@ -27,11 +27,13 @@ from finetune_assets.clients.sagemaker_training.aws import make_client
 from finetune_assets.clients.sagemaker_training.jobs import PollSettings
 from finetune_assets.core.jsonl import read_json, write_json, write_jsonl
 from finetune_assets.core.offline_models import splade_tiny_path
+from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.opensearch import OpenSearchResource
 from finetune_assets.resources.sagemaker_endpoint import SageMakerEndpointResource
 from finetune_assets.resources.storage import ArtifactStorage
 from finetune_assets.serving import inference
 from finetune_assets.stages.deploy.model_endpoint import model_endpoint
+from finetune_assets.stages.deploy.model_package import PACKAGE_FILE
 from finetune_assets.stages.deploy.registered_model_id import registered_model_id
 from finetune_assets_tests.fakes.ml_commons_fake import DEV_SETTINGS, running_fake
 from finetune_assets_tests.fakes.moto_server import moto_aws, moto_server  # noqa: F401
@@ -385,7 +387,8 @@ def run(assets, storage, resources: dict, config: dict | None = None):
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("index", [INDEX])
         result = materialize(assets, partition_key=INDEX, instance=instance, raise_on_error=False,
-                             resources={"storage": storage, **resources},
+                             resources={"storage": storage, "base_model": BaseModelResource(model_type="sparse"),
+                                        **resources},
                              run_config={"ops": {"model_endpoint": {"config": config}}} if config else None)
         return result
 
@@ -441,6 +444,41 @@ def test_model_endpoint_deploys_and_registration_takes_the_remote_path(aws, tmp_
         connector["actions"][0]                                           # sparse: the list of maps passes as is
     assert model["algorithm"] == "REMOTE" and model["model_state"] == "DEPLOYED"
     assert not [c for c in calls if "_register_meta" in c or "upload_chunk" in c]   # no local package uploaded
+
+
+def test_after_a_failed_gate_the_endpoint_serves_the_base_model_and_registration_takes_it(aws, tmp_path,
+                                                                                        splade_handler_model):
+    """The tuned model fails the gate and BM25 + base beats BM25 on the held-out queries: the base model is deployed,
+    recorded as a fallback, and registered through its endpoint; a tuned model's endpoint would not be."""
+    storage = upstream_artifacts(tmp_path / "storage")
+    figures = {"bm25": 0.50, "base": 0.58, "tuned": 0.40, "hybrid_base": 0.66, "hybrid_tuned": 0.45}
+    seed(storage, "evaluation_report", lambda folder: write_json(folder / "report.json", {
+        "results": {row: {"ndcg@10": value} for row, value in figures.items()}, "tolerance": 0.01,
+        "judged_queries": 12}))
+    answer = inference.predict_fn(list(ep.SMOKE_TEXTS), splade_handler_model)
+    queue_invoke_answer(aws, inference.output_fn(answer, None))
+    deployed = run([model_endpoint], storage, {"sagemaker_endpoint": endpoint_resource()}, {"deployment": "serverless"})
+    assert deployed.success
+    metadata = deployed.asset_materializations_for_node("model_endpoint")[0].metadata
+    assert metadata["system"].value == "base" and metadata["fallback"].value is True
+    assert read_json(storage.fetch(INDEX, "model_endpoint") / "endpoint.json")["system"] == "base"
+
+    seed(storage, "model_package", lambda folder: write_json(folder / PACKAGE_FILE, {"system": "base"}))
+    with running_fake(settings=DEV_SETTINGS, deploy_polls=1) as cluster:
+        registered = run([registered_model_id], storage, {"opensearch": OpenSearchResource(url=cluster.url),
+                                                          "sagemaker_endpoint": endpoint_resource()})
+        assert registered.success
+        remote = [m for m in cluster.models.values() if m["algorithm"] == "REMOTE"]
+    metadata = registered.asset_materializations_for_node("registered_model_id")[0].metadata
+    assert metadata["system"].value == "base" and metadata["fallback"].value is True
+    assert metadata["source"].value == "SageMaker endpoint finetune-tiny-docs (the base model)" and len(remote) == 1
+
+    # Had model_package packaged the tuned model (the base loses to BM25), the base endpoint must not be registered.
+    seed(storage, "model_package", lambda folder: write_json(folder / PACKAGE_FILE, {"system": "tuned"}))
+    fallback = run([registered_model_id], storage, {"opensearch": OpenSearchResource(),
+                                                    "sagemaker_endpoint": endpoint_resource()})
+    metadata = fallback.asset_materializations_for_node("registered_model_id")[0].metadata
+    assert metadata["registered"].value is False and "fallback to BM25" in metadata["note"].value
 
 
 def test_deployment_none_deploys_nothing_and_registration_keeps_the_package_path(aws, tmp_path):
