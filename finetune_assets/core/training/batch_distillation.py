@@ -248,6 +248,25 @@ def set_attention_dropout(model, probability: float) -> int:
     return len(layers)
 
 
+def freeze_lower_layers(model, blocks: int) -> int:
+    """Keep the `blocks` lowest blocks of a dense model's encoder at their weights, counting the embedding layer
+    as the first and each transformer layer after it (as Hugging Face counts hidden states); returns how many
+    parameters stopped training."""
+    auto_model = model[0].auto_model
+    encoder = getattr(auto_model, auto_model.base_model_prefix, auto_model)
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if getattr(encoder, "embeddings", None) is None or layers is None:
+        raise ValueError(f"frozen_layers: {type(auto_model).__name__} has no BERT-style embeddings and encoder "
+                         "layers to freeze; leave it 0")
+    if blocks > len(layers):  # at least the top layer and the pooling must train
+        raise ValueError(f"frozen_layers is {blocks}, but this model has the embedding layer and {len(layers)} "
+                         f"transformer layers, of which at least one must train: use at most {len(layers)}")
+    frozen = [p for block in [encoder.embeddings, *layers][:blocks] for p in block.parameters()]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return sum(p.numel() for p in frozen)
+
+
 def untie_output_embeddings(model) -> None:
     """Give a SPLADE model's MLM head its own copy of the word embeddings and mark the config untied, so
     save_pretrained writes both and loading keeps them apart."""
@@ -306,7 +325,8 @@ def parameter_groups(model, hp: Hyperparameters) -> list[dict]:
     """AdamW groups: everything at hp.learning_rate, except a sparse model's per-token output bias when
     hp.output_bias_learning_rate is set (its own rate, no weight decay: a bias that decays towards 0 would pull
     every term's weight back to the pretrained vocabulary's)."""
-    everything = {"params": list(model.parameters()), "lr": hp.learning_rate, "weight_decay": 0.01}
+    everything = {"params": [p for p in model.parameters() if p.requires_grad], "lr": hp.learning_rate,
+                  "weight_decay": 0.01}
     if not hp.output_bias_learning_rate:
         return [everything]
     head = model[0].auto_model.get_output_embeddings()
@@ -349,6 +369,8 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         set_attention_dropout(model, hp.attention_dropout)
     if hp.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if hp.frozen_layers:
+        freeze_lower_layers(model, hp.frozen_layers)
     model.max_seq_length = hp.training_sequence_length
     sparse = hp.model_type != "dense"
     workers.broadcast_parameters(model)

@@ -66,7 +66,7 @@ def setting(default: Any, **valid: Any) -> Any:
 # `experimental` mapping, whose keys are these names.
 EXPERIMENTAL_FIELDS = ("student_candidates_per_query", "student_candidates_every", "average_weights_from",
                        "untie_output_embeddings", "dropout", "teacher_temperature", "output_bias_learning_rate",
-                       "score_scale_learning_rate")
+                       "score_scale_learning_rate", "frozen_layers")
 # TrainedModelConfig's name for a setting where it differs from the field here: its max_seq_length (as in the
 # smart-defaults table) is the training length, while max_seq_length here is what the saved model reads.
 SETTING_FIELDS = {"max_seq_length": "train_max_seq_length"}
@@ -128,6 +128,9 @@ class Hyperparameters:
     output_bias_learning_rate: float | None = setting(None, gt=0, note="null = learning_rate")
     # batch_kl: learning rate of a factor on the student's scores, in log space, starting at 1.
     score_scale_learning_rate: float | None = setting(None, gt=0, note="null = the scale stays fixed")
+    # batch_kl: the lowest blocks of the encoder (the embedding layer counts as the first) keep the base
+    # model's weights, so the backward pass stops above them and a step costs less.
+    frozen_layers: int = setting(0, ge=0, note="0 = every layer trains")
 
     def __post_init__(self) -> None:
         check_model_type(self.model_type)

@@ -372,3 +372,28 @@ def test_gradient_checkpointing_trains_the_same_model(tmp_path):
     assert len(kept) == 4 and kept == pytest.approx(recomputed, rel=1e-4)
     model = _sparse()
     assert enable_gradient_checkpointing(model) == 1 and model[0].auto_model.is_gradient_checkpointing
+
+
+@pytest.mark.slow
+def test_frozen_layers_keep_the_lowest_blocks_at_the_base_weights_and_train_the_rest(tmp_path):
+    rows, documents, scores = _four_query_task(margin=3.0)
+    hp = Hyperparameters(model_type="sparse", loss="batch_kl", epochs=4, batch_size=2, learning_rate=1e-3,
+                         candidates_per_query=2, max_seq_length=32, warmup_ratio=0.0, frozen_layers=2)
+    train_batch_kl(rows, documents, TeacherTopK.from_matrix(scores), hp, tmp_path / "model")
+    base, tuned = (dict(m[0].auto_model.named_parameters()) for m in (_sparse(), _sparse(tmp_path / "model")))
+    # SPLADE-tiny: the embedding layer and the first of its 2 transformer layers are the 2 lowest blocks.
+    frozen = [n for n in base if ".embeddings." in n or ".encoder.layer.0." in n]
+    trained = [n for n in base if ".encoder.layer.1." in n]
+    assert frozen and trained
+    assert all(torch.equal(base[n], tuned[n]) for n in frozen)
+    assert max((base[n] - tuned[n]).abs().max().item() for n in trained) > 1e-4
+    from finetune_assets.core.training.batch_distillation import freeze_lower_layers
+
+    model = _sparse()
+    assert freeze_lower_layers(model, 1) == sum(p.numel() for p in model[0].auto_model.bert.embeddings.parameters())
+    assert [p for p in parameter_groups(model, hp)[0]["params"] if not p.requires_grad] == []
+    with pytest.raises(ValueError, match="frozen_layers is 3, but this model has the embedding layer and 2 "
+                                         "transformer layers.*use at most 2"):
+        freeze_lower_layers(_sparse(), 3)
+    with pytest.raises(ValueError, match="frozen_layers must be >= 0"):
+        Hyperparameters(loss="batch_kl", frozen_layers=-1)
