@@ -142,7 +142,7 @@ BEFORE = {"warmup_ratio": 0.1, "max_seq_length": 256, "num_negatives": 1, "seed"
           "logging_steps": 5, "idf_learning_rate": 1e-3, "cosine_scale": 20.0, "sparse_score_scale": None,
           "soup_size": 1, "gradient_checkpointing": False, "student_candidates_per_query": 0, "student_candidates_every": 0,
           "average_weights_from": 0.0, "untie_output_embeddings": False, "dropout": None, "teacher_temperature": 1.0,
-          "output_bias_learning_rate": None, "score_scale_learning_rate": None}
+          "output_bias_learning_rate": None, "score_scale_learning_rate": None, "frozen_layers": 0}
 DENSE_BATCH_KL = {**BEFORE, "model_type": "dense", "base_model": "local:bge-small-en", "loss": "batch_kl",
                   "epochs": 2.0, "max_steps": 80, "batch_size": 32, "learning_rate": 5e-5,
                   "train_max_seq_length": 256, "candidates_per_query": 4,
@@ -180,7 +180,8 @@ def test_every_trained_model_setting_reaches_the_hyperparameters_by_name():
     assert set(changed) == set(TrainedModelConfig.model_fields) - set(RUN_FIELDS)  # a new field needs a case here
     experimental = {"student_candidates_per_query": 3, "student_candidates_every": 5,
                     "average_weights_from": 0.5, "untie_output_embeddings": True, "dropout": 0.0,
-                    "teacher_temperature": 2.0, "output_bias_learning_rate": 0.01, "score_scale_learning_rate": 0.02}
+                    "teacher_temperature": 2.0, "output_bias_learning_rate": 0.01, "score_scale_learning_rate": 0.02,
+                    "frozen_layers": 1}
     assert set(experimental) == set(EXPERIMENTAL_FIELDS)
     config = TrainedModelConfig(**changed, experimental=experimental)
     hp = hyperparameters("sparse", config)
