@@ -249,9 +249,9 @@ def set_attention_dropout(model, probability: float) -> int:
 
 
 def freeze_lower_layers(model, blocks: int) -> int:
-    """Keep the `blocks` lowest blocks of a dense model's encoder at their weights, counting the embedding layer
-    as the first and each transformer layer after it (as Hugging Face counts hidden states); returns how many
-    parameters stopped training."""
+    """Keep the `blocks` lowest blocks of a BERT-style encoder at their weights, counting the embedding layer as the
+    first and each transformer layer after it (as Hugging Face counts hidden states); returns how many parameters
+    stopped training. A SPLADE model's vocabulary projection is tied to its word embeddings and stays with them."""
     auto_model = model[0].auto_model
     encoder = getattr(auto_model, auto_model.base_model_prefix, auto_model)
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)

@@ -7,6 +7,7 @@ from finetune_assets.core.training.batch_distillation import (
     TailAverage,
     batch_kl_loss,
     check_inputs,
+    freeze_lower_layers,
     length_sorted_chunks,
     parameter_groups,
     set_attention_dropout,
@@ -387,8 +388,6 @@ def test_frozen_layers_keep_the_lowest_blocks_at_the_base_weights_and_train_the_
     assert frozen and trained
     assert all(torch.equal(base[n], tuned[n]) for n in frozen)
     assert max((base[n] - tuned[n]).abs().max().item() for n in trained) > 1e-4
-    from finetune_assets.core.training.batch_distillation import freeze_lower_layers
-
     model = _sparse()
     assert freeze_lower_layers(model, 1) == sum(p.numel() for p in model[0].auto_model.bert.embeddings.parameters())
     assert [p for p in parameter_groups(model, hp)[0]["params"] if not p.requires_grad] == []
