@@ -11,8 +11,9 @@ ones get rows by a stated rule, marked "rule:" in the table.
 
 batch_kl runs feed the `[[batch_kl]]` entries, one per model type: runs with today's default teacher (as many
 signals as today's teacher_companion default gives), the benchmark's default sample sizes, and no change but the
-entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length); the same ranking picks the winner,
-except that the setting with the fewest max_steps wins when its mean gain is within STEPS_MARGIN of the best. A
+entry's own settings (epochs, learning_rate, batch_size, max_steps, max_seq_length, candidates_per_query); the same
+ranking picks the winner, except that the setting that encodes the fewest pooled documents in training (max_steps x
+batch_size x candidates_per_query) wins when its mean gain is within STEPS_MARGIN of the best. A
 result file with a `superseded_by` key (its code has changed since) counts for neither. Results of a check
 collection (med, lisa, any other) are refused: the table is chosen on the development collections alone
 (core/retrieval/protocol.py); keep check results in benchmarks/results/check/.
@@ -44,8 +45,8 @@ SETTING_OPS = {"epochs": "trained_model", "learning_rate": "trained_model", "bat
 BENCHMARK_FIELDS = {("raw_corpus", "source"), ("raw_corpus", "max_documents"),
                     ("bedrock_batch_outputs", "max_documents"), ("cost_estimate", "generate_for_documents")}
 MAX_SMALL_CORPUS_EPOCHS = 4.0
-# Fewer batch_kl steps win when their mean gain is within this of the best: one nDCG@10 point, inside the spread of
-# one setting over seeds (dense on LISA +0.066..+0.088, on MED +0.005..+0.014), for the training time it saves.
+# Cheaper batch_kl training wins when its mean gain is within this of the best: one nDCG@10 point, inside the spread
+# of one setting over seeds (dense on LISA +0.066..+0.088, on MED +0.005..+0.014), for the training time it saves.
 STEPS_MARGIN = 0.01
 # Another seed reshuffles the batches of the same setting: such a run is a repeat, averaged with the others.
 REPEAT_FIELDS = {("trained_model", "seed")}
@@ -192,9 +193,16 @@ def describe_batch_kl_run(report: dict, defaults: dict, sample_sizes: dict) -> d
             "gain": report["tuned_minus_base_ndcg@10"]["mean"]}
 
 
-def best_settings(runs: list[dict], cost: str = "epochs", margin: float = 0.0) -> tuple[dict, list[dict]] | None:
+def pooled_documents(setting: dict) -> float:
+    """The documents a batch_kl training encodes at most: each step ranks its queries over a pool of their teacher
+    candidates, and those documents' passes are nearly all of a step's time."""
+    return setting["max_steps"] * setting["batch_size"] * setting["candidates_per_query"]
+
+
+def best_settings(runs: list[dict], cost=lambda setting: setting["epochs"],
+                  margin: float = 0.0) -> tuple[dict, list[dict]] | None:
     """The winning settings of one (model type, size) group and the runs behind them: the best mean gain, or the
-    cheapest setting whose mean gain is within `margin` of it."""
+    cheapest setting (by `cost` of its settings) whose mean gain is within `margin` of it."""
     collections = {r["collection"] for r in runs}
     repeats = defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -215,7 +223,7 @@ def best_settings(runs: list[dict], cost: str = "epochs", margin: float = 0.0) -
         quality[setting] = (min(gains) >= 0, sum(gains) / len(gains))
     never_worse, best_mean = max(quality.values())
     close = [s for s, (ok, mean) in quality.items() if ok == never_worse and mean >= best_mean - margin - 1e-9]
-    setting = max(close, key=lambda s: (-dict(s)[cost], quality[s][1]))
+    setting = max(close, key=lambda s: (-cost(dict(s)), quality[s][1]))
     return dict(setting), sorted(complete[setting].values(), key=lambda r: r["collection"])
 
 
@@ -277,16 +285,17 @@ def build_batch_kl_entries(runs: list[dict]) -> list[dict]:
     entries = []
     for model_type in BATCH_KL_MODEL_TYPES:
         of_type = [run for run in runs if run["model_type"] == model_type]
-        winner = best_settings(of_type, cost="max_steps", margin=STEPS_MARGIN) if of_type else None
+        winner = best_settings(of_type, cost=pooled_documents, margin=STEPS_MARGIN) if of_type else None
         if not winner:
             raise SystemExit(f"no batch_kl run of a {model_type} model with today's teacher and sample sizes on "
                              f"every collection; run `finetune-assets benchmark --model-type {model_type}` first")
         setting, behind = winner
-        best, best_behind = best_settings(of_type, cost="max_steps")
+        best, best_behind = best_settings(of_type, cost=pooled_documents)
         choice = f"best of {len(of_type)} batch_kl runs"
         if best != setting:
-            choice = (f"fewest max_steps of {len(of_type)} batch_kl runs within {STEPS_MARGIN} of the best mean gain "
-                      f"({best['max_steps']} steps: {describe_gains(best_behind)})")
+            choice = (f"fewest pooled documents of {len(of_type)} batch_kl runs within {STEPS_MARGIN} of the best mean "
+                      f"gain ({best['max_steps']} steps x {best['candidates_per_query']} candidates: "
+                      f"{describe_gains(best_behind)})")
         entries.append({"model_type": model_type, **setting,
                         "basis": f"measured: {choice}; nDCG@10 gain {describe_gains(behind)}"})
     return entries

@@ -290,6 +290,31 @@ def test_fewer_steps_win_within_the_steps_margin_of_the_best_mean_gain():
     assert entries["sparse"]["max_steps"] == 160  # never worse than base comes before the margin
 
 
+def test_fewer_teacher_candidates_win_within_the_margin_as_fewer_pooled_documents():
+    from benchmarks.smart_defaults import STEPS_MARGIN
+
+    defaults, sizes = current_defaults(), benchmark_sample_sizes()
+
+    def candidates_run(collection, gain, candidates, steps=160, model_type="dense"):
+        config = {"trained_model": {"config": {"candidates_per_query": candidates, "max_steps": steps}}}
+        run = batch_kl_report(collection, gain, model_type, config=config)
+        run["effective_settings"].update(candidates_per_query=candidates, max_steps=steps)
+        return describe_batch_kl_run(run, defaults, sizes)
+
+    sparse = [candidates_run("cacm", 0.01, 4, model_type="sparse"), candidates_run("cranfield", 0.01, 4, model_type="sparse")]
+    four = [candidates_run("cacm", 0.040, 4), candidates_run("cranfield", 0.030, 4)]
+    two = [candidates_run("cacm", 0.040 - STEPS_MARGIN / 2, 2), candidates_run("cranfield", 0.030, 2)]
+    dense = {e["model_type"]: e for e in build_batch_kl_entries(sparse + four + two)}["dense"]
+    assert dense["candidates_per_query"] == 2  # half the pooled documents, mean gain within the margin
+    assert "160 steps x 4 candidates: cacm +0.0400, cranfield +0.0300" in dense["basis"]
+    # 100 steps with 4 candidates pool more documents (12,800) than 160 steps with 2 (10,240): fewer steps alone lose
+    fewer_steps = [candidates_run("cacm", 0.040 - STEPS_MARGIN / 2, 4, 100), candidates_run("cranfield", 0.030, 4, 100)]
+    dense = {e["model_type"]: e for e in build_batch_kl_entries(sparse + four + two + fewer_steps)}["dense"]
+    assert (dense["candidates_per_query"], dense["max_steps"]) == (2, 160)
+    far = [candidates_run("cacm", 0.040 - 3 * STEPS_MARGIN, 2), candidates_run("cranfield", 0.030, 2)]
+    assert {e["model_type"]: e for e in build_batch_kl_entries(sparse + four + far)}["dense"]["candidates_per_query"] == 4
+
+
 def test_a_run_with_another_seed_is_a_repeat_of_its_setting():
     defaults, sizes = current_defaults(), benchmark_sample_sizes()
     seed_1 = {"trained_model": {"config": {"seed": 1}}}
