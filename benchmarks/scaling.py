@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
 from finetune_assets.core.training.dense_training import Hyperparameters
 
 STAGES = ("raw_corpus", "training_pairs", "mined_negatives", "trained_model", "evaluation_report")
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               "gradient_checkpointing": args.gradient_checkpointing,
               "attention_dropout": Hyperparameters(model_type=args.model_type,
                                                    attention_dropout=args.attention_dropout).attention_dropout,
+              "candidates_per_query": batch_kl_lookup(args.model_type).candidates_per_query,
               "queries": f"title + 2 span queries per sampled document; generated queries for "
                          f"{args.generated_documents} documents", "cpu_count": os.cpu_count(),
               "targets": {"time_growth_per_4x": TIME_GROWTH_TARGET, "peak_rss_mib_at_100k": PEAK_RSS_TARGET_MIB},

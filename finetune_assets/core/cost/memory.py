@@ -37,55 +37,73 @@ STAGES = (
 )
 HEADROOM = 0.9  # of the free memory a run may plan to use: the rest is for the system and page cache
 
-# trained_model's peak is one training step's whatever the sample, measured for the dense batch_kl step shape (32
-# queries with 4 teacher candidates each, at most 256 tokens) on wiki-paragraphs, per base model and by
-# (gradient_checkpointing, attention_dropout 0). all-MiniLM-L6-v2, from benchmarks/results/scaling-2026-12-05/: BERT's
-# own attention dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json);
-# attention dropout 0 at 100,000 (trained-model-default-100k.json: 335 MiB above its 32,000 figure, the sample's
-# documents the process holds) and with checkpointing at 32,000 (trained-model-attention-dropout0-checkpointing-32k.json).
-# bge-small-en (twelve layers to MiniLM's six) with its default attention dropout 0 at 2,000 documents
-# (benchmarks/results/bge-small-base-2026-12-06/scaling-bge-small-2000.json). Shorter documents take less, so it
-# warns and never refuses; a setting not measured for the base model gets no warning.
-STEP_SHAPE = (32, 4, 256)  # queries per step, candidates per query, tokens
+# trained_model's peak is one training step's whatever the sample, measured for dense batch_kl steps of 32 queries at
+# most 256 tokens on wiki-paragraphs, per base model and by (candidates per query, gradient_checkpointing, attention
+# dropout 0). all-MiniLM-L6-v2 with 4 candidates, from benchmarks/results/scaling-2026-12-05/: BERT's own attention
+# dropout at 32,000 documents (stages-32k.json) and with checkpointing at 100,000 (stages-100k.json); attention
+# dropout 0 at 100,000 (trained-model-default-100k.json: 335 MiB above its 32,000 figure, the sample's documents the
+# process holds) and with checkpointing at 32,000 (trained-model-attention-dropout0-checkpointing-32k.json).
+# bge-small-en (twelve layers to MiniLM's six) with its default attention dropout 0 at 2,000 documents: 4 candidates
+# (benchmarks/results/bge-small-base-2026-12-06/scaling-bge-small-2000.json, bf16 training on AVX-512 BF16) and 2
+# candidates (benchmarks/results/dense-2-candidates-2026-12-07/scaling-2-candidates-2000.json, fp32 training on a CPU
+# without AVX-512). Shorter documents take less, so it warns and never refuses; a setting not measured for the base
+# model gets no warning.
+STEP_QUERIES, STEP_TOKENS = 32, 256
 STEP_MIB = {
-    MINILM_MODEL.lower(): {(False, False): 9805, (True, False): 3540, (False, True): 5693, (True, True): 3194},
-    BGE_SMALL_MODEL.lower(): {(False, True): 8215},
+    MINILM_MODEL.lower(): {(4, False, False): 9805, (4, True, False): 3540, (4, False, True): 5693,
+                           (4, True, True): 3194},
+    BGE_SMALL_MODEL.lower(): {(4, False, True): 8215, (2, False, True): 7222},
 }
 
 
-def training_step_warning(base_model: str, checkpointing: bool, attention_dropout_off: bool,
+def training_step_warning(base_model: str, candidates: int, checkpointing: bool, attention_dropout_off: bool,
                           available_mib: float) -> str | None:
     """What to set when the measured dense training step would not fit the free memory; None if it fits or was
-    not measured for this base model and these settings."""
+    not measured for this base model, candidates per query and these settings."""
     step = STEP_MIB.get(base_model.strip().lower(), {})
-    peak = step.get((checkpointing, attention_dropout_off))
+    peak = step.get((candidates, checkpointing, attention_dropout_off))
     budget = HEADROOM * available_mib
     if peak is None or peak <= budget:
         return None
 
-    def fits(setting: tuple[bool, bool]) -> bool:
+    def fits(setting: tuple[int, bool, bool]) -> bool:
         return setting in step and step[setting] <= budget
 
     options = []
-    if not attention_dropout_off and fits((checkpointing, True)):
-        options.append(f"trained_model attention_dropout: 0 (about {step[(checkpointing, True)] / 1024:.1f} GiB and "
-                       "faster, a slightly different model)")
-    if not checkpointing and fits((True, attention_dropout_off)):
+    if not attention_dropout_off and fits((candidates, checkpointing, True)):
+        options.append(f"trained_model attention_dropout: 0 (about "
+                       f"{step[(candidates, checkpointing, True)] / 1024:.1f} GiB and faster, a slightly different "
+                       "model)")
+    if not checkpointing and fits((candidates, True, attention_dropout_off)):
         options.append(f"trained_model gradient_checkpointing: true (about "
-                       f"{step[(True, attention_dropout_off)] / 1024:.1f} GiB, the same model in about twice the "
-                       "training time)")
-    if not options and not (checkpointing and attention_dropout_off) and fits((True, True)):
+                       f"{step[(candidates, True, attention_dropout_off)] / 1024:.1f} GiB, the same model in about "
+                       "twice the training time)")
+    if not options and not (checkpointing and attention_dropout_off) and fits((candidates, True, True)):
         options.append(f"trained_model attention_dropout: 0 and gradient_checkpointing: true (about "
-                       f"{step[(True, True)] / 1024:.1f} GiB)")
-    lighter = STEP_MIB[MINILM_MODEL.lower()][(checkpointing, attention_dropout_off)]
-    if not options and base_model.strip().lower() != MINILM_MODEL.lower() and lighter <= budget:
-        options.append(f"base_model {MINILM_MODEL} (about {lighter / 1024:.1f} GiB, a weaker model that trains in "
-                       "half the time)")
+                       f"{step[(candidates, True, True)] / 1024:.1f} GiB)")
+    if not options:  # the same model and settings cannot fit: a smaller pool, or the lighter model
+        fewer = [c for c in sorted(step_candidates(step)) if c < candidates and fits((c, checkpointing,
+                                                                                       attention_dropout_off))]
+        if fewer:
+            options.append(f"trained_model candidates_per_query: {fewer[-1]} (about "
+                           f"{step[(fewer[-1], checkpointing, attention_dropout_off)] / 1024:.1f} GiB, a smaller "
+                           "pool per step)")
+        # A step with fewer candidates than the lighter model's measured one takes less: its figure bounds it.
+        lighter = min((mib for (c, *setting), mib in STEP_MIB[MINILM_MODEL.lower()].items()
+                       if c >= candidates and tuple(setting) == (checkpointing, attention_dropout_off)), default=None)
+        if base_model.strip().lower() != MINILM_MODEL.lower() and lighter is not None and lighter <= budget:
+            options.append(f"base_model {MINILM_MODEL} (at most about {lighter / 1024:.1f} GiB, a weaker model "
+                           "that trains in half the time)")
     advice = ("set " + " or ".join(options) if options
               else "lower trained_model max_seq_length or batch_size, or use a larger machine")
     return (f"trained_model's training step of {base_model} took about {peak / 1024:.1f} GiB with these settings on "
             f"paragraph-long documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB "
             f"free: {advice}")
+
+
+def step_candidates(step: dict) -> set[int]:
+    """The candidates per query a base model's step was measured with."""
+    return {candidates for candidates, *_ in step}
 
 
 @dataclass(frozen=True)

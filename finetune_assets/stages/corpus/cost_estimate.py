@@ -11,7 +11,8 @@ from finetune_assets.clients.bedrock.planning import estimate_batch_plan
 from finetune_assets.core.cost import cost, smart_defaults
 from finetune_assets.core.cost.cost import CostEstimate, TrainSettings, estimate_cost, generated_training_rows
 from finetune_assets.core.cost.memory import (
-    STEP_SHAPE,
+    STEP_QUERIES,
+    STEP_TOKENS,
     MemoryEstimate,
     estimate_memory,
     free_memory_mib,
@@ -174,10 +175,12 @@ def estimate_run(documents: list[dict], configs: RunConfigs, config: CostEstimat
 def training_memory_warning(hp: Hyperparameters, available_mib: float) -> str | None:
     """The measured training step's warning (training_step_warning) when `hp` trains the dense batch_kl step shape
     with a base model whose step was measured; None otherwise or when it fits."""
-    shape = (hp.batch_size, hp.candidates_per_query, hp.training_sequence_length)
-    if hp.loss != "batch_kl" or hp.model_type != "dense" or shape != STEP_SHAPE or hp.student_candidates_per_query:
+    shape = (hp.batch_size, hp.training_sequence_length)
+    if (hp.loss != "batch_kl" or hp.model_type != "dense" or shape != (STEP_QUERIES, STEP_TOKENS)
+            or hp.student_candidates_per_query):
         return None
-    return training_step_warning(hp.base_model, hp.gradient_checkpointing, hp.attention_dropout == 0, available_mib)
+    return training_step_warning(hp.base_model, hp.candidates_per_query, hp.gradient_checkpointing,
+                                 hp.attention_dropout == 0, available_mib)
 
 
 def memory_note(memory: MemoryEstimate) -> str:
