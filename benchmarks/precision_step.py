@@ -60,7 +60,7 @@ def main() -> int:
 
     from finetune_assets.core.cost.smart_defaults import batch_kl_lookup
     from finetune_assets.core.offline_models import resolve_base_model
-    from finetune_assets.core.training.batch_distillation import ENCODE_CHUNK, cpu_has_bf16, set_attention_dropout
+    from finetune_assets.core.training.batch_distillation import POOL_CHUNK, cpu_has_bf16, set_attention_dropout
 
     shape = batch_kl_lookup("dense")
     documents = read_texts(args.corpus_jsonl, shape.batch_size * shape.candidates_per_query)
@@ -77,7 +77,7 @@ def main() -> int:
     def step(bf16: bool) -> float:
         began = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            chunks = [embed(documents[i:i + ENCODE_CHUNK]) for i in range(0, len(documents), ENCODE_CHUNK)]
+            chunks = [embed(documents[i:i + POOL_CHUNK]) for i in range(0, len(documents), POOL_CHUNK)]
             scores = embed(queries) @ torch.cat(chunks).T
             loss = scores.float().logsumexp(-1).mean()
         loss.backward()

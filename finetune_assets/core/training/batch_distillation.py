@@ -37,6 +37,10 @@ MODEL_TYPES = ("dense", "sparse")
 # keep activations cache-sized: a MiniLM bf16 step over 128 documents of 256 tokens took 23.4 s in one batch and
 # 12.1 s as four chunks of 32 (16 or 64 a chunk: 15 s) on this 2-core Xeon.
 ENCODE_CHUNK = 32
+# A dense training step's pool goes in smaller chunks, each padded to its longest document: with bge-small-en in fp32,
+# 8 a chunk took 0.45 (CACM) and 0.68 (Cranfield) of the time of 32 for 64 pooled documents, the embeddings equal to
+# 1e-7 (benchmarks/pool_chunks.py, benchmarks/results/pool-chunks-2026-12-07/). Sparse steps, not measured, keep 32.
+POOL_CHUNK = 8
 
 
 def masks_its_source(row: dict) -> bool:
@@ -433,7 +437,7 @@ def train_batch_kl(rows: Sequence[dict], documents: Sequence[dict], scores: Teac
         pooled = [int(c) for r in chosen for c in candidates[r]]
         if own is not None:
             pooled += [int(c) for r in chosen for c in own[r]]
-        chunks = length_sorted_chunks(dict.fromkeys(pooled), lengths)
+        chunks = length_sorted_chunks(dict.fromkeys(pooled), lengths, ENCODE_CHUNK if sparse else POOL_CHUNK)
         pool = [c for chunk in chunks for c in chunk]
         teacher = torch.from_numpy(scores.lookup(chosen, pool, hp.teacher_temperature)[0]).to(device)
         with autocast:
