@@ -23,13 +23,11 @@ from pathlib import Path
 
 from benchmarks.output import write_table
 from benchmarks.precision_step import read_texts
-from finetune_assets.core.jsonl import read_jsonl
 
 
 def sample_texts(corpus: Path, pool: int, seed: int = 0) -> list[str]:
     """`pool` documents' texts drawn with `seed` from the whole corpus (bad records named as read_texts names them)."""
-    total = sum(1 for _ in read_jsonl(corpus))
-    texts = read_texts(corpus, total)
+    texts = read_texts(corpus, None)
     if len(texts) < pool:
         raise SystemExit(f"{corpus} has {len(texts)} documents; the pool needs {pool}")
     return [texts[i] for i in random.Random(seed).sample(range(len(texts)), pool)]

@@ -21,8 +21,9 @@ from benchmarks.output import write_table
 from finetune_assets.core.jsonl import read_jsonl
 
 
-def read_texts(corpus: Path, count: int) -> list[str]:
-    """The first `count` documents' texts; a bad record stops the command with its file and record number."""
+def read_texts(corpus: Path, count: int | None) -> list[str]:
+    """The first `count` documents' texts (None: all of them); a bad record stops the command with its file and
+    record number."""
     texts = []
     try:
         for number, record in enumerate(read_jsonl(corpus), 1):
@@ -33,6 +34,8 @@ def read_texts(corpus: Path, count: int) -> list[str]:
                 return texts
     except ValueError as error:  # read_jsonl names the file and line of a line that is not JSON
         raise SystemExit(str(error)) from None
+    if count is None:
+        return texts
     raise SystemExit(f"{corpus} has {len(texts)} documents; the step needs {count}")
 
 

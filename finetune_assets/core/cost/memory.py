@@ -82,8 +82,8 @@ def training_step_warning(base_model: str, candidates: int, checkpointing: bool,
         options.append(f"trained_model attention_dropout: 0 and gradient_checkpointing: true (about "
                        f"{step[(candidates, True, True)] / 1024:.1f} GiB)")
     if not options:  # the same model and settings cannot fit: a smaller pool, or the lighter model
-        fewer = [c for c in sorted(step_candidates(step)) if c < candidates and fits((c, checkpointing,
-                                                                                       attention_dropout_off))]
+        fewer = sorted(c for c, *setting in step if c < candidates and fits((c, *setting))
+                       and tuple(setting) == (checkpointing, attention_dropout_off))
         if fewer:
             options.append(f"trained_model candidates_per_query: {fewer[-1]} (about "
                            f"{step[(fewer[-1], checkpointing, attention_dropout_off)] / 1024:.1f} GiB, a smaller "
@@ -99,11 +99,6 @@ def training_step_warning(base_model: str, candidates: int, checkpointing: bool,
     return (f"trained_model's training step of {base_model} took about {peak / 1024:.1f} GiB with these settings on "
             f"paragraph-long documents (less on shorter ones) and this machine has {available_mib / 1024:.1f} GiB "
             f"free: {advice}")
-
-
-def step_candidates(step: dict) -> set[int]:
-    """The candidates per query a base model's step was measured with."""
-    return {candidates for candidates, *_ in step}
 
 
 @dataclass(frozen=True)
