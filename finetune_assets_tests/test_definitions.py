@@ -14,7 +14,7 @@ LINEAGE = {
     "training_pairs": ["raw_corpus", "bedrock_batch_outputs"],
     "mined_negatives": ["raw_corpus", "training_pairs"],
     "trained_model": ["mined_negatives"],
-    "evaluation_report": ["raw_corpus", "training_pairs", "trained_model"],
+    "evaluation_report": ["raw_corpus", "training_pairs", "mined_negatives", "trained_model"],
     "model_package": ["trained_model", "evaluation_report", "raw_corpus"],
     "model_endpoint": ["trained_model", "evaluation_report", "raw_corpus"],
     "registered_model_id": ["model_package", "model_endpoint", "evaluation_report"],

@@ -5,6 +5,7 @@ import json
 import logging
 import subprocess
 
+import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
@@ -65,6 +66,9 @@ def test_every_asset_materialized_for_the_partition(pipeline_run):
     assert training["hyperparameters"].value["epochs"] == 1 and training["hyperparameters"].value["batch_size"] == 4
     assert metadata["bedrock_batch_outputs"]["smart_defaults"].value["filled"] == {"queries_per_type": 1}
     assert "| tuned |" in metadata["evaluation_report"]["report"].value
+    # the base model ranked the training documents with the embeddings mined_negatives computed for its teacher
+    assert metadata["evaluation_report"]["base_embeddings_reused"].value == \
+        metadata["mined_negatives"]["candidate_documents"].value
     assert metadata["registered_model_id"]["registered"].value is False
 
 
@@ -82,6 +86,14 @@ def test_artifacts_are_complete_and_bad_records_are_quarantined_by_line(pipeline
         assert {"recordId", "modelInput", "modelOutput"} <= set(record)
     report = read_json(current["evaluation_report"] / "report.json")
     assert set(report["results"]) == {"bm25", "base", "tuned", "hybrid_base", "hybrid_tuned"}
+    # the saved base-model rows evaluation_report reuses are what the base model gives those documents now
+    from finetune_assets.core.retrieval.retrieval import encode
+    from finetune_assets.resources.base_model import BaseModelResource
+
+    saved = np.load(current["mined_negatives"] / "base_document_embeddings.npy")
+    texts = [d["text"] for d in read_jsonl(current["mined_negatives"] / "documents.jsonl")]
+    base = BaseModelResource(**RUN_CONFIG["resources"]["base_model"]["config"]).load()
+    np.testing.assert_allclose(saved, encode(base, texts), atol=1e-5)
     assert report["recommended"] in report["results"]
     by_type = report["ndcg@10_by_query_type"]  # every held-out query in one group, every system in each group
     assert by_type and sum(group["queries"] for group in by_type.values()) == report["judged_queries"]

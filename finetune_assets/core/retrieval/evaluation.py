@@ -109,6 +109,7 @@ def compare_systems(
     precomputed: Mapping[str, tuple[Mapping[str, Sequence[str]], dict | None]] | None = None,
     document_prune_ratios: Mapping[str, float] | None = None,
     flops_ceilings: Mapping[str, str] | None = None,
+    doc_embeddings: Mapping[str, object] | None = None,
 ) -> Comparison:
     """Rank the same corpus with each system and score every run on the same judgements.
 
@@ -116,6 +117,7 @@ def compare_systems(
     queries, e.g. the base model's, which does not change between benchmark runs. `document_prune_ratios` maps a
     sparse system to the max_ratio pruning its documents get in the index (sparse_retrieval.prune_max_ratio);
     `flops_ceilings` maps such a system to another, ranked before it, whose FLOPS its pruning is raised to match.
+    `doc_embeddings` maps a dense system to its embeddings of `doc_texts`, computed earlier (saved_embeddings.py).
     """
     judged = {q: text for q, text in queries.items() if q in qrels}
     runs: dict[str, Mapping[str, Sequence[str]]] = {}
@@ -146,7 +148,7 @@ def compare_systems(
             sparsity[name] = figures.to_dict()
         else:
             scored[name] = dense_search(model, doc_ids, doc_texts, judged, k=100, batch_size=batch_size,
-                                        with_scores=True)
+                                        doc_embeddings=(doc_embeddings or {}).get(name), with_scores=True)
         runs[name] = _ids(scored[name])
         seconds[name] = round(time.perf_counter() - started, 2)
     results = {name: evaluate_run(run, qrels, metrics) for name, run in runs.items()}

@@ -17,6 +17,9 @@ from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_json, read_jsonl, write_json
 from finetune_assets.core.plots import metric_bars_png
 from finetune_assets.core.retrieval.evaluation import TABLE_METRICS, compare_systems
+from finetune_assets.core.retrieval.retrieval import encode
+from finetune_assets.core.retrieval.saved_embeddings import embeddings_reusing_saved, model_identity
+from finetune_assets.core.training.batch_distillation import DOCUMENTS_FILE
 from finetune_assets.partitions import index_partitions
 from finetune_assets.resources.base_model import BaseModelResource
 from finetune_assets.resources.storage import ArtifactStorage
@@ -58,8 +61,8 @@ def recommended_system(results: dict[str, dict[str, float]], metric: str = "ndcg
     return max(ranked, key=lambda name: results[name][metric])
 
 
-@asset(partitions_def=index_partitions, group_name="evaluation", deps=["raw_corpus", "training_pairs", "trained_model"],
-       kinds={"python"})
+@asset(partitions_def=index_partitions, group_name="evaluation",
+       deps=["raw_corpus", "training_pairs", "mined_negatives", "trained_model"], kinds={"python"})
 def evaluation_report(context: AssetExecutionContext, config: EvaluationReportConfig, storage: ArtifactStorage,
                       base_model: BaseModelResource) -> MaterializeResult:
     """nDCG@10, MRR@10, MAP@100, Recall@1/5/10/100 and Precision@1/5/10 for each system, as JSON, table and chart.
@@ -76,11 +79,22 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
     tuned_dir = storage.fetch(index, "trained_model") / "model"
     queries, qrels = held_out_judgements(pairs)
     texts = [document_text(d) for d in documents]
+    doc_ids = [d["id"] for d in documents]
+    baseline = base_model.load_baseline(texts)
+    saved = None
+    if base_model.model_type == "dense":  # mined_negatives saved the base model's training-document embeddings
+        saved = embeddings_reusing_saved(
+            storage.fetch(index, "mined_negatives"), DOCUMENTS_FILE,
+            model_identity(base_model.model_name, base_model.max_seq_length), doc_ids, texts,
+            lambda missing: encode(baseline, missing, batch_size=base_model.batch_size))
+    if saved is not None:
+        context.log.info(f"base model: reused the embeddings of {saved[1]:,} of {len(texts):,} documents from "
+                         "mined_negatives")
     comparison = compare_systems(
-        [d["id"] for d in documents], texts, queries, qrels,
-        {"base": base_model.load_baseline(texts), "tuned": base_model.load(str(tuned_dir))},
+        doc_ids, texts, queries, qrels, {"base": baseline, "tuned": base_model.load(str(tuned_dir))},
         batch_size=base_model.batch_size, document_prune_ratios={"tuned": base_model.prune_ratio},
         flops_ceilings={"tuned": "base"},  # the tuned model's index never costs more per search than the base's
+        doc_embeddings={"base": saved[0]} if saved is not None else None,
     )
     # Hybrid rows: BM25 fused with each model as an OpenSearch hybrid query, the setting chosen on these queries.
     for system in ("base", "tuned"):
@@ -110,6 +124,7 @@ def evaluation_report(context: AssetExecutionContext, config: EvaluationReportCo
         "path": MetadataValue.path(uri),
         "judged_queries": comparison.judged_queries,
         "documents": comparison.documents,
+        "base_embeddings_reused": saved[1] if saved is not None else 0,
         "ndcg@10_bm25": comparison.results["bm25"]["ndcg@10"],
         "ndcg@10_base": comparison.results["base"]["ndcg@10"],
         "ndcg@10_tuned": comparison.results["tuned"]["ndcg@10"],

@@ -10,6 +10,7 @@ from finetune_assets.core.data.pairs import document_text
 from finetune_assets.core.jsonl import read_jsonl, write_json, write_jsonl
 from finetune_assets.core.retrieval.mining import SOURCES, MiningResult, MiningSettings, mine_hard_negatives
 from finetune_assets.core.retrieval.retrieval import encode
+from finetune_assets.core.retrieval.saved_embeddings import model_identity, save_embeddings
 from finetune_assets.core.teachers.hybrid_teacher import (
     HybridTeacher,
     check_teacher_weights,
@@ -229,6 +230,9 @@ def write_teacher_top_k(context: AssetExecutionContext, teacher: HybridTeacher, 
     store = teacher_top_k(teacher, rows, [d["id"] for d in documents], folder=folder, k=k,
                           on_progress=lambda done, total: context.log.info(f"teacher top-K {done}/{total} rows"))
     write_jsonl(folder / DOCUMENTS_FILE, [{"id": d["id"], "text": t} for d, t in zip(documents, texts)])
+    if base_model.model_type == "dense":  # evaluation_report ranks these documents with the same base model
+        save_embeddings(folder, teacher.doc_embeddings, model_identity(base_model.model_name,
+                                                                       base_model.max_seq_length))
     return {**metadata, "teacher": teacher.name, "teacher_rows": store.rows, "teacher_top_k": store.k,
             "teacher_documents": store.documents,
             "teacher_top_k_seconds": round(time.perf_counter() - top_started, 2),
