@@ -19,15 +19,14 @@ EMBEDDINGS_INFO_FILE = "base_document_embeddings.json"  # the model and token li
 
 
 def model_identity(model_name: str, max_seq_length: int) -> dict:
-    """What must match for a saved embedding to equal a fresh one (the vectors are always normalised)."""
-    return {"model": model_name, "max_seq_length": int(max_seq_length), "normalized": True}
+    """What must match for a saved embedding to equal a fresh one (encode always normalises dense vectors)."""
+    return {"model": model_name, "max_seq_length": int(max_seq_length)}
 
 
 def save_embeddings(folder: Path, vectors: np.ndarray, identity: dict) -> None:
     """Save the rows of `vectors` (aligned with the folder's documents file) and the identity that made them."""
     np.save(folder / EMBEDDINGS_FILE, np.asarray(vectors, dtype=np.float32))
-    (folder / EMBEDDINGS_INFO_FILE).write_text(json.dumps({**identity, "documents": int(vectors.shape[0])}) + "\n",
-                                               encoding="utf-8")
+    (folder / EMBEDDINGS_INFO_FILE).write_text(json.dumps(identity) + "\n", encoding="utf-8")
 
 
 def embeddings_reusing_saved(folder: Path, documents_file: str, identity: dict, doc_ids: Sequence[str],
@@ -43,16 +42,17 @@ def embeddings_reusing_saved(folder: Path, documents_file: str, identity: dict, 
         return None
     saved = np.load(embeddings_path, mmap_mode="r")
     known = {d["id"]: (row, d["text"]) for row, d in enumerate(read_jsonl(folder / documents_file))}
-    if saved.ndim != 2 or saved.shape[0] != len(known) or info.get("documents") != len(known):
+    if saved.ndim != 2 or saved.shape[0] != len(known):
         raise ValueError(f"{embeddings_path} has shape {saved.shape} but {folder / documents_file} lists "
                          f"{len(known)} documents: the folder is incomplete; materialize mined_negatives again")
-    rows = [known.get(doc_id, (None, None)) for doc_id in doc_ids]
-    missing = [i for i, ((row, text), wanted) in enumerate(zip(rows, doc_texts)) if row is None or text != wanted]
+    # the saved row of each document whose text is unchanged, else None
+    rows = [row if text == wanted else None
+            for (row, text), wanted in zip((known.get(doc_id, (None, None)) for doc_id in doc_ids), doc_texts)]
+    reused = [i for i, row in enumerate(rows) if row is not None]
+    missing = [i for i, row in enumerate(rows) if row is None]
     out = np.empty((len(doc_ids), saved.shape[1]), dtype=np.float32)
-    missing_set = set(missing)
-    reused = [i for i in range(len(doc_ids)) if i not in missing_set]
     if reused:
-        out[reused] = saved[[rows[i][0] for i in reused]]
+        out[reused] = saved[[rows[i] for i in reused]]
     if missing:
         fresh = np.asarray(encode([doc_texts[i] for i in missing]), dtype=np.float32)
         if fresh.shape != (len(missing), saved.shape[1]):

@@ -75,4 +75,4 @@ def test_a_model_of_another_dimension_is_an_error(tmp_path):
 def test_the_identity_is_written_beside_the_vectors(tmp_path):
     folder = saved_folder(tmp_path, {"a": "alpha", "b": "beta"})
     info = json.loads((folder / "base_document_embeddings.json").read_text())
-    assert info == {**IDENTITY, "documents": 2}
+    assert info == {"model": "local:bge-small-en", "max_seq_length": 256}
